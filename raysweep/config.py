@@ -1,0 +1,293 @@
+"""The sweep spec: one YAML file, validated by pydantic, with `--set a.b=value` overrides.
+
+Every run-level choice lives here. Unknown keys are refused, and every error names the
+field path and the bad value (``grid.weight_decay[2]: must be >= 0, got -0.1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. ``problems`` holds one ``field.path: message`` line each."""
+
+    def __init__(self, problems: list[str], source: str = "spec"):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
+
+
+class TokenizerConfig(_Section):
+    kind: Literal["bpe", "file"] = "bpe"
+    """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json)."""
+    vocab_size: int = Field(4096, ge=260)
+    """Vocabulary size asked of the BPE trainer (it may stop short on a small corpus)."""
+    min_frequency: int = Field(2, ge=1)
+    """A pair must occur this often in the train split to be merged."""
+    path: Optional[str] = None
+    """tokenizer.json to load when kind is `file`."""
+
+
+class DataConfig(_Section):
+    corpus: str = "rotten-tomatoes"
+    """`rotten-tomatoes` (bundled), a local .txt/.jsonl/.json/.csv/.parquet file, or `hf:<dataset>`."""
+    text_column: str = "text"
+    """Column holding the document text (ignored for .txt, one document per line)."""
+    heldout_fraction: float = Field(0.05, gt=0, lt=1)
+    """Share of documents held out of training, chosen by a hash of the text and `split_seed`."""
+    split_seed: int = 0
+    """Seed of the train/held-out split; independent of the trial seed so all trials share it."""
+    max_train_docs: Optional[int] = Field(None, ge=1)
+    """Keep only the first N training documents (None: all). Small N lets tiny models memorise."""
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    seq_len: int = Field(128, ge=4)
+    """Tokens per packed sequence; the model predicts seq_len - 1 targets per sequence."""
+
+
+class ModelConfig(_Section):
+    family: Literal["llama", "qwen2"] = "llama"
+    """transformers architecture for the CPU presets; GPU presets carry their own family."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Attention dropout (the paper trains without)."""
+
+
+class TrainConfig(_Section):
+    steps: int = Field(300, ge=1)
+    """Optimizer steps per trial."""
+    batch_size: int = Field(16, ge=1)
+    """Sequences per step, summed over all workers of a trial."""
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate."""
+    warmup_steps: int = Field(30, ge=0)
+    """Linear warmup from 0 to `lr`."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """Cosine decays to lr * min_lr_ratio at the last step (0: to zero)."""
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global gradient norm; 0 disables clipping."""
+    decay_policy: DecayPolicy = "all_matrices"
+    """Which parameters decay: every matrix incl. embeddings, all but embeddings, or embeddings only.
+    Norms and biases never decay."""
+    checkpoint_every: int = Field(100, ge=1)
+    """Steps between checkpoints (the last step always checkpoints)."""
+
+
+class EvalConfig(_Section):
+    every: int = Field(100, ge=1)
+    """Steps between per-token evaluations (the last step always evaluates)."""
+    n_train_sequences: int = Field(64, ge=1)
+    """Training sequences in the fixed train-sample eval set (what the paper measures)."""
+    n_heldout_sequences: int = Field(64, ge=0)
+    """Held-out sequences in the fixed held-out eval set."""
+    batch_size: int = Field(16, ge=1)
+    """Sequences per eval forward pass on each worker."""
+
+
+class GridConfig(_Section):
+    weight_decay: list[float] = Field([0.0, 1.0], min_length=1)
+    """AdamW decoupled weight decay values (lambda)."""
+    scale: list[str] = Field(["tiny"], min_length=1)
+    """Model scale presets (see `raysweep.model.PRESETS`)."""
+    seed: list[int] = Field([0], min_length=1)
+    """Seeds of model init and data order."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "GridConfig":
+        problems = [f"grid.weight_decay[{i}]: must be >= 0, got {v!r}"
+                    for i, v in enumerate(self.weight_decay) if not v >= 0]
+        from raysweep.model import PRESETS  # late: model imports torch
+
+        problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"
+                     for i, v in enumerate(self.scale) if v not in PRESETS]
+        for field in ("weight_decay", "scale", "seed"):
+            values = getattr(self, field)
+            if len(set(values)) != len(values):
+                problems.append(f"grid.{field}: duplicate values in {values!r}")
+        if problems:
+            raise SpecError(problems)
+        return self
+
+
+class ResourcesConfig(_Section):
+    workers_per_trial: int = Field(2, ge=1)
+    """Ray Train workers (FSDP2 ranks) per trial."""
+    use_gpu: bool = False
+    """One GPU per worker, NCCL and bf16 mixed precision; CPU uses gloo and float32."""
+    cpus_per_worker: int = Field(1, ge=1)
+    """CPUs reserved per worker; also its torch thread count."""
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    """None: as many as the cluster's scarcest resource allows."""
+
+
+class FailureConfig(_Section):
+    max_failures: int = Field(3, ge=0)
+    """Worker-group restarts per trial (Ray Train), each from the last checkpoint."""
+    trial_max_failures: int = Field(1, ge=0)
+    """Trial-driver reruns (Ray Tune); the rerun finds its Train run by name and resumes."""
+    inject_crash_at_step: Optional[int] = Field(None, ge=1)
+    """Testing aid: rank 0 of each trial dies once when it reaches this step (None: never)."""
+
+
+class SweepSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Sweep name; the sweep lives in `<storage>/<name>/`."""
+    storage: str = "runs"
+    """Root of all sweeps: a local or NFS path (relative paths resolve against the working dir)."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    grid: GridConfig = GridConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    failure: FailureConfig = FailureConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepSpec":
+        from raysweep.model import PRESETS
+
+        problems = []
+        workers = self.resources.workers_per_trial
+        if self.train.batch_size % workers:
+            problems.append(f"train.batch_size: {self.train.batch_size} is not divisible by "
+                            f"resources.workers_per_trial={workers}; e.g. --set train.batch_size="
+                            f"{max(workers, self.train.batch_size // workers * workers)}")
+        if self.train.warmup_steps >= self.train.steps:
+            problems.append(f"train.warmup_steps: {self.train.warmup_steps} must be < train.steps="
+                            f"{self.train.steps}")
+        for i, scale in enumerate(self.grid.scale):
+            context = PRESETS[scale].max_position_embeddings
+            if self.data.seq_len > context:
+                problems.append(f"data.seq_len: {self.data.seq_len} exceeds the context of "
+                                f"grid.scale[{i}]={scale!r} ({context}); use --set data.seq_len={context}")
+        tok = self.data.tokenizer
+        if tok.kind == "file" and not tok.path:
+            problems.append("data.tokenizer.path: required when data.tokenizer.kind is 'file'")
+        if problems:
+            raise SpecError(problems)
+        return self
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.storage).expanduser().resolve() / self.name
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict) -> str:
+    ctx, got = error.get("ctx", {}), error.get("input")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; check the spelling against the spec sections in the README"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
+              "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}, got {got!r}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {got!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    if kind == "too_short":
+        return f"must not be empty, got {got!r}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {got!r}"
+
+
+def _errors_to_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, SpecError):  # a section validator already wrote full lines
+            problems += nested.problems
+        else:
+            problems.append(f"{_field_path(error['loc'])}: {_describe(error)}")
+    return problems
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise SpecError([f"--set {assignment!r}: expected key.path=value, e.g. --set train.steps=100"])
+    key, value_text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SpecError([f"--set {assignment!r}: empty name in key path {key!r}"])
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"--set {key}: value {value_text!r} is not valid YAML ({exc.problem})"])
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError([f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section"])
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_spec(raw: Any, overrides: tuple[str, ...] = (), source: str = "spec") -> SweepSpec:
+    """Validate a spec dict (plus overrides), raising SpecError with every problem at once."""
+    if not isinstance(raw, dict):
+        raise SpecError([f"top level must be a mapping of sections, got {type(raw).__name__}"], source)
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy; overrides must not touch the caller's dict
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_errors_to_problems(exc), source) from None
+    except SpecError as exc:
+        raise SpecError(exc.problems, source) from None
+
+
+def load_spec(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepSpec:
+    """Read and validate a spec YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"spec file not found; pass an existing YAML such as examples/demo.yaml"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML: {exc}".replace("\n", " ")], str(path)) from None
+    return parse_spec(raw, overrides, source=str(path))
+
+
+def spec_to_yaml(spec: SweepSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+class TrialPoint(_Section):
+    """One point of the grid; its id is a pure function of the point, so retries find their files."""
+
+    weight_decay: float = Field(ge=0)
+    scale: str
+    seed: int
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}"
+
+
+def grid_points(grid: GridConfig) -> list[TrialPoint]:
+    return [TrialPoint(weight_decay=wd, scale=scale, seed=seed)
+            for scale in grid.scale for wd in grid.weight_decay for seed in grid.seed]

