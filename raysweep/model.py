@@ -21,6 +21,8 @@ class ModelPreset:
     intermediate_size: int
     max_position_embeddings: int
     tie_embeddings: bool = False
+    head_dim: Optional[int] = None
+    """None: hidden_size // n_heads."""
     family: Optional[str] = None
     """None: the spec's `model.family` decides (CPU presets); GPU shapes fix their own."""
 
@@ -32,11 +34,13 @@ PRESETS: dict[str, ModelPreset] = {
     "nano": ModelPreset(32, 1, 2, 2, 64, 512),
     "tiny": ModelPreset(64, 2, 4, 4, 256, 512),
     "small": ModelPreset(128, 2, 4, 4, 512, 1024),
-    "base": ModelPreset(256, 4, 4, 4, 1024, 1024),
-    "openelm-270m": ModelPreset(1280, 16, 16, 4, 3584, 2048, tie_embeddings=True, family="llama"),
+    "base": ModelPreset(256, 3, 4, 4, 768, 1024),
+    "openelm-270m": ModelPreset(1280, 16, 16, 4, 2880, 2048, tie_embeddings=True, head_dim=64,
+                                family="llama"),
     "qwen2-0.5b": ModelPreset(896, 24, 14, 2, 4864, 32768, tie_embeddings=True, family="qwen2"),
     "qwen2-1.5b": ModelPreset(1536, 28, 12, 2, 8960, 32768, tie_embeddings=True, family="qwen2"),
-    "openelm-3b": ModelPreset(3072, 36, 24, 6, 8192, 2048, tie_embeddings=True, family="llama"),
+    "openelm-3b": ModelPreset(3072, 36, 16, 4, 7168, 2048, tie_embeddings=True, head_dim=128,
+                              family="llama"),
 }
 
 
@@ -58,6 +62,7 @@ def build_config(scale: str, vocab_size: int, family: str = "llama", dropout: fl
         num_hidden_layers=preset.n_layers,
         num_attention_heads=preset.n_heads,
         num_key_value_heads=preset.n_kv_heads,
+        head_dim=preset.head_dim or preset.hidden_size // preset.n_heads,
         max_position_embeddings=preset.max_position_embeddings,
         tie_word_embeddings=preset.tie_embeddings,
         attention_dropout=dropout,

@@ -45,7 +45,9 @@ def train_metrics_path(sweep_dir: Path, trial_id: str, upto_step: int) -> Path:
 
 
 def manifest_path(shard: Path) -> Path:
-    return shard.with_name(shard.stem + MANIFEST_SUFFIX)
+    """`_part-0.manifest.json` beside `part-0.parquet`: the leading underscore keeps pyarrow
+    datasets and `*.parquet` globs from taking it for data."""
+    return shard.with_name("_" + shard.stem + MANIFEST_SUFFIX)
 
 
 def _sha256(path: Path) -> str:
@@ -86,6 +88,6 @@ def is_complete(path: Path, verify_checksum: bool = False) -> bool:
 
 def complete_shards(root: Path) -> list[Path]:
     """Every shard under `root` whose manifest exists, sorted."""
-    return sorted(m.with_name(m.name[: -len(MANIFEST_SUFFIX)] + ".parquet")
-                  for m in Path(root).rglob(f"*{MANIFEST_SUFFIX}")
-                  if m.with_name(m.name[: -len(MANIFEST_SUFFIX)] + ".parquet").exists())
+    shards = (m.with_name(m.name[1: -len(MANIFEST_SUFFIX)] + ".parquet")
+              for m in Path(root).rglob(f"_*{MANIFEST_SUFFIX}"))
+    return sorted(shard for shard in shards if shard.exists())

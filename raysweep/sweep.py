@@ -28,6 +28,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
 from raysweep.data.prepare import PreparedData, prepare_data
 from raysweep.model import build_config, count_params, flops_per_token
+from raysweep.train.checkpoint import trial_run_dir
 from raysweep.train.loop import train_loop_per_worker
 
 log = logging.getLogger("raysweep")
@@ -47,21 +48,20 @@ class SweepDirError(ValueError):
     """A sweep directory that cannot be used as asked."""
 
 
-def _trial_dir(sweep_dir: Path, trial: TrialPoint) -> Path:
-    return Path(sweep_dir) / "train" / trial.trial_id
-
-
 def _trial_from_config(config: dict) -> TrialPoint:
     return TrialPoint(weight_decay=config["weight_decay"], scale=config["scale"], seed=config["seed"])
 
 
 # [2] The trial driver -------------------------------------------------------------------------
 
-def run_trial(config: dict) -> None:
-    """Tune function trainable: run (or resume) one trial's TorchTrainer to completion."""
-    spec = SweepSpec.model_validate(config["spec"])
+def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
+    """Tune function trainable: run (or resume) one trial's TorchTrainer to completion.
+
+    `config` holds only the grid point; the spec and data dir come from `tune.with_parameters`.
+    """
+    spec = SweepSpec.model_validate(spec_dict)
     trial = _trial_from_config(config)
-    marker = _trial_dir(spec.sweep_dir, trial) / COMPLETE_MARKER
+    marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / COMPLETE_MARKER
     if marker.exists():  # finished in an earlier run of this sweep dir: nothing to redo
         tune.report(json.loads(marker.read_text()))
         return
@@ -69,8 +69,7 @@ def run_trial(config: dict) -> None:
     resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": config["spec"], "trial": trial.model_dump(),
-                           "data_dir": config["data_dir"]},
+        train_loop_config={"spec": spec_dict, "trial": trial.model_dump(), "data_dir": data_dir},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=resources),
@@ -137,14 +136,14 @@ def _check_cluster_can_hold(spec: SweepSpec) -> None:
         raise SpecError(problems)
 
 
-def _trainable():
-    return tune.with_resources(run_trial, {"CPU": 0, DRIVER_RESOURCE: 1})
+def _trainable(spec: SweepSpec, data: PreparedData):
+    trainable = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
+                                     data_dir=str(data.data_dir))
+    return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: 1})
 
 
-def _param_space(spec: SweepSpec, data: PreparedData) -> dict:
+def _param_space(spec: SweepSpec) -> dict:
     return {
-        "spec": spec.model_dump(mode="json"),
-        "data_dir": str(data.data_dir),
         "weight_decay": tune.grid_search(list(spec.grid.weight_decay)),
         "scale": tune.grid_search(list(spec.grid.scale)),
         "seed": tune.grid_search(list(spec.grid.seed)),
@@ -200,8 +199,8 @@ def run_sweep(spec: SweepSpec) -> Path:
         log.warning("resuming the sweep in %s", sweep_dir)
         return resume_sweep(sweep_dir)
     tuner = tune.Tuner(
-        _trainable(),
-        param_space=_param_space(spec, data),
+        _trainable(spec, data),
+        param_space=_param_space(spec),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec),
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
@@ -232,7 +231,8 @@ def resume_sweep(sweep_dir: Path) -> Path:
     data = prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
     init_ray(spec)
     _check_cluster_can_hold(spec)
-    tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(), resume_errored=True)
+    tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec, data),
+                                 resume_errored=True)
     _finish(spec, tuner.fit(), data)
     return spec.sweep_dir
 
@@ -254,7 +254,7 @@ def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> P
     for trial in grid_points(spec.grid):
         model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
                                     spec.model.dropout, data.eos_id)
-        complete = (_trial_dir(spec.sweep_dir, trial) / COMPLETE_MARKER).exists()
+        complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / COMPLETE_MARKER).exists()
         status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
         rows.append({
             "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,

@@ -3,18 +3,53 @@
 Each rank saves its shards into its own local directory; Ray Train merges the directories of
 all ranks into one checkpoint in storage (rank 0 holds DCP's `.metadata`, written last, which
 is what makes a DCP directory loadable). `train_state.json` records the step.
+
+Ray registers a checkpoint only when its controller polls the report (every ~2 s); a group
+that dies in between restarts from an older one. So once every rank has returned from the
+report (each after its own upload), rank 0 writes `_COMPLETE` into the stored checkpoint, and
+a restart takes the newest complete checkpoint: Ray's own or a newer marked one.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 STATE_FILE = "train_state.json"
+COMPLETE_MARKER = "_COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def trial_run_dir(sweep_dir: Path, trial_id: str) -> Path:
+    """Where Ray Train stores a trial's run: RunConfig(name=trial_id, storage_path=<sweep>/train)."""
+    return Path(sweep_dir) / "train" / trial_id
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def mark_complete(stored_checkpoint: Path, step: int) -> None:
+    (Path(stored_checkpoint) / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
+
+
+def _step_of(directory: Path) -> int:
+    match = _STEP_DIR.match(Path(directory).name)
+    return int(match.group(1)) if match else -1
+
+
+def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: Path) -> Optional[Path]:
+    """Newest of Ray's registered checkpoint and the marked-complete ones under `run_dir`."""
+    candidates = [d for d in Path(run_dir).glob("step-*") if (d / COMPLETE_MARKER).exists()]
+    if ray_checkpoint_path:
+        candidates.append(Path(ray_checkpoint_path))
+    return max(candidates, key=_step_of, default=None)
 
 
 def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,

@@ -6,6 +6,7 @@ Reads top to bottom: setup → model → shard → optimizer → resume → loop
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 import time
@@ -24,8 +25,11 @@ from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model
 from raysweep.shards import TRAIN_METRICS_SCHEMA, token_shard_path, train_metrics_path, write_shard
-from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
+from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
+                                       mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.optim import build_optimizer, lr_at
+
+ATTEMPTS_FILE = "attempts.jsonl"
 
 
 def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool) -> None:
@@ -62,12 +66,20 @@ def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int
     """Testing aid: kill rank 0's process once at `failure.inject_crash_at_step`."""
     if rank != 0 or spec.failure.inject_crash_at_step != step:
         return
-    marker = spec.sweep_dir / "train" / trial.trial_id / f".crash-injected-at-{step}"
+    marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / f".crash-injected-at-{step}"
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
+
+
+def _log_attempt(spec: SweepSpec, trial: TrialPoint, start_step: int) -> None:
+    """One line per worker-group start: how often a trial restarted, and from which step."""
+    log_file = trial_run_dir(spec.sweep_dir, trial.trial_id) / ATTEMPTS_FILE
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as handle:
+        handle.write(json.dumps({"start_step": start_step, "time": time.time()}) + "\n")
 
 
 def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
@@ -104,12 +116,16 @@ def train_loop_per_worker(config: dict) -> None:
     apply_fsdp(model, mesh, spec.resources.use_gpu)
     optimizer = build_optimizer(model, trial.weight_decay, spec.train)
 
-    # [3] Resume from the last reported checkpoint, if this is a restart.
+    # [3] Resume from the newest complete checkpoint, if this is a restart.
     start_step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            start_step = load_checkpoint(model, optimizer, Path(directory))
+    ray_checkpoint = ray.train.get_checkpoint()
+    resume_from = latest_checkpoint(ray_checkpoint.path if ray_checkpoint else None,
+                                    trial_run_dir(spec.sweep_dir, trial.trial_id))
+    if resume_from is not None:
+        start_step = load_checkpoint(model, optimizer, resume_from)
+
+    if rank == 0:
+        _log_attempt(spec, trial, start_step)
 
     train_rows = open_array(data.data_dir, "train")
     eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS
@@ -154,7 +170,7 @@ def train_loop_per_worker(config: dict) -> None:
                                      schema=TRAIN_METRICS_SCHEMA),
                             train_metrics_path(spec.sweep_dir, trial.trial_id, done))
             window = []
-            _report(model, optimizer, metrics, done, rank,
+            _report(model, optimizer, metrics, done, rank, trial_run_dir(spec.sweep_dir, trial.trial_id),
                     save=done % spec.train.checkpoint_every == 0 or is_last)
 
 
@@ -164,13 +180,17 @@ def _window_metrics(window: list[tuple], step: int) -> dict:
             "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_times))}
 
 
-def _report(model, optimizer, metrics: dict, step: int, rank: int, save: bool) -> None:
+def _report(model, optimizer, metrics: dict, step: int, rank: int, run_dir: Path, save: bool) -> None:
     """ray.train.report, with a DCP checkpoint when `save`. Every rank calls it the same number
-    of times; it blocks until the controller polls, hence only at eval/checkpoint cadence."""
+    of times, and it synchronizes the ranks, hence only at eval/checkpoint cadence."""
     if not save:
         ray.train.report(metrics)
         return
+    name = checkpoint_dir_name(step)
     with tempfile.TemporaryDirectory(prefix=f"ckpt-{step}-rank{rank}-") as directory:
         save_checkpoint(model, optimizer, step, Path(directory), rank)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=f"step-{step:08d}")
+                         checkpoint_dir_name=name)
+    dist.barrier()  # every rank has uploaded its part: the stored checkpoint is whole
+    if rank == 0:
+        mark_complete(run_dir / name, step)

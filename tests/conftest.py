@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny spec on a small slice of the real bundled corpus, and a CLI runner
+that gives every Ray run its own storage and temp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_spec_dict(storage: Path, name: str = "t", **sections) -> dict:
+    """A spec that trains in seconds on 2 gloo workers: 120 real reviews, 32-token sequences."""
+    spec = {
+        "name": name,
+        "storage": str(storage),
+        "data": {"corpus": "rotten-tomatoes", "max_train_docs": 120, "seq_len": 32,
+                 "tokenizer": {"kind": "bpe", "vocab_size": 512, "min_frequency": 2}},
+        "train": {"steps": 40, "batch_size": 4, "warmup_steps": 5, "checkpoint_every": 20},
+        "eval": {"every": 20, "n_train_sequences": 12, "n_heldout_sequences": 10, "batch_size": 4},
+        "grid": {"weight_decay": [0.0, 1.0], "scale": ["nano"], "seed": [0]},
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1},
+        "failure": {"max_failures": 2, "trial_max_failures": 1},
+    }
+    for section, values in sections.items():
+        spec[section] = {**spec.get(section, {}), **values} if isinstance(values, dict) else values
+    return spec
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cli_env(tmp_root: Path) -> dict:
+    """Own TMPDIR per run (Ray's sockets and lock files live there; keep the path short)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    return {**os.environ, "TMPDIR": str(ray_tmp), "RAY_DEDUP_LOGS": "0",
+            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool = True):
+    result = subprocess.run([sys.executable, "-m", "raysweep.cli", *args], cwd=tmp_root,
+                            env=cli_env(tmp_root), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"raysweep {' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path

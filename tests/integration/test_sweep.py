@@ -1,0 +1,133 @@
+"""End to end on a real local Ray: FSDP2 on 2 gloo workers, Parquet shards, DuckDB catalog.
+
+One uninterrupted reference sweep (2 trials) is the yardstick; an injected worker crash and a
+killed-then-resumed sweep must reproduce its per-token shards exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from raysweep.data.pack import open_array
+from raysweep.data.prepare import PreparedData
+from raysweep.model import build_config, build_model
+from raysweep.train.checkpoint import load_model_weights
+from tests.conftest import cli_env, run_cli, tiny_spec_dict, write_spec
+
+pytestmark = pytest.mark.ray
+
+SEQ_LEN, N_TRAIN_EVAL, N_HELDOUT_EVAL, STEPS, EVAL_EVERY = 32, 12, 10, 40, 20
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ref")
+    spec = write_spec(root / "spec.yaml", tiny_spec_dict(root / "runs", name="ref"))
+    result = run_cli(["sweep", str(spec)], root)
+    assert "balanced_loss" in result.stdout
+    return root / "runs" / "ref"
+
+
+def _tokens(sweep_dir: Path, where: str = "true"):
+    with duckdb.connect(str(sweep_dir / "catalog.duckdb"), read_only=True) as con:
+        return con.execute(f"SELECT * FROM tokens WHERE {where} "
+                           "ORDER BY split, trial_id, step, seq_id, pos").df()
+
+
+def test_row_count_is_eval_tokens_x_evals_x_trials_without_duplicates(reference):
+    """(b) 2 trials x 2 evals x (12 + 10) sequences x 31 targets, every key once."""
+    expected = 2 * (STEPS // EVAL_EVERY) * (N_TRAIN_EVAL + N_HELDOUT_EVAL) * (SEQ_LEN - 1)
+    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == expected
+        duplicates = con.execute("""SELECT count(*) FROM (SELECT split, trial_id, step, seq_id, pos
+            FROM tokens GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0]
+        statuses = con.execute("SELECT status, count(*) FROM trials GROUP BY 1").fetchall()
+    assert duplicates == 0
+    assert statuses == [("TERMINATED", 2)]
+    # no stray files either: every parquet file on disk is a complete shard
+    on_disk = ds.dataset(reference / "shards" / "tokens", format="parquet", partitioning="hive")
+    assert on_disk.count_rows() == expected
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_shard_losses_equal_the_models_loss_from_the_checkpoint(reference, split):
+    """(a) final checkpoint loaded outside raysweep → HF loss == mean of that step's shard rows."""
+    trial_id = "nano-wd1.0-s0"
+    data = PreparedData.load(next((reference / "data").iterdir()))
+    model = build_model(build_config("nano", data.vocab_size, eos_token_id=data.eos_id), seed=123)
+    step = load_model_weights(model, reference / "train" / trial_id / f"step-{STEPS:08d}")
+    assert step == STEPS
+    ids = torch.from_numpy(np.asarray(open_array(data.data_dir, f"eval-{split}")).astype(np.int64))
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=ids).loss.item()
+    rows = _tokens(reference, f"trial_id = '{trial_id}' AND split = '{split}' AND step = {STEPS}")
+    assert len(rows) == ids.shape[0] * (SEQ_LEN - 1)
+    assert rows["loss"].astype(np.float64).mean() == pytest.approx(expected, abs=1e-5)
+
+
+def test_report_reads_the_catalog(reference):
+    result = run_cli(["report", str(reference)], reference)
+    lines = result.stdout.splitlines()
+    assert any(l.split()[:3] == ["train", "nano", "0.0000"] for l in lines), result.stdout
+    assert any(l.split()[:3] == ["heldout", "nano", "1.0000"] for l in lines), result.stdout
+
+
+def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(reference, tmp_path):
+    """(c) rank 0 dies at step 30 → Train restarts the group from the step-20 checkpoint, and the
+    final shards equal the uninterrupted run's, bit for bit."""
+    spec = tiny_spec_dict(tmp_path / "runs", name="crash", grid={"weight_decay": [1.0]},
+                          failure={"inject_crash_at_step": 30})
+    run_cli(["sweep", str(write_spec(tmp_path / "spec.yaml", spec))], tmp_path)
+    sweep_dir = tmp_path / "runs" / "crash"
+    trial_dir = sweep_dir / "train" / "nano-wd1.0-s0"
+    assert (trial_dir / ".crash-injected-at-30").exists()
+    attempts = [json.loads(l)["start_step"] for l in (trial_dir / "attempts.jsonl").read_text().splitlines()]
+    assert attempts == [0, 20]
+    where = "trial_id = 'nano-wd1.0-s0'"
+    got, want = _tokens(sweep_dir, where), _tokens(reference, where)
+    assert len(got) == len(want) > 0
+    assert got.equals(want)
+
+
+def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL the driver's whole session, then any Ray process that escaped it."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
+
+
+def test_killed_sweep_finishes_with_resume(reference, tmp_path):
+    """(d) sweep driver SIGKILLed after its first trial → `raysweep resume` finishes the rest;
+    the shards equal the uninterrupted run's."""
+    spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="ref"))
+    sweep_dir = tmp_path / "runs" / "ref"
+    env = cli_env(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(sweep_dir.glob("train/*/complete.json")):
+        assert process.poll() is None, "sweep exited before it could be interrupted"
+        assert time.time() < deadline, "first trial did not finish in time"
+        time.sleep(0.5)
+    _kill_session_and_its_ray(process, env["TMPDIR"])
+    assert len(list(sweep_dir.glob("train/*/complete.json"))) == 1
+    assert not (sweep_dir / "catalog.duckdb").exists()
+
+    run_cli(["resume", str(sweep_dir)], tmp_path)
+    assert len(list(sweep_dir.glob("train/*/complete.json"))) == 2
+    got, want = _tokens(sweep_dir), _tokens(reference)
+    assert len(got) == len(want) > 0
+    assert got.equals(want)

@@ -1,0 +1,100 @@
+"""The sweep spec: every error names its field; overrides reach any field."""
+
+from pathlib import Path
+
+import pytest
+
+from raysweep.config import SpecError, grid_points, load_spec, parse_spec
+from raysweep.model import PRESETS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def problems_of(raw: dict, *overrides: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, overrides)
+    return info.value.problems
+
+
+BASE = {"name": "x"}
+
+
+@pytest.mark.parametrize("raw, overrides, expected", [
+    ({**BASE, "grid": {"weight_decay": [0.0, 0.1, -0.1]}}, (), "grid.weight_decay[2]: must be >= 0, got -0.1"),
+    (BASE, ("grid.weight_decay=[0.0, .nan]",), "grid.weight_decay[1]: must be a finite number"),
+    (BASE, ("grid.weight_decay=[.inf]",), "grid.weight_decay[0]: must be a finite number"),
+    (BASE, ("grid.weight_decay=[]",), "grid.weight_decay: must not be empty"),
+    (BASE, ("grid.scale=[tiny, huge]",), "grid.scale[1]: unknown preset 'huge'; valid: nano"),
+    (BASE, ("train.stpes=10",), "train.stpes: unknown field"),
+    (BASE, ("bogus=1",), "bogus: unknown field"),
+    (BASE, ("train.steps=many",), "train.steps: input should be a valid integer"),
+    (BASE, ("train.batch_size=7",), "train.batch_size: 7 is not divisible by resources.workers_per_trial=2"),
+    (BASE, ("data.seq_len=4096",), "data.seq_len: 4096 exceeds the context of grid.scale[0]='tiny'"),
+    (BASE, ("data.heldout_fraction=1.5",), "data.heldout_fraction: must be < 1.0, got 1.5"),
+    (BASE, ("data.tokenizer.kind=wordpiece",), "data.tokenizer.kind: must be one of 'bpe' or 'file'"),
+    (BASE, ("data.tokenizer.kind=file",), "data.tokenizer.path: required"),
+    (BASE, ("train.decay_policy=biases",), "train.decay_policy: must be one of"),
+    (BASE, ("train.warmup_steps=500",), "train.warmup_steps: 500 must be < train.steps=300"),
+    (BASE, ("resources.workers_per_trial=0",), "resources.workers_per_trial: must be >= 1, got 0"),
+    (BASE, ("grid.seed=[1, 1]",), "grid.seed: duplicate values"),
+    ({"storage": "runs"}, (), "name: required field is missing"),
+    (BASE, ("name=has space",), "name: string should match pattern"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
+def test_spec_error_names_field(raw, overrides, expected):
+    """bad field → a problem line that starts with its dotted path and says what is wrong."""
+    problems = problems_of(raw, *overrides)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_every_problem_reported_at_once():
+    """two independent mistakes → both named in one error."""
+    problems = problems_of(BASE, "train.steps=0", "eval.every=0")
+    assert any(p.startswith("train.steps:") for p in problems)
+    assert any(p.startswith("eval.every:") for p in problems)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("train.steps", "expected key.path=value"),
+    ("train..steps=3", "empty name"),
+    ("train.steps.x=3", "train.steps: input should be a valid integer"),
+    ("name.x=3", "name is not a section"),
+    ("grid.weight_decay=[0.1", "not valid YAML"),
+])
+def test_bad_set_override(assignment, message):
+    """malformed --set → SpecError naming the override."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(BASE, (assignment,))
+    assert message in str(info.value)
+
+
+def test_override_reaches_nested_fields():
+    """--set parses YAML values and sets nested fields; the caller's dict is untouched."""
+    raw = {**BASE, "grid": {"weight_decay": [0.0]}}
+    spec = parse_spec(raw, ("grid.weight_decay=[0.0, 0.1, 1.0]", "data.tokenizer.vocab_size=1000"))
+    assert spec.grid.weight_decay == [0.0, 0.1, 1.0]
+    assert spec.data.tokenizer.vocab_size == 1000
+    assert raw["grid"]["weight_decay"] == [0.0]
+
+
+def test_demo_spec_is_valid_and_expands_to_a_grid():
+    """examples/demo.yaml → at least 2 weight decays x 2 scales, unique trial ids."""
+    spec = load_spec(REPO / "examples" / "demo.yaml")
+    points = grid_points(spec.grid)
+    assert len(spec.grid.weight_decay) >= 2 and len(spec.grid.scale) >= 2
+    assert len({p.trial_id for p in points}) == len(points) == (
+        len(spec.grid.weight_decay) * len(spec.grid.scale) * len(spec.grid.seed))
+    assert all(s in PRESETS for s in spec.grid.scale)
+
+
+def test_missing_spec_file_names_the_file(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value)
+
+
+def test_non_mapping_yaml(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "top level must be a mapping" in str(info.value)

@@ -1,0 +1,115 @@
+"""Data: corpus sources, the deterministic split, packing, token_freq and the content-keyed cache."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from raysweep.config import DataConfig, EvalConfig
+from raysweep.data.corpus import CorpusError, load_documents, split_documents
+from raysweep.data.prepare import PreparedData, prepare_data
+from raysweep.data.pack import open_array
+
+SMALL = DataConfig(corpus="rotten-tomatoes", max_train_docs=150, seq_len=32,
+                   tokenizer={"vocab_size": 600})
+EVAL = EvalConfig(n_train_sequences=20, n_heldout_sequences=15)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> PreparedData:
+    return prepare_data(SMALL, EVAL, tmp_path_factory.mktemp("runs") / "sweep")
+
+
+def test_bundled_corpus_is_movie_reviews_without_synopses():
+    docs = load_documents("rotten-tomatoes", "text")
+    assert len(docs) > 10_000
+    assert len(set(docs)) == len(docs) and all(d.strip() == d and d for d in docs)
+
+
+def test_split_is_deterministic_disjoint_and_order_free():
+    docs = load_documents("rotten-tomatoes", "text")[:2000]
+    a = split_documents(docs, 0.1, split_seed=3)
+    b = split_documents(list(reversed(docs)), 0.1, split_seed=3)
+    assert set(a.heldout) == set(b.heldout) and not set(a.train) & set(a.heldout)
+    assert 100 < len(a.heldout) < 300
+    assert set(split_documents(docs, 0.1, split_seed=4).heldout) != set(a.heldout)
+
+
+def test_token_freq_covers_every_id_and_counts_the_train_array(prepared):
+    """token_freq → one row per vocab id (zero counts too); counts = bincount of train.bin."""
+    freq = pq.read_table(prepared.data_dir / "token_freq.parquet").to_pandas()
+    train = np.asarray(open_array(prepared.data_dir, "train"))
+    assert list(freq["token_id"]) == list(range(prepared.vocab_size))
+    expected = np.bincount(train.reshape(-1), minlength=prepared.vocab_size)
+    assert (freq["count"].to_numpy() == expected).all()
+    assert sorted(freq["rank"]) == list(range(1, prepared.vocab_size + 1))
+    top = freq.sort_values("rank").iloc[0]
+    assert top["count"] == expected.max()
+    assert freq["share"].sum() == pytest.approx(1.0)
+    assert (freq["count"] == 0).any()  # a BPE vocab always has byte tokens the corpus never uses
+
+
+def test_packed_arrays_and_eval_sets(prepared):
+    meta = json.loads((prepared.data_dir / "meta.json").read_text())
+    train = open_array(prepared.data_dir, "train")
+    sample = open_array(prepared.data_dir, "eval-train")
+    assert train.shape[1] == 32 and train.dtype == np.uint16
+    assert sample.shape == (20, 32)
+    assert (np.asarray(sample) == np.asarray(train)[meta["eval_train_indices"]]).all()
+    assert open_array(prepared.data_dir, "eval-heldout").shape == (15, 32)
+
+
+def test_second_sweep_reuses_the_data_dir(prepared, tmp_path):
+    """same data settings in a sibling sweep → same key, copied not rebuilt; other settings → new key."""
+    again = prepare_data(SMALL, EVAL, prepared.data_dir.parents[1])
+    assert again.data_dir == prepared.data_dir
+    sibling = prepare_data(SMALL, EVAL, prepared.data_dir.parents[2] / "other")
+    assert sibling.data_key == prepared.data_key
+    assert (sibling.data_dir / "train.bin").read_bytes() == (prepared.data_dir / "train.bin").read_bytes()
+    changed = prepare_data(SMALL.model_copy(update={"seq_len": 16}), EVAL, tmp_path / "s")
+    assert changed.data_key != prepared.data_key
+
+
+@pytest.mark.parametrize("suffix", ["txt", "jsonl", "csv", "parquet"])
+def test_local_corpus_files(tmp_path, suffix):
+    docs = [f"review number {i}: a film about {i % 7} things" for i in range(300)]
+    path = tmp_path / f"corpus.{suffix}"
+    if suffix == "txt":
+        path.write_text("\n".join(docs) + "\n")
+    elif suffix == "jsonl":
+        pd.DataFrame({"body": docs}).to_json(path, orient="records", lines=True)
+    elif suffix == "csv":
+        pd.DataFrame({"body": docs}).to_csv(path, index=False)
+    else:
+        pd.DataFrame({"body": docs}).to_parquet(path)
+    assert load_documents(str(path), "body") == docs
+    data = DataConfig(corpus=str(path), text_column="body", seq_len=16, tokenizer={"vocab_size": 300})
+    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2), tmp_path / "sw")
+    assert prepared.n_train_sequences > 10
+
+
+def test_missing_text_column_names_the_columns(tmp_path):
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"review": ["a b c"] * 5}).to_csv(path, index=False)
+    with pytest.raises(CorpusError, match=r"data.text_column: 'text' is not a column .* columns: review"):
+        load_documents(str(path), "text")
+
+
+def test_empty_and_missing_corpus(tmp_path):
+    empty = tmp_path / "e.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(CorpusError, match="holds no non-empty documents"):
+        load_documents(str(empty), "text")
+    with pytest.raises(CorpusError, match="not found"):
+        load_documents(str(tmp_path / "missing.jsonl"), "text")
+
+
+def test_corpus_smaller_than_a_batch_fails_and_leaves_no_data_dir(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text("just a few words here\nand here\n" * 3)
+    data = DataConfig(corpus=str(path), seq_len=64, tokenizer={"vocab_size": 300})
+    with pytest.raises(CorpusError, match="fewer than one batch"):
+        prepare_data(data, EvalConfig(), tmp_path / "sw", min_sequences=8)
+    assert list((tmp_path / "sw" / "data").iterdir()) == []

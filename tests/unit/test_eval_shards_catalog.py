@@ -1,0 +1,98 @@
+"""Per-token scoring, atomic shards and the DuckDB catalog on synthetic-but-real files."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from raysweep.catalog import build_catalog, report_table
+from raysweep.evaluate import n_batches_for, rank_slice, score
+from raysweep.model import build_config, build_model
+from raysweep.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path,
+                             token_shard_path, write_shard)
+
+
+def test_scored_rows_average_to_the_models_own_loss():
+    """mean of per-token rows == model(input_ids, labels=input_ids).loss (HF's own reduction)."""
+    model = build_model(build_config("nano", vocab_size=200), seed=0)
+    sequences = np.random.default_rng(0).integers(0, 200, size=(7, 16)).astype(np.uint16)
+    table = score(model, sequences, np.arange(7), batch_size=3, n_batches=4, device=torch.device("cpu"))
+    assert table.num_rows == 7 * 15 and table.schema == TOKEN_SCHEMA
+    with torch.no_grad():
+        ids = torch.from_numpy(sequences.astype(np.int64))
+        expected = model(input_ids=ids, labels=ids).loss.item()
+    assert np.mean(table["loss"].to_numpy(), dtype=np.float64) == pytest.approx(expected, abs=1e-5)
+    frame = table.to_pandas()
+    assert frame.groupby("seq_id")["pos"].apply(list).map(lambda p: p == list(range(1, 16))).all()
+    assert (frame["token_id"].to_numpy() == sequences[:, 1:].reshape(-1)).all()
+
+
+def test_rank_slices_are_disjoint_and_cover_with_equal_batch_counts():
+    for n, world in [(10, 2), (3, 4), (64, 3)]:
+        slices = [rank_slice(n, r, world) for r in range(world)]
+        assert sorted(np.concatenate(slices).tolist()) == list(range(n))
+        assert n_batches_for(n, world, 4) * 4 >= max(len(s) for s in slices)
+
+
+def _token_table(n: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({"seq_id": np.repeat(np.arange(n // 4), 4).astype(np.int32),
+                     "pos": np.tile(np.arange(1, 5), n // 4).astype(np.int32),
+                     "token_id": rng.integers(0, 10, n).astype(np.int32),
+                     "loss": rng.random(n).astype(np.float32),
+                     "correct": rng.random(n) > 0.5}, schema=TOKEN_SCHEMA)
+
+
+def test_shard_is_complete_only_with_its_manifest(tmp_path):
+    path = token_shard_path(tmp_path, "train", "t1", 10, 0)
+    write_shard(_token_table(40), path)
+    assert is_complete(path, verify_checksum=True)
+    # a rewrite that dies after dropping the manifest leaves the shard looking incomplete
+    manifest_path(path).unlink()
+    assert not is_complete(path) and complete_shards(tmp_path) == []
+    write_shard(_token_table(40, seed=1), path)
+    path.write_bytes(path.read_bytes()[:-10])  # truncated after the manifest was written
+    assert is_complete(path) and not is_complete(path, verify_checksum=True)
+    assert not list(path.parent.glob(".*tmp*"))
+
+
+def _fake_sweep(root):
+    """Two trials (wd 0 and 1) over a 6-token vocab, with hand-chosen losses."""
+    (root / "data" / "k1").mkdir(parents=True)
+    pq.write_table(pa.table({"token_id": pa.array(range(6), pa.int32()),
+                             "count": [0, 1, 2, 3, 9, 27], "rank": [6, 5, 4, 3, 2, 1],
+                             "share": [0, 1 / 42, 2 / 42, 3 / 42, 9 / 42, 27 / 42],
+                             "piece": list("abcdef"), "n_chars": [1] * 6}),
+                   root / "data" / "k1" / "token_freq.parquet")
+    pq.write_table(pa.table({"trial_id": ["a", "b"], "weight_decay": [0.0, 1.0],
+                             "scale": ["nano", "nano"], "seed": [0, 0], "steps": [10, 10],
+                             "data_key": ["k1", "k1"], "status": ["TERMINATED"] * 2}),
+                   root / "trials.parquet")
+    rows = {"a": ([1, 1, 4, 5], [1.0, 3.0, 0.5, 0.1]), "b": ([1, 4, 4, 5], [4.0, 1.0, 2.0, 0.3])}
+    for trial, (tokens, losses) in rows.items():
+        for step, offset in ((5, 10.0), (10, 0.0)):  # step 5 must not leak into the final table
+            table = pa.table({"seq_id": pa.array([0] * 4, pa.int32()), "pos": pa.array([1, 2, 3, 4], pa.int32()),
+                              "token_id": pa.array(tokens, pa.int32()),
+                              "loss": pa.array([l + offset for l in losses], pa.float32()),
+                              "correct": [True] * 4})
+            write_shard(table, token_shard_path(root, "train", trial, step, 0))
+    # an incomplete shard (no manifest) must be ignored by the catalog
+    pq.write_table(_token_table(8), token_shard_path(root, "train", "a", 10, 1))
+
+
+def test_catalog_views_and_report_values(tmp_path):
+    _fake_sweep(tmp_path)
+    catalog = build_catalog(tmp_path)
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == 16
+        bins = dict(con.execute("SELECT token_id, bin FROM token_freq").fetchall())
+    assert bins == {0: -1, 1: 0, 2: 0, 3: 1, 4: 2, 5: 3}  # exact powers of 3 start a new bin
+    table = report_table(tmp_path).set_index("weight_decay")
+    # trial a: type means {1: 2.0, 4: 0.5, 5: 0.1}; occurrences average 1.15
+    assert table.loc[0.0, "average_loss"] == pytest.approx(1.15, abs=1e-6)
+    assert table.loc[0.0, "balanced_loss"] == pytest.approx((2.0 + 0.5 + 0.1) / 3, abs=1e-6)
+    assert table.loc[0.0, "bin0"] == pytest.approx(2.0) and table.loc[1.0, "bin2"] == pytest.approx(1.5)
+    assert table.loc[1.0, "balanced_loss"] == pytest.approx((4.0 + 1.5 + 0.3) / 3, abs=1e-6)

@@ -1,0 +1,82 @@
+"""Model presets (every one builds, counts are right) and the weight-decay split."""
+
+import math
+
+import pytest
+import torch
+
+from raysweep.config import TrainConfig
+from raysweep.model import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
+from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
+
+CPU_PRESETS = [name for name, p in PRESETS.items() if p.family is None]
+
+
+@pytest.mark.parametrize("scale", list(PRESETS), ids=list(PRESETS))
+def test_every_preset_builds_a_config_with_consistent_counts(scale):
+    """preset → config; 6N-style FLOPs exceed 6x the matmul params by exactly the attention term."""
+    config = build_config(scale, vocab_size=4096)
+    n = count_params(config)
+    attention = 12 * config.num_hidden_layers * config.hidden_size * 128
+    embedding = 4096 * config.hidden_size
+    matmul = n - (0 if config.tie_word_embeddings else embedding)
+    assert flops_per_token(config, 128) == 6 * matmul + attention
+
+
+@pytest.mark.parametrize("scale", CPU_PRESETS, ids=CPU_PRESETS)
+def test_cpu_presets_stay_small(scale):
+    assert count_params(build_config(scale, vocab_size=4096)) < 5_000_000
+
+
+def test_qwen2_05b_shape_matches_published_size():
+    """qwen2-0.5b at Qwen2's 151,936 vocab → ~494M parameters (the released model's count)."""
+    n = count_params(build_config("qwen2-0.5b", vocab_size=151_936))
+    assert abs(n - 494_032_768) / 494_032_768 < 0.01, n
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid: nano, tiny"):
+        get_preset("giant")
+
+
+def test_same_seed_same_weights_different_seed_different():
+    config = build_config("nano", vocab_size=300)
+    a, b, c = build_model(config, 1), build_model(config, 1), build_model(config, 2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
+
+
+EMBEDDINGS = {"model.embed_tokens.weight", "lm_head.weight"}
+
+
+@pytest.mark.parametrize("policy", ["all_matrices", "no_embeddings", "embeddings_only"])
+def test_decay_mask_exact_membership(policy):
+    """policy → exactly the hand-listed tensors decay; norms never do."""
+    model = build_model(build_config("tiny", vocab_size=300), 0)
+    names = [n for n, _ in model.named_parameters()]
+    matrices = {n for n, p in model.named_parameters() if p.ndim == 2}
+    expected = {"all_matrices": matrices, "no_embeddings": matrices - EMBEDDINGS,
+                "embeddings_only": EMBEDDINGS}[policy]
+    mask = decay_mask(model, policy)
+    assert {n for n in names if mask[n]} == expected
+    assert not any(mask[n] for n in names if "norm" in n)
+    summary = summarize_mask(model, mask)
+    assert summary["decay"]["n_params"] + summary["no_decay"]["n_params"] == sum(
+        p.numel() for p in model.parameters())
+
+
+def test_optimizer_groups_carry_the_weight_decay():
+    model = build_model(build_config("nano", vocab_size=300), 0)
+    optimizer = build_optimizer(model, 0.3, TrainConfig(decay_policy="no_embeddings"))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.3 for p in g["params"]}
+    assert id(model.model.embed_tokens.weight) not in decayed
+    assert id(model.model.layers[0].self_attn.q_proj.weight) in decayed
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(steps=101, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(100, cfg) == pytest.approx(0.1)
