@@ -7,25 +7,29 @@ import sys
 from pathlib import Path
 
 
-def _sweep(args) -> int:
+def _print_results(sweep_dir: Path) -> None:
+    import ray
+
     from raysweep.catalog import build_catalog, format_report, report_table
+
+    ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
+    catalog = build_catalog(sweep_dir)
+    print(format_report(report_table(sweep_dir)))
+    print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
+
+
+def _sweep(args) -> int:
     from raysweep.config import load_spec
     from raysweep.sweep import run_sweep
 
-    sweep_dir = run_sweep(load_spec(args.spec, tuple(args.set)))
-    build_catalog(sweep_dir)
-    print(format_report(report_table(sweep_dir)))
-    print(f"\nsweep dir: {sweep_dir}\ncatalog:   {sweep_dir / 'catalog.duckdb'}")
+    _print_results(run_sweep(load_spec(args.spec, tuple(args.set))))
     return 0
 
 
 def _resume(args) -> int:
-    from raysweep.catalog import build_catalog, format_report, report_table
     from raysweep.sweep import resume_sweep
 
-    sweep_dir = resume_sweep(Path(args.sweep_dir))
-    build_catalog(sweep_dir)
-    print(format_report(report_table(sweep_dir)))
+    _print_results(resume_sweep(Path(args.sweep_dir)))
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
 
@@ -146,7 +146,8 @@ class SweepSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name; the sweep lives in `<storage>/<name>/`."""
     storage: str = "runs"
-    """Root of all sweeps: a local or NFS path (relative paths resolve against the working dir)."""
+    """Root of all sweeps: a local or NFS path. A relative path resolves against the working dir
+    when the spec is loaded, so Ray workers (whose working dir differs) write to the same place."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -154,6 +155,11 @@ class SweepSpec(_Section):
     grid: GridConfig = GridConfig()
     resources: ResourcesConfig = ResourcesConfig()
     failure: FailureConfig = FailureConfig()
+
+    @field_validator("storage")
+    @classmethod
+    def _absolute_storage(cls, storage: str) -> str:
+        return str(Path(storage).expanduser().resolve())
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
@@ -182,7 +188,7 @@ class SweepSpec(_Section):
 
     @property
     def sweep_dir(self) -> Path:
-        return Path(self.storage).expanduser().resolve() / self.name
+        return Path(self.storage) / self.name
 
 
 def _field_path(loc: tuple) -> str:

@@ -131,3 +131,15 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
     got, want = _tokens(sweep_dir), _tokens(reference)
     assert len(got) == len(want) > 0
     assert got.equals(want)
+
+
+def test_duckdb_cli_opens_the_catalog(reference):
+    """the `duckdb` CLI installed beside raysweep reads the catalog with no raysweep import."""
+    duckdb_cli = Path(sys.executable).parent / "duckdb"
+    query = ("SELECT count(DISTINCT trial_id) FROM tokens JOIN token_freq USING (token_id) "
+             "WHERE freq_bin(count) >= 0")
+    result = subprocess.run([str(duckdb_cli), "-readonly", "-csv", "-noheader",
+                             str(reference / "catalog.duckdb"), query],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"

@@ -98,3 +98,10 @@ def test_non_mapping_yaml(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert "top level must be a mapping" in str(info.value)
+
+
+def test_relative_storage_resolves_against_the_working_dir(tmp_path, monkeypatch):
+    """storage: runs → an absolute path, so Ray workers (other cwd) write where the user looks."""
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec({**BASE, "storage": "runs"})
+    assert spec.sweep_dir == tmp_path.resolve() / "runs" / "x"

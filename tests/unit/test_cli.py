@@ -1,0 +1,62 @@
+"""The CLI's error path: one line naming the field or file, exit 2, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from raysweep.config import parse_spec
+from raysweep.sweep import SweepDirError, _check_existing_sweep
+from raysweep.config import spec_to_yaml
+
+
+def raysweep(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "raysweep.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("spec_text, overrides, fragment", [
+    ("name: x\ngrid: {weight_decay: [0.0, 0.1, -0.1]}\n", [], "grid.weight_decay[2]: must be >= 0, got -0.1"),
+    ("name: x\ntrain: {stepz: 3}\n", [], "train.stepz: unknown field"),
+    ("name: x\n", ["--set", "grid.scale=[gigantic]"], "grid.scale[0]: unknown preset 'gigantic'"),
+    ("name: x\n", ["--set", "train.steps"], "expected key.path=value"),
+    ("name: x\ndata: {corpus: missing.jsonl}\n", [], "data.corpus: file"),
+])
+def test_bad_input_exits_2_with_a_named_field_and_writes_nothing(tmp_path, spec_text, overrides, fragment):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    result = raysweep("sweep", str(spec), *overrides, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "x" / "catalog.duckdb").exists()
+
+
+def test_report_on_a_directory_that_is_not_a_sweep(tmp_path):
+    result = raysweep("report", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "not a finished sweep directory" in result.stderr
+
+
+def test_resume_without_a_sweep(tmp_path):
+    result = raysweep("resume", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert result.returncode == 2 and "not a sweep directory" in result.stderr
+
+
+def test_unknown_command(tmp_path):
+    result = raysweep("swep", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice: 'swep'" in result.stderr
+
+
+def test_existing_sweep_dir_resumes_extends_or_refuses(tmp_path):
+    """same spec → resume; only the grid differs → extend; anything else → refused, naming fields."""
+    spec = parse_spec({"name": "s", "storage": str(tmp_path)})
+    assert _check_existing_sweep(spec) is False  # nothing there yet
+    spec.sweep_dir.mkdir(parents=True)
+    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    assert _check_existing_sweep(spec) is True
+    wider = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("grid.weight_decay=[0.0, 0.1, 1.0]",))
+    assert _check_existing_sweep(wider) is False
+    other = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("train.lr=0.01", "data.seq_len=64"))
+    with pytest.raises(SweepDirError, match=r"data.seq_len: 128 -> 64; train.lr: 0.003 -> 0.01"):
+        _check_existing_sweep(other)
