@@ -17,8 +17,7 @@ import pyarrow as pa
 import ray.train
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.device_mesh import init_device_mesh
 
 from raysweep.config import SweepSpec, TrialPoint
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
@@ -27,26 +26,11 @@ from raysweep.model import build_config, build_model
 from raysweep.shards import TRAIN_METRICS_SCHEMA, token_shard_path, train_metrics_path, write_shard
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
-from raysweep.train.optim import build_optimizer, lr_at
+from raysweep.train.parallel import apply_fsdp
+from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
 
 ATTEMPTS_FILE = "attempts.jsonl"
-
-
-def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool) -> None:
-    """FSDP2: shard each decoder block, then the root (embeddings, final norm, head).
-
-    Args:
-        model: a transformers causal LM whose blocks live in `model.model.layers`.
-        mesh: 1-D data-parallel mesh. Built explicitly so a GPU machine running a CPU trial does
-            not move the model to CUDA.
-        use_gpu: bf16 params and float32 gradient reduction on GPU; CPU stays float32 because
-            bf16 matmuls are slow there and the CPU runs are the exactness reference.
-    """
-    mp_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-                 if use_gpu else MixedPrecisionPolicy())
-    for block in model.model.layers:
-        fully_shard(block, mesh=mesh, mp_policy=mp_policy)
-    fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+DECAY_GROUPS_FILE = "decay_groups.json"  # which tensors decayed: the variable under study
 
 
 @functools.lru_cache(maxsize=4)
@@ -126,6 +110,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     if rank == 0:
         _log_attempt(spec, trial, start_step)
+        mask = decay_mask(model, spec.train.decay_policy)
+        (trial_run_dir(spec.sweep_dir, trial.trial_id) / DECAY_GROUPS_FILE).write_text(
+            json.dumps(summarize_mask(model, mask), indent=1))
 
     train_rows = open_array(data.data_dir, "train")
     eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS

@@ -113,3 +113,21 @@ def test_corpus_smaller_than_a_batch_fails_and_leaves_no_data_dir(tmp_path):
     with pytest.raises(CorpusError, match="fewer than one batch"):
         prepare_data(data, EvalConfig(), tmp_path / "sw", min_sequences=8)
     assert list((tmp_path / "sw" / "data").iterdir()) == []
+
+
+def test_tokenizer_file_is_used_as_given(prepared, tmp_path):
+    """kind: file → the saved tokenizer.json drives packing; same vocab, same ids."""
+    data = DataConfig(**{**SMALL.model_dump(), "tokenizer": {
+        "kind": "file", "path": str(prepared.data_dir / "tokenizer.json")}})
+    again = prepare_data(data, EVAL, tmp_path / "sw")
+    assert again.vocab_size == prepared.vocab_size and again.data_key != prepared.data_key
+    assert (np.asarray(open_array(again.data_dir, "train")) ==
+            np.asarray(open_array(prepared.data_dir, "train"))).all()
+
+
+def test_tokenizer_file_that_does_not_parse(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    data = DataConfig(**{**SMALL.model_dump(), "tokenizer": {"kind": "file", "path": str(bad)}})
+    with pytest.raises(CorpusError, match=r"data.tokenizer.path: .*tokenizer.json.* not a tokenizer.json"):
+        prepare_data(data, EVAL, tmp_path / "sw")
