@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from raysweep.queries import install_queries
 from raysweep.shards import complete_shards
 
 CATALOG_FILE = "catalog.duckdb"
@@ -28,26 +29,34 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _tokens_view(shards: list[Path]) -> str:
-    if not shards:
-        return ("CREATE VIEW tokens AS SELECT NULL::VARCHAR AS split, NULL::VARCHAR AS trial_id, "
-                "NULL::BIGINT AS step, NULL::INTEGER AS seq_id, NULL::INTEGER AS pos, "
-                "NULL::INTEGER AS token_id, NULL::FLOAT AS loss, NULL::BOOLEAN AS correct WHERE false")
-    return f"""CREATE VIEW tokens AS
-        SELECT split, trial AS trial_id, step, seq_id, pos, token_id, loss, correct
-        FROM read_parquet({_sql_list(shards)}, hive_partitioning = true,
-             hive_types = {{'split': VARCHAR, 'trial': VARCHAR, 'step': BIGINT}})"""
+# view name -> (shard subdir, selected columns, hive partition types, typed empty columns)
+SHARD_VIEWS = {
+    "tokens": ("tokens", "split, trial AS trial_id, step, seq_id, pos, token_id, loss, correct",
+               "{'split': VARCHAR, 'trial': VARCHAR, 'step': BIGINT}",
+               "NULL::VARCHAR AS split, NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, "
+               "NULL::INTEGER AS seq_id, NULL::INTEGER AS pos, NULL::INTEGER AS token_id, "
+               "NULL::FLOAT AS loss, NULL::BOOLEAN AS correct"),
+    "embeddings": ("embeddings", "trial AS trial_id, step, token_id, input_norm, output_norm",
+                   "{'trial': VARCHAR, 'step': BIGINT}",
+                   "NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, NULL::INTEGER AS token_id, "
+                   "NULL::FLOAT AS input_norm, NULL::FLOAT AS output_norm"),
+    # `upto` is the step of the report that wrote the chunk; train_curves de-duplicates on it.
+    "train_metrics": ("train_metrics",
+                      "trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s, upto",
+                      "{'trial': VARCHAR, 'upto': BIGINT}",
+                      "NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, NULL::DOUBLE AS loss, "
+                      "NULL::DOUBLE AS lr, NULL::DOUBLE AS tokens_per_s, NULL::DOUBLE AS step_time_s, "
+                      "NULL::BIGINT AS upto"),
+}
 
 
-def _train_metrics_view(shards: list[Path]) -> str:
+def _shard_view(name: str, shards: list[Path]) -> str:
+    """A view over the complete shards only; typed and empty while there are none yet."""
+    _, columns, hive_types, empty = SHARD_VIEWS[name]
     if not shards:
-        return ("CREATE VIEW train_metrics AS SELECT NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, "
-                "NULL::DOUBLE AS loss, NULL::DOUBLE AS lr, NULL::DOUBLE AS tokens_per_s, "
-                "NULL::DOUBLE AS step_time_s WHERE false")
-    return f"""CREATE VIEW train_metrics AS
-        SELECT trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s
-        FROM read_parquet({_sql_list(shards)}, hive_partitioning = true,
-             hive_types = {{'trial': VARCHAR, 'upto': BIGINT}})"""
+        return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
+    return f"""CREATE VIEW {name} AS SELECT {columns}
+        FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
 
 
 def build_catalog(sweep_dir: Path) -> Path:
@@ -68,8 +77,9 @@ def build_catalog(sweep_dir: Path) -> Path:
                    token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
             FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
         con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
-        con.execute(_tokens_view(complete_shards(sweep_dir / "shards" / "tokens")))
-        con.execute(_train_metrics_view(complete_shards(sweep_dir / "shards" / "train_metrics")))
+        for name, (subdir, *_) in SHARD_VIEWS.items():
+            con.execute(_shard_view(name, complete_shards(sweep_dir / "shards" / subdir)))
+        install_queries(con)
     os.replace(tmp, final)
     return final
 

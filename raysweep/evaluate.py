@@ -14,7 +14,9 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from raysweep.shards import TOKEN_SCHEMA
+from torch.distributed.tensor import DTensor
+
+from raysweep.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA
 
 
 def rank_slice(n_sequences: int, rank: int, world_size: int) -> np.ndarray:
@@ -60,3 +62,23 @@ def score(model: torch.nn.Module, sequences: np.ndarray, rows: np.ndarray, batch
 def n_batches_for(n_sequences: int, world_size: int, batch_size: int) -> int:
     """Forward passes every rank makes: enough for the largest slice."""
     return math.ceil(math.ceil(n_sequences / world_size) / batch_size)
+
+
+@torch.no_grad()
+def embedding_norms(model: torch.nn.Module) -> pa.Table:
+    """Row norms of the input and output embeddings for every vocabulary id.
+
+    Under FSDP2 the rows are sharded DTensors: `full_tensor()` all-gathers them, so every rank
+    must call this, though only one writes the result.
+    """
+    def full(weight: torch.Tensor) -> torch.Tensor:
+        return (weight.full_tensor() if isinstance(weight, DTensor) else weight).float()
+
+    input_rows = full(model.get_input_embeddings().weight)
+    output = model.get_output_embeddings()
+    output_rows = full(output.weight) if output is not None else input_rows
+    return pa.Table.from_arrays([
+        pa.array(np.arange(input_rows.shape[0]), pa.int32()),
+        pa.array(input_rows.norm(dim=1).cpu().numpy(), pa.float32()),
+        pa.array(output_rows.norm(dim=1).cpu().numpy(), pa.float32()),
+    ], schema=EMBEDDING_SCHEMA)

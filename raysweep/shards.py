@@ -25,6 +25,12 @@ TOKEN_SCHEMA = pa.schema([
     ("correct", pa.bool_()),   # argmax prediction == target
 ])
 
+EMBEDDING_SCHEMA = pa.schema([
+    ("token_id", pa.int32()),
+    ("input_norm", pa.float32()),   # L2 norm of the token's input-embedding row
+    ("output_norm", pa.float32()),  # L2 norm of its output-embedding (unembedding) row
+])
+
 TRAIN_METRICS_SCHEMA = pa.schema([
     ("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
     ("tokens_per_s", pa.float64()), ("step_time_s", pa.float64()),
@@ -36,6 +42,11 @@ MANIFEST_SUFFIX = ".manifest.json"
 def token_shard_path(sweep_dir: Path, split: str, trial_id: str, step: int, rank: int) -> Path:
     return (Path(sweep_dir) / "shards" / "tokens" / f"split={split}" / f"trial={trial_id}"
             / f"step={step}" / f"part-{rank}.parquet")
+
+
+def embedding_shard_path(sweep_dir: Path, trial_id: str, step: int) -> Path:
+    return (Path(sweep_dir) / "shards" / "embeddings" / f"trial={trial_id}" / f"step={step}"
+            / "part-0.parquet")
 
 
 def train_metrics_path(sweep_dir: Path, trial_id: str, upto_step: int) -> Path:

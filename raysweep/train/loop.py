@@ -21,9 +21,10 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from raysweep.config import SweepSpec, TrialPoint
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
-from raysweep.evaluate import n_batches_for, rank_slice, score
+from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model
-from raysweep.shards import TRAIN_METRICS_SCHEMA, token_shard_path, train_metrics_path, write_shard
+from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_shard_path,
+                             train_metrics_path, write_shard)
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.parallel import apply_fsdp
@@ -78,6 +79,9 @@ def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
                               dtype=torch.float64, device=device)
         dist.all_reduce(totals)
         metrics[f"eval_loss_{split}"] = (totals[0] / totals[1]).item()
+    norms = embedding_norms(model)  # a collective: every rank calls it
+    if rank == 0:
+        write_shard(norms, embedding_shard_path(spec.sweep_dir, trial.trial_id, step))
     return metrics
 
 

@@ -54,7 +54,10 @@ def test_row_count_is_eval_tokens_x_evals_x_trials_without_duplicates(reference)
         duplicates = con.execute("""SELECT count(*) FROM (SELECT split, trial_id, step, seq_id, pos
             FROM tokens GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0]
         statuses = con.execute("SELECT status, count(*) FROM trials GROUP BY 1").fetchall()
+        metric_steps = con.execute("""SELECT trial_id, count(*), count(DISTINCT step), min(step), max(step)
+            FROM train_metrics GROUP BY 1""").fetchall()
     assert duplicates == 0
+    assert sorted(m[1:] for m in metric_steps) == [(STEPS, STEPS, 1, STEPS)] * 2
     assert statuses == [("TERMINATED", 2)]
     # no stray files either: every parquet file on disk is a complete shard
     on_disk = ds.dataset(reference / "shards" / "tokens", format="parquet", partitioning="hive")

@@ -11,6 +11,7 @@ import torch
 from raysweep.catalog import build_catalog, report_table
 from raysweep.evaluate import n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model
+from raysweep.sweep import TRIALS_SCHEMA
 from raysweep.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path,
                              token_shard_path, write_shard)
 
@@ -67,10 +68,12 @@ def _fake_sweep(root):
                              "share": [0, 1 / 42, 2 / 42, 3 / 42, 9 / 42, 27 / 42],
                              "piece": list("abcdef"), "n_chars": [1] * 6}),
                    root / "data" / "k1" / "token_freq.parquet")
-    pq.write_table(pa.table({"trial_id": ["a", "b"], "weight_decay": [0.0, 1.0],
-                             "scale": ["nano", "nano"], "seed": [0, 0], "steps": [10, 10],
-                             "data_key": ["k1", "k1"], "status": ["TERMINATED"] * 2}),
-                   root / "trials.parquet")
+    trial = {"scale": "nano", "seed": 0, "steps": 10, "data_key": "k1", "status": "TERMINATED",
+             "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices", "n_params": 1,
+             "flops_per_token": 6, "lr": 1e-3, "error": None}
+    pq.write_table(pa.Table.from_pylist([{**trial, "trial_id": "a", "weight_decay": 0.0},
+                                         {**trial, "trial_id": "b", "weight_decay": 1.0}],
+                                        schema=TRIALS_SCHEMA), root / "trials.parquet")
     rows = {"a": ([1, 1, 4, 5], [1.0, 3.0, 0.5, 0.1]), "b": ([1, 4, 4, 5], [4.0, 1.0, 2.0, 0.3])}
     for trial, (tokens, losses) in rows.items():
         for step, offset in ((5, 10.0), (10, 0.0)):  # step 5 must not leak into the final table
@@ -96,3 +99,15 @@ def test_catalog_views_and_report_values(tmp_path):
     assert table.loc[0.0, "balanced_loss"] == pytest.approx((2.0 + 0.5 + 0.1) / 3, abs=1e-6)
     assert table.loc[0.0, "bin0"] == pytest.approx(2.0) and table.loc[1.0, "bin2"] == pytest.approx(1.5)
     assert table.loc[1.0, "balanced_loss"] == pytest.approx((4.0 + 1.5 + 0.3) / 3, abs=1e-6)
+
+
+def test_catalog_of_a_sweep_without_shards_yet(tmp_path):
+    """no complete shards → typed, empty views and an explicit 'nothing yet' report."""
+    _fake_sweep(tmp_path)
+    for manifest in tmp_path.rglob("_*.manifest.json"):
+        manifest.unlink()
+    build_catalog(tmp_path)
+    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(loss) FROM tokens").fetchone() == (0, None)
+        assert con.execute("SELECT count(*) FROM train_metrics").fetchone()[0] == 0
+    assert report_table(tmp_path).empty

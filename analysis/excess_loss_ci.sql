@@ -1,0 +1,28 @@
+-- name: excess_loss_ci
+-- description: Per scale, regularizer, split, bin and weight decay: mean excess loss over seeds with a two-sided 95% Student-t confidence interval (NULL bounds with one seed).
+-- params: step := 'final'  -- as in token_type_loss
+-- columns: scale, regularizer, split, bin, weight_decay, n_seeds, mean_excess, ci95_low, ci95_high
+WITH per_seed AS (
+    SELECT * FROM excess_loss(step := step)
+),
+t_quantile(df, t) AS (   -- t(0.975, df); 1.96 beyond the table
+    VALUES (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365),
+           (8, 2.306), (9, 2.262), (10, 2.228), (11, 2.201), (12, 2.179), (13, 2.160), (14, 2.145),
+           (15, 2.131), (16, 2.120), (17, 2.110), (18, 2.101), (19, 2.093), (20, 2.086), (25, 2.060),
+           (30, 2.042)
+),
+grouped AS (
+    SELECT p.scale, p.regularizer, p.split, p.bin, p.weight_decay,
+           count(*) AS n_seeds, avg(p.excess_loss) AS mean_excess,
+           stddev_samp(p.excess_loss) / sqrt(count(*)) AS standard_error
+    FROM per_seed p
+    GROUP BY p.scale, p.regularizer, p.split, p.bin, p.weight_decay
+),
+final AS (
+    SELECT g.scale, g.regularizer, g.split, g.bin, g.weight_decay, g.n_seeds, g.mean_excess,
+           g.mean_excess - coalesce(q.t, 1.96) * g.standard_error AS ci95_low,
+           g.mean_excess + coalesce(q.t, 1.96) * g.standard_error AS ci95_high
+    FROM grouped g
+    LEFT JOIN t_quantile q ON q.df = (SELECT max(df) FROM t_quantile WHERE df <= g.n_seeds - 1)
+)
+SELECT * FROM final

@@ -1,0 +1,19 @@
+-- name: token_type_loss
+-- description: Per trial, eval step, split and token type: occurrences, mean loss (nats), accuracy.
+-- params: step := 'final'  -- 'final' (each trial's last step, trials.steps), 'all', or a step number
+-- columns: trial_id, step, split, token_id, n_occurrences, mean_loss, accuracy
+WITH selected AS (
+    SELECT t.trial_id, t.step, t.split, t.token_id, t.loss, t.correct
+    FROM tokens t JOIN trials tr ON tr.trial_id = t.trial_id
+    WHERE (step = 'final' AND t.step = tr.steps) OR step = 'all'
+       OR CAST(t.step AS VARCHAR) = CAST(step AS VARCHAR)
+),
+final AS (
+    SELECT s.trial_id, s.step, s.split, s.token_id,
+           count(*) AS n_occurrences,
+           avg(s.loss) AS mean_loss,
+           avg(CAST(s.correct AS DOUBLE)) AS accuracy
+    FROM selected s
+    GROUP BY s.trial_id, s.step, s.split, s.token_id
+)
+SELECT * FROM final
