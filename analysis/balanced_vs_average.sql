@@ -8,7 +8,7 @@ WITH typed AS (
 final AS (
     SELECT t.trial_id, t.step, t.split,
            count(*) AS n_types,
-           sum(t.n_occurrences) AS n_occurrences,
+           CAST(sum(t.n_occurrences) AS BIGINT) AS n_occurrences,
            sum(t.mean_loss * t.n_occurrences) / sum(t.n_occurrences) AS average_loss,
            avg(t.mean_loss) AS balanced_loss,
            avg(t.mean_loss) - sum(t.mean_loss * t.n_occurrences) / sum(t.n_occurrences) AS gap,

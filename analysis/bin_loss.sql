@@ -14,7 +14,7 @@ binned AS (
 final AS (
     SELECT b.trial_id, b.step, b.split, b.bin,
            count(*) AS n_types,
-           sum(b.n_occurrences) AS n_occurrences,
+           CAST(sum(b.n_occurrences) AS BIGINT) AS n_occurrences,
            avg(b.mean_loss) AS type_mean_loss,
            sum(b.mean_loss * b.n_occurrences) / sum(b.n_occurrences) AS occurrence_loss,
            sum(b.accuracy * b.n_occurrences) / sum(b.n_occurrences) AS accuracy

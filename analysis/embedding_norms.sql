@@ -7,7 +7,7 @@ WITH selected AS (
     FROM embeddings e
     JOIN trials tr ON tr.trial_id = e.trial_id
     JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = e.token_id
-    WHERE (step = 'final' AND e.step = tr.steps) OR step = 'all'
+    WHERE (CAST(step AS VARCHAR) = 'final' AND e.step = tr.steps) OR CAST(step AS VARCHAR) = 'all'
        OR CAST(e.step AS VARCHAR) = CAST(step AS VARCHAR)
 ),
 final AS (

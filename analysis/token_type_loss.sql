@@ -5,7 +5,7 @@
 WITH selected AS (
     SELECT t.trial_id, t.step, t.split, t.token_id, t.loss, t.correct
     FROM tokens t JOIN trials tr ON tr.trial_id = t.trial_id
-    WHERE (step = 'final' AND t.step = tr.steps) OR step = 'all'
+    WHERE (CAST(step AS VARCHAR) = 'final' AND t.step = tr.steps) OR CAST(step AS VARCHAR) = 'all'
        OR CAST(t.step AS VARCHAR) = CAST(step AS VARCHAR)
 ),
 final AS (

@@ -85,32 +85,19 @@ def build_catalog(sweep_dir: Path) -> Path:
 
 
 REPORT_SQL = """
-WITH final_tokens AS (       -- the last eval of every trial
-    SELECT t.split, t.trial_id, t.token_id, t.loss
-    FROM tokens t JOIN trials tr ON t.trial_id = tr.trial_id AND t.step = tr.steps
+WITH overall AS (
+    SELECT b.split, tr.scale, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
+           avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
+    FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
+    GROUP BY b.split, tr.scale, tr.weight_decay
 ),
-per_type AS (                -- one row per (trial, split, token type): its mean loss
-    SELECT split, trial_id, token_id, avg(loss) AS type_loss, count(*) AS n
-    FROM final_tokens GROUP BY ALL
-),
-per_trial AS (
-    SELECT p.split, p.trial_id, tr.scale, tr.weight_decay, tr.seed,
-           sum(p.type_loss * p.n) / sum(p.n) AS average_loss,
-           avg(p.type_loss) AS balanced_loss
-    FROM per_type p JOIN trials tr USING (trial_id) GROUP BY ALL
-),
-per_bin AS (                 -- token-balanced loss inside each training-frequency bin
-    SELECT p.split, p.trial_id, f.bin, avg(p.type_loss) AS bin_loss
-    FROM per_type p JOIN trials tr USING (trial_id)
-    JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = p.token_id
-    GROUP BY ALL
+bins AS (
+    SELECT b.split, tr.scale, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
+    FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
+    GROUP BY b.split, tr.scale, tr.weight_decay, b.bin
 )
-SELECT t.split, t.scale, t.weight_decay, count(DISTINCT t.seed) AS n_seeds,
-       avg(t.average_loss) AS average_loss, avg(t.balanced_loss) AS balanced_loss,
-       b.bin, avg(b.bin_loss) AS bin_loss
-FROM per_trial t JOIN per_bin b USING (split, trial_id)
-GROUP BY t.split, t.scale, t.weight_decay, b.bin
-ORDER BY t.split, t.scale, t.weight_decay, b.bin
+SELECT * FROM overall JOIN bins USING (split, scale, weight_decay)
+ORDER BY split, scale, weight_decay, bin
 """
 
 

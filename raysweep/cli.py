@@ -46,7 +46,74 @@ def _report(args) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not (sweep_dir / CATALOG_FILE).exists():
         build_catalog(sweep_dir)
+    if args.html:
+        from raysweep.html_report import write_html_report
+
+        print(write_html_report(sweep_dir, Path(args.out) if args.out else None))
+        return 0
     print(format_report(report_table(sweep_dir)))
+    return 0
+
+
+def _sql(args) -> int:
+    import duckdb
+
+    from raysweep.sql import connect
+
+    targets = list(args.targets)
+    query = None
+    if not Path(targets[-1]).is_dir():
+        last = targets.pop()
+        query = Path(last).read_text() if last.endswith(".sql") and Path(last).is_file() else last
+    if not targets:
+        raise FileNotFoundError("raysweep sql: name at least one sweep directory before the query")
+    if query is None:
+        return _sql_shell(targets)
+    with connect([Path(t) for t in targets]) as con:
+        try:
+            relation = con.sql(query)
+            if relation is None:
+                return 0
+            if args.format is None:
+                print(relation.df().to_string(index=False))
+            elif args.output is None:
+                raise FileNotFoundError("raysweep sql: --format needs --output FILE")
+            elif args.format == "csv":
+                relation.write_csv(args.output)
+            elif args.format == "parquet":
+                relation.write_parquet(args.output)
+            else:
+                relation.df().to_json(args.output, orient="records", lines=True)
+        except duckdb.Error as exc:
+            print(f"raysweep sql: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _sql_shell(targets: list[str]) -> int:
+    """Interactive DuckDB shell over the catalog(s), read-only; needs the duckdb CLI."""
+    import os
+    import shutil
+    import tempfile
+
+    from raysweep.sql import catalog_path, union_sql
+
+    cli = shutil.which("duckdb", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if cli is None:
+        raise FileNotFoundError("raysweep sql: the duckdb CLI is not installed; pip install duckdb-cli")
+    if len(targets) == 1:
+        os.execv(cli, [cli, "-readonly", str(catalog_path(Path(targets[0])))])
+    init = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+    init.write(union_sql([Path(t) for t in targets]))
+    init.close()
+    os.execv(cli, [cli, "-init", init.name])
+
+
+def _plot(args) -> int:
+    from raysweep.plots import write_figures
+
+    for path in write_figures(Path(args.sweep_dir), Path(args.out) if args.out else None):
+        print(path)
     return 0
 
 
@@ -55,7 +122,10 @@ COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
     "resume": (_resume, "finish an interrupted sweep from its Tune state", ["sweep_dir"]),
     "catalog": (_catalog, "rebuild catalog.duckdb of a sweep dir", ["sweep_dir"]),
-    "report": (_report, "print the frequency-bin table of a sweep from DuckDB", ["sweep_dir"]),
+    "report": (_report, "print the frequency-bin table of a sweep from DuckDB (--html: a page)",
+               ["sweep_dir"]),
+    "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
+    "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
 }
 
 
@@ -66,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         for positional in positionals:
             sub.add_argument(positional)
+        if name == "sql":
+            sub.add_argument("targets", nargs="+", metavar="SWEEP_DIR... [QUERY | FILE.sql]")
+            sub.add_argument("--format", choices=["csv", "parquet", "json"])
+            sub.add_argument("--output", help="file for --format")
+        if name == "plot":
+            sub.add_argument("--out", help="directory for the figures (default <sweep>/figures)")
+        if name == "report":
+            sub.add_argument("--html", action="store_true", help="write a self-contained HTML page")
+            sub.add_argument("--out", help="HTML file (default <sweep>/report.html)")
         if "spec" in positionals:
             sub.add_argument("--set", action="append", default=[], metavar="A.B=VALUE",
                              help="override a spec field, value parsed as YAML (repeatable)")

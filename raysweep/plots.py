@@ -1,0 +1,207 @@
+"""The study's figures, drawn with matplotlib from the SQL library (PNG and SVG each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on cluster nodes or CI
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from raysweep.sql import connect
+
+BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
+
+
+def _query(sweep_dir: Path, sql: str) -> pd.DataFrame:
+    with connect([sweep_dir]) as con:
+        return con.execute(sql).df()
+
+
+def _panels(keys: list[tuple], ncols: int = 2, height: float = 3.6):
+    n = max(1, len(keys))
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def _wd_colors(weight_decays) -> dict:
+    cmap = plt.get_cmap("viridis")
+    values = sorted(set(weight_decays))
+    return {wd: cmap(i / max(1, len(values) - 1)) for i, wd in enumerate(values)}
+
+
+def loss_vs_rank(sweep_dir: Path):
+    """Figure 1 (the paper's): per-type mean loss against frequency rank, smoothed over log-spaced rank windows."""
+    data = _query(sweep_dir, """
+        SELECT t.split, tr.scale, tr.weight_decay, f.rank, avg(t.mean_loss) AS loss
+        FROM token_type_loss() t JOIN trials tr ON tr.trial_id = t.trial_id
+        JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = t.token_id
+        GROUP BY ALL""")
+    keys = sorted(data.groupby(["scale", "split"]).groups)
+    fig, axes = _panels(keys)
+    colors = _wd_colors(data["weight_decay"])
+    for ax, (scale, split) in zip(axes, keys):
+        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+        edges = np.unique(np.geomspace(1, panel["rank"].max() + 1, 40).astype(int))
+        for wd, group in panel.groupby("weight_decay"):
+            window = pd.cut(group["rank"], edges, right=False)
+            smooth = group.groupby(window, observed=True).agg(rank=("rank", "mean"), loss=("loss", "mean"))
+            ax.plot(smooth["rank"], smooth["loss"], color=colors[wd], label=f"λ={wd:g}")
+        ax.set(xscale="log", xlabel="token frequency rank (1 = most frequent)", ylabel="mean loss per type (nats)",
+               title=f"{scale}, {split} split")
+        ax.legend(title="weight decay")
+    return fig
+
+
+def bin_bars(sweep_dir: Path):
+    """Figure 2: token-balanced mean loss and occurrence accuracy per bin, grouped bars per weight decay."""
+    data = _query(sweep_dir, """
+        SELECT b.split, tr.scale, tr.weight_decay, b.bin,
+               avg(b.type_mean_loss) AS loss, avg(b.accuracy) AS accuracy
+        FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
+    keys = sorted(data.groupby(["scale", "split"]).groups)
+    fig, axes = plt.subplots(2, max(1, len(keys)), figsize=(6 * max(1, len(keys)), 7), squeeze=False)
+    colors = _wd_colors(data["weight_decay"])
+    for col, (scale, split) in enumerate(keys):
+        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+        bins = sorted(panel["bin"].unique())
+        wds = sorted(panel["weight_decay"].unique())
+        width = 0.8 / len(wds)
+        for row, (metric, label) in enumerate((("loss", "mean loss per type (nats)"), ("accuracy", "accuracy"))):
+            ax = axes[row][col]
+            for i, wd in enumerate(wds):
+                values = panel[panel["weight_decay"] == wd].set_index("bin").reindex(bins)[metric]
+                ax.bar(np.arange(len(bins)) + i * width, values, width, color=colors[wd], label=f"λ={wd:g}")
+            ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
+            ax.set(xlabel=BIN_LABEL, ylabel=label, title=f"{scale}, {split} split")
+            ax.legend(title="weight decay", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def excess_bars(sweep_dir: Path):
+    """Figure 3: excess loss of each weight decay over λ = 0 per bin, mean over seeds with 95% CI."""
+    data = _query(sweep_dir, "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0")
+    keys = sorted(data.groupby(["scale", "split"]).groups)
+    fig, axes = _panels(keys)
+    colors = _wd_colors(data["weight_decay"])
+    for ax, (scale, split) in zip(axes, keys):
+        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+        bins = sorted(panel["bin"].unique())
+        wds = sorted(panel["weight_decay"].unique())
+        width = 0.8 / max(1, len(wds))
+        for i, wd in enumerate(wds):
+            rows = panel[panel["weight_decay"] == wd].set_index("bin").reindex(bins)
+            errors = np.vstack([rows["mean_excess"] - rows["ci95_low"], rows["ci95_high"] - rows["mean_excess"]])
+            ax.bar(np.arange(len(bins)) + i * width, rows["mean_excess"], width, color=colors[wd],
+                   yerr=np.nan_to_num(errors), capsize=2, label=f"λ={wd:g}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
+        ax.set(xlabel=BIN_LABEL, ylabel="excess loss vs λ=0 (nats)", title=f"{scale}, {split} split (95% CI over seeds)")
+        ax.legend(title="weight decay", fontsize=8)
+    return fig
+
+
+def learning_speed_bars(sweep_dir: Path):
+    """Figure 4: learning speed per bin (1 - mean loss ratio to the first eval), per weight decay."""
+    data = _query(sweep_dir, """
+        SELECT l.split, tr.scale, tr.weight_decay, l.bin, avg(l.learning_speed) AS speed
+        FROM learning_speed_bins() l JOIN trials tr ON tr.trial_id = l.trial_id GROUP BY ALL""")
+    keys = sorted(data.groupby(["scale", "split"]).groups)
+    fig, axes = _panels(keys)
+    colors = _wd_colors(data["weight_decay"])
+    for ax, (scale, split) in zip(axes, keys):
+        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+        for wd, group in panel.groupby("weight_decay"):
+            group = group.sort_values("bin")
+            ax.plot(group["bin"], group["speed"], marker="o", color=colors[wd], label=f"λ={wd:g}")
+        ax.set(xlabel=BIN_LABEL, ylabel="learning speed (1 = loss fell to 0)", title=f"{scale}, {split} split")
+        ax.legend(title="weight decay", fontsize=8)
+    return fig
+
+
+def balanced_vs_average_lines(sweep_dir: Path):
+    """Figure 5 (Table 1 as a plot): average and token-balanced loss against weight decay, per scale."""
+    data = _query(sweep_dir, """
+        SELECT b.split, tr.scale, tr.weight_decay, avg(b.average_loss) AS average,
+               avg(b.balanced_loss) AS balanced
+        FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
+    keys = sorted(data["split"].unique())
+    fig, axes = _panels(keys)
+    for ax, split in zip(axes, keys):
+        for scale, group in data[data["split"] == split].groupby("scale"):
+            group = group.sort_values("weight_decay")
+            line, = ax.plot(group["weight_decay"], group["average"], marker="o", label=f"{scale} average")
+            ax.plot(group["weight_decay"], group["balanced"], marker="s", linestyle="--", color=line.get_color(),
+                    label=f"{scale} token-balanced")
+        ax.set(xscale="symlog", xlabel="AdamW weight decay λ (symlog)", ylabel="loss (nats)",
+               title=f"{split} split, final step")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def lowest_bin_heatmap(sweep_dir: Path):
+    """Figure 6: excess loss of the rarest seen bin over weight decay x scale (train split)."""
+    data = _query(sweep_dir, """
+        SELECT scale, weight_decay, mean_excess FROM excess_loss_ci()
+        WHERE split = 'train' AND bin = (SELECT min(bin) FROM excess_loss_ci() WHERE bin >= 0)""")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    grid = data.pivot_table(index="scale", columns="weight_decay", values="mean_excess")
+    image = ax.imshow(grid.to_numpy(), cmap="magma", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), list(grid.index))
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < np.nanmax(grid.to_numpy()) / 2 else "black")
+    ax.set(xlabel="AdamW weight decay λ", ylabel="model scale", title="rarest-bin excess loss vs λ=0 (nats, train)")
+    fig.colorbar(image, ax=ax, label="excess loss (nats)")
+    return fig
+
+
+def training_curves(sweep_dir: Path):
+    """Figure 7: training loss per step, one line per trial, panels per scale."""
+    data = _query(sweep_dir, "SELECT * FROM train_curves()")
+    keys = sorted(data["scale"].unique())
+    fig, axes = _panels(keys)
+    colors = _wd_colors(data["weight_decay"])
+    for ax, scale in zip(axes, keys):
+        for (wd, seed), group in data[data["scale"] == scale].groupby(["weight_decay", "seed"]):
+            ax.plot(group["step"], group["loss"], color=colors[wd], linewidth=0.8,
+                    label=f"λ={wd:g}" if seed == data["seed"].min() else None)
+        ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (nats, log scale)", title=scale)
+        ax.legend(title="weight decay", fontsize=8)
+    return fig
+
+
+FIGURES = {
+    "1_loss_vs_rank": loss_vs_rank,
+    "2_bin_loss_accuracy": bin_bars,
+    "3_excess_loss": excess_bars,
+    "4_learning_speed": learning_speed_bars,
+    "5_balanced_vs_average": balanced_vs_average_lines,
+    "6_rarest_bin_heatmap": lowest_bin_heatmap,
+    "7_training_curves": training_curves,
+}
+
+
+def write_figures(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`)."""
+    out_dir = out_dir or Path(sweep_dir) / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in tqdm(FIGURES.items(), desc="figures", unit="fig"):
+        fig = draw(Path(sweep_dir))
+        fig.tight_layout()
+        for suffix in ("png", "svg"):
+            path = out_dir / f"{name}.{suffix}"
+            fig.savefig(path, dpi=110)
+            written.append(path)
+        plt.close(fig)
+    return written

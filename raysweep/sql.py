@@ -1,0 +1,65 @@
+"""Ad-hoc SQL over one or more sweep catalogs, always read-only.
+
+One sweep: its catalog.duckdb opened READ_ONLY (views and macros are stored in it). Several:
+an in-memory database ATTACHes each catalog READ_ONLY and unions their tables into views
+with a `sweep` column and trial ids qualified as `<sweep>/<trial_id>`; the SQL library is
+installed over those views, so every query works the same on the union.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS
+from raysweep.queries import load_queries
+
+_TRIAL_TABLES = ["trials", *SHARD_VIEWS]  # tables keyed by trial_id
+
+
+def catalog_path(sweep_dir: Path) -> Path:
+    path = Path(sweep_dir) / CATALOG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{sweep_dir}: no {CATALOG_FILE}; run `raysweep catalog {sweep_dir}` "
+                                "on a sweep directory first")
+    return path
+
+
+def _aliases(sweep_dirs: list[Path]) -> list[str]:
+    """Sweep names as aliases; repeated names get a numeric suffix."""
+    aliases = []
+    for directory in sweep_dirs:
+        name = Path(directory).resolve().name
+        alias, n = name, 2
+        while alias in aliases:
+            alias, n = f"{name}_{n}", n + 1
+        aliases.append(alias)
+    return aliases
+
+
+def union_sql(sweep_dirs: list[Path]) -> str:
+    """Statements that attach several catalogs and build the union views and macros."""
+    aliases = _aliases(sweep_dirs)
+    statements = [f"ATTACH '{catalog_path(d)}' AS \"{a}\" (READ_ONLY)" for d, a in zip(sweep_dirs, aliases)]
+    for table in _TRIAL_TABLES:
+        parts = [f"SELECT '{a}' AS sweep, * REPLACE ('{a}/' || trial_id AS trial_id) FROM \"{a}\".{table}"
+                 for a in aliases]
+        statements.append(f"CREATE TEMP VIEW {table} AS " + " UNION ALL ".join(parts))
+    # The same data key in two sweeps is the same data: keep one copy of its rows.
+    statements.append("CREATE TEMP VIEW token_freq AS " + " UNION ".join(
+        f"SELECT * FROM \"{a}\".token_freq" for a in aliases))
+    statements.append("CREATE TEMP MACRO freq_bin(c) AS "
+                      "CASE WHEN c = 0 THEN -1 ELSE CAST(floor(ln(c) / ln(3) + 1e-9) AS INTEGER) END")
+    statements += [q.create_sql().replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO", 1)
+                   for q in load_queries()]
+    return ";\n".join(statements) + ";\n"
+
+
+def connect(sweep_dirs: list[Path]) -> duckdb.DuckDBPyConnection:
+    """A read-only view of one sweep, or the union of several."""
+    if len(sweep_dirs) == 1:
+        return duckdb.connect(str(catalog_path(sweep_dirs[0])), read_only=True)
+    con = duckdb.connect()
+    con.execute(union_sql(sweep_dirs))
+    return con

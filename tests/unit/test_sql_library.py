@@ -1,0 +1,235 @@
+"""Every query of the SQL library against an independent pandas computation on the same shards."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from raysweep.catalog import build_catalog
+from raysweep.queries import QueryError, load_queries, parse_query
+from raysweep.shards import complete_shards
+from raysweep.sql import connect
+from tests.synthetic_sweep import MISSING, STEPS, write_synthetic_sweep
+
+FINAL = STEPS[-1]
+
+
+def _exact_bin(count: int) -> int:
+    """floor(log3(count)) in integers: no float rounding at powers of three."""
+    if count == 0:
+        return -1
+    k = 0
+    while 3 ** (k + 1) <= count:
+        k += 1
+    return k
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = write_synthetic_sweep(tmp_path_factory.mktemp("sweep") / "alpha")
+    build_catalog(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def frames(sweep):
+    """The raw shards read with pyarrow alone, partitions parsed from the paths."""
+    parts = []
+    for path in complete_shards(sweep / "shards" / "tokens"):
+        frame = pq.read_table(path).to_pandas()
+        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        parts.append(frame.assign(split=keys["split"], trial_id=keys["trial"], step=int(keys["step"])))
+    tokens = pd.concat(parts, ignore_index=True)
+    tokens["loss"] = tokens["loss"].astype(np.float64)
+    freq = pq.read_table(sweep / "data" / "k1" / "token_freq.parquet").to_pandas()
+    freq["bin"] = freq["count"].map(_exact_bin)
+    trials = pq.read_table(sweep / "trials.parquet").to_pandas()
+    return tokens, freq, trials
+
+
+def query(sweep, sql: str) -> pd.DataFrame:
+    with connect([sweep]) as con:
+        return con.execute(sql).df()
+
+
+def _type_loss(tokens, step_filter):
+    selected = tokens[step_filter(tokens)]
+    return (selected.groupby(["trial_id", "step", "split", "token_id"])
+            .agg(n_occurrences=("loss", "size"), mean_loss=("loss", "mean"),
+                 accuracy=("correct", "mean")).reset_index())
+
+
+def _final(tokens):
+    return tokens["step"] == FINAL
+
+
+def assert_frames_match(got: pd.DataFrame, want: pd.DataFrame, keys: list[str]):
+    got = got.sort_values(keys).reset_index(drop=True)
+    want = want[list(got.columns)].sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-6, atol=1e-9)
+
+
+def test_every_query_returns_its_declared_columns(sweep):
+    for q in load_queries():
+        got = query(sweep, f"SELECT * FROM {q.name}() LIMIT 1")
+        assert tuple(got.columns) == q.columns, q.name
+
+
+def test_token_type_loss(sweep, frames):
+    tokens, _, _ = frames
+    want = _type_loss(tokens, _final)
+    assert_frames_match(query(sweep, "SELECT * FROM token_type_loss()"), want,
+                        ["trial_id", "split", "token_id"])
+    everything = query(sweep, "SELECT * FROM token_type_loss(step := 'all')")
+    assert len(everything) == len(_type_loss(tokens, lambda t: t["step"] > 0))
+    at_20 = query(sweep, "SELECT DISTINCT trial_id FROM token_type_loss(step := 20)")
+    assert MISSING[0] not in set(at_20["trial_id"]) and len(at_20) == 5
+
+
+def _bin_loss(tokens, freq, step_filter):
+    typed = _type_loss(tokens, step_filter).merge(freq[["token_id", "bin"]], on="token_id")
+    typed["weighted"] = typed["mean_loss"] * typed["n_occurrences"]
+    typed["weighted_acc"] = typed["accuracy"] * typed["n_occurrences"]
+    out = typed.groupby(["trial_id", "step", "split", "bin"]).agg(
+        n_types=("token_id", "size"), n_occurrences=("n_occurrences", "sum"),
+        type_mean_loss=("mean_loss", "mean"), weighted=("weighted", "sum"),
+        weighted_acc=("weighted_acc", "sum")).reset_index()
+    out["occurrence_loss"] = out["weighted"] / out["n_occurrences"]
+    out["accuracy"] = out["weighted_acc"] / out["n_occurrences"]
+    return out
+
+
+def test_bin_loss_with_unseen_bin_and_ties(sweep, frames):
+    tokens, freq, _ = frames
+    got = query(sweep, "SELECT * FROM bin_loss()")
+    assert_frames_match(got, _bin_loss(tokens, freq, _final), ["trial_id", "split", "bin"])
+    assert -1 in set(got["bin"])  # types 0 and 1 never occur in training
+    # ties and powers of three: counts 3,3 -> bin 1; 9,9 -> bin 2; 27 -> 3; 81 -> 4; 243 -> 5
+    bins = query(sweep, "SELECT token_id, bin FROM token_freq ORDER BY token_id")["bin"].tolist()
+    assert bins == freq["bin"].tolist()
+
+
+def test_balanced_vs_average(sweep, frames):
+    tokens, _, _ = frames
+    typed = _type_loss(tokens, _final)
+    rows = []
+    for (trial, step, split), group in typed.groupby(["trial_id", "step", "split"]):
+        average = np.average(group["mean_loss"], weights=group["n_occurrences"])
+        balanced = group["mean_loss"].mean()
+        rows.append({"trial_id": trial, "step": step, "split": split, "n_types": len(group),
+                     "n_occurrences": group["n_occurrences"].sum(), "average_loss": average,
+                     "balanced_loss": balanced, "gap": balanced - average,
+                     "ratio": balanced / average,
+                     "accuracy": np.average(group["accuracy"], weights=group["n_occurrences"])})
+    assert_frames_match(query(sweep, "SELECT * FROM balanced_vs_average()"), pd.DataFrame(rows),
+                        ["trial_id", "split"])
+
+
+def test_learning_speed_handles_a_missing_step(sweep, frames):
+    tokens, freq, _ = frames
+    typed = _type_loss(tokens, lambda t: t["step"] > 0)
+    first = typed.groupby(["trial_id", "split"])["step"].min().rename("first_step").reset_index()
+    base = typed.merge(first, left_on=["trial_id", "split", "step"],
+                       right_on=["trial_id", "split", "first_step"])[
+        ["trial_id", "split", "token_id", "first_step", "mean_loss"]].rename(columns={"mean_loss": "first_loss"})
+    joined = typed.merge(base, on=["trial_id", "split", "token_id"])
+    joined["ratio"] = joined["mean_loss"] / joined["first_loss"]
+    want = joined.groupby(["trial_id", "split", "token_id"]).agg(
+        n_steps=("step", "size"), first_step=("first_step", "min"), first_loss=("first_loss", "min"),
+        mean_ratio=("ratio", "mean")).reset_index()
+    want["learning_speed"] = 1 - want["mean_ratio"]
+    want = want.merge(freq[["token_id", "bin"]], on="token_id")
+    got = query(sweep, "SELECT * FROM learning_speed()")
+    assert_frames_match(got, want, ["trial_id", "split", "token_id"])
+    assert got.loc[got["trial_id"] == MISSING[0], "n_steps"].max() == len(STEPS) - 1
+    bins = query(sweep, "SELECT * FROM learning_speed_bins()")
+    want_bins = want.groupby(["trial_id", "split", "bin"]).agg(
+        n_types=("token_id", "size"), learning_speed=("learning_speed", "mean")).reset_index()
+    assert_frames_match(bins, want_bins, ["trial_id", "split", "bin"])
+
+
+def test_excess_loss_and_its_confidence_interval(sweep, frames):
+    tokens, freq, trials = frames
+    bins = _bin_loss(tokens, freq, _final).merge(trials, on="trial_id")
+    base = bins[bins["weight_decay"] == 0][["scale", "seed", "split", "bin", "type_mean_loss", "trial_id"]]
+    paired = bins.merge(base, on=["scale", "seed", "split", "bin"], suffixes=("", "_base"))
+    paired["excess_loss"] = paired["type_mean_loss"] - paired["type_mean_loss_base"]
+    got = query(sweep, "SELECT * FROM excess_loss()")
+    want = paired.rename(columns={"type_mean_loss": "loss", "type_mean_loss_base": "baseline_loss",
+                                  "trial_id_base": "baseline_trial_id"})
+    assert_frames_match(got, want, ["trial_id", "split", "bin"])
+    ci = query(sweep, "SELECT * FROM excess_loss_ci() WHERE weight_decay = 1.0")
+    for _, row in ci.iterrows():
+        values = paired[(paired["weight_decay"] == 1.0) & (paired["split"] == row["split"])
+                        & (paired["bin"] == row["bin"])]["excess_loss"].to_numpy()
+        assert row["n_seeds"] == len(values) == 2
+        t_975_df1 = 12.7062  # Student t, 97.5% quantile, 1 degree of freedom (2 seeds)
+        half = t_975_df1 * values.std(ddof=1) / np.sqrt(len(values))
+        assert row["mean_excess"] == pytest.approx(values.mean())
+        assert row["ci95_high"] - row["mean_excess"] == pytest.approx(half, rel=1e-3)
+
+
+def test_loss_vs_frequency_slope(sweep, frames):
+    tokens, freq, _ = frames
+    typed = _type_loss(tokens, _final).merge(freq[["token_id", "count"]], on="token_id")
+    typed = typed[typed["count"] > 0]
+    got = query(sweep, "SELECT * FROM loss_vs_frequency_slope()")
+    for _, row in got.iterrows():
+        group = typed[(typed["trial_id"] == row["trial_id"]) & (typed["split"] == row["split"])]
+        x, y = np.log(group["count"].to_numpy()), group["mean_loss"].to_numpy()
+        slope = np.polyfit(x, y, 1)[0]
+        r2 = np.corrcoef(x, y)[0, 1] ** 2
+        assert row["n_types"] == len(group)
+        assert row["slope"] == pytest.approx(slope) and row["r2"] == pytest.approx(r2)
+
+
+def test_embedding_norms(sweep, frames):
+    _, freq, _ = frames
+    parts = []
+    for path in complete_shards(sweep / "shards" / "embeddings"):
+        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], step=int(keys["step"])))
+    emb = pd.concat(parts).merge(freq[["token_id", "bin"]], on="token_id")
+    emb = emb[emb["step"] == FINAL]
+    want = emb.groupby(["trial_id", "step", "bin"]).agg(
+        n_types=("token_id", "size"), input_norm=("input_norm", "mean"),
+        output_norm=("output_norm", "mean")).reset_index()
+    assert_frames_match(query(sweep, "SELECT * FROM embedding_norms()"), want, ["trial_id", "bin"])
+
+
+def test_train_curves_deduplicate_retried_steps(sweep):
+    got = query(sweep, "SELECT * FROM train_curves() WHERE trial_id = 's1-wd0.0-s0' ORDER BY step")
+    assert got["step"].tolist() == list(range(1, 31))
+    # steps 16..20 were rewritten by the later chunk (upto=30): its values win
+    assert got.loc[got["step"] == 18, "loss"].item() == pytest.approx(10 / 18 + 30)
+    assert got.loc[got["step"] == 5, "loss"].item() == pytest.approx(10 / 5 + 20)
+
+
+def test_two_sweeps_attached_qualify_trial_ids(sweep, tmp_path):
+    other = write_synthetic_sweep(tmp_path / "beta", rng_seed=7)
+    build_catalog(other)
+    with connect([sweep, other]) as con:
+        per_sweep = dict(con.execute("SELECT sweep, count(*) FROM tokens GROUP BY 1").fetchall())
+        ids = con.execute("SELECT DISTINCT trial_id FROM balanced_vs_average()").df()["trial_id"]
+        both = con.execute("SELECT * FROM bin_loss()").df()
+    with connect([sweep]) as con:
+        alone = con.execute("SELECT * FROM bin_loss()").df()
+    assert set(per_sweep) == {"alpha", "beta"}
+    assert set(ids) == {f"{s}/{t}" for s in ("alpha", "beta") for t in alone["trial_id"].unique()}
+    mine = both[both["trial_id"].str.startswith("alpha/")].assign(
+        trial_id=lambda d: d["trial_id"].str.removeprefix("alpha/"))
+    assert_frames_match(mine, alone, ["trial_id", "split", "bin"])
+
+
+def test_loader_rejects_malformed_queries():
+    good = "-- name: q\n-- description: d\n-- params: k := 1\n-- columns: a\nWITH final AS (SELECT k AS a)\nSELECT * FROM final"
+    assert parse_query(good, "q.sql").params == (("k", "1"),)
+    with pytest.raises(QueryError, match="q.sql: parameter 'z' is declared but never used"):
+        parse_query(good.replace("k := 1", "k := 1, z := 2"), "q.sql")
+    with pytest.raises(QueryError, match="must equal the file name"):
+        parse_query(good, "other.sql")
+    with pytest.raises(QueryError, match="header lacks -- columns:"):
+        parse_query(good.replace("-- columns: a\n", ""), "q.sql")
