@@ -146,3 +146,54 @@ def test_duckdb_cli_opens_the_catalog(reference):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "2"
+
+
+def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
+    """every query returns rows on a real sweep; plot writes 7 PNG + 7 SVG; the HTML page embeds
+    them; embedding norms cover the whole vocabulary at every eval."""
+    from raysweep.queries import load_queries
+    from raysweep.sql import connect
+
+    with connect([reference]) as con:
+        for query in load_queries():
+            assert con.execute(f"SELECT count(*) FROM {query.name}()").fetchone()[0] > 0, query.name
+        vocab = PreparedData.load(next((reference / "data").iterdir())).vocab_size
+        per_eval = con.execute("SELECT count(*) FROM embeddings GROUP BY trial_id, step").fetchall()
+    assert per_eval == [(vocab,)] * 4
+    written = run_cli(["plot", str(reference), "--out", str(tmp_path / "figs")], tmp_path).stdout.split()
+    assert len(written) == 14 and all(Path(p).stat().st_size > 1000 for p in written)
+    page = Path(run_cli(["report", str(reference), "--html", "--out", str(tmp_path / "r.html")],
+                        tmp_path).stdout.strip()).read_text()
+    assert page.count("data:image/png;base64,") == 7 and "nano-wd1.0-s0" in page
+
+
+def test_sql_cli_is_read_only_and_exports(reference, tmp_path):
+    catalog = reference / "catalog.duckdb"
+    before = catalog.read_bytes()
+    failed = run_cli(["sql", str(reference), "DROP VIEW tokens"], tmp_path, check=False)
+    assert failed.returncode != 0 and "read-only" in failed.stderr.lower()
+    bad = run_cli(["sql", str(reference), "SELECT nope FROM trials"], tmp_path, check=False)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+    assert catalog.read_bytes() == before
+    out = tmp_path / "b.csv"
+    run_cli(["sql", str(reference), "SELECT * FROM balanced_vs_average()", "--format", "csv",
+             "--output", str(out)], tmp_path)
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("trial_id,step,split") and len(lines) == 1 + 2 * 2
+
+
+def _readme_sql_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```sql\n")[1:]]
+
+
+def test_readme_studies_run_on_a_real_sweep(reference):
+    """every ```sql block of the README runs on the reference sweep; the first two (which select
+    no subset by outcome) return rows."""
+    from raysweep.sql import connect
+
+    blocks = _readme_sql_blocks()
+    assert len(blocks) >= 3
+    with connect([reference]) as con:
+        results = [con.execute(block).fetchall() for block in blocks]
+    assert results[0] and results[1]

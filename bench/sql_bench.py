@@ -1,0 +1,115 @@
+"""SQL library speed: 100M synthetic per-token rows in the real shard layout, `bin_loss` and
+`balanced_vs_average` timed warm in DuckDB against the same computation in pandas, same run.
+
+    python bench/sql_bench.py [--rows 100_000_000] [--dir /tmp/raysweep-sqlbench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raysweep.catalog import build_catalog
+from raysweep.shards import TOKEN_SCHEMA, token_shard_path, write_shard
+from raysweep.sweep import TRIALS_SCHEMA
+
+VOCAB, SEQ_LEN = 32_000, 128
+
+
+def write_sweep(root: Path, n_rows: int, n_trials: int = 8, steps=(1000, 2000)) -> None:
+    rng = np.random.default_rng(0)
+    counts = (1e6 / np.arange(1, VOCAB + 1) ** 1.1).astype(np.int64)  # Zipf-like, zeros in the tail
+    (root / "data" / "k").mkdir(parents=True)
+    pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB), pa.int32()), "count": counts,
+                             "rank": np.arange(1, VOCAB + 1), "share": counts / counts.sum(),
+                             "piece": [str(i) for i in range(VOCAB)], "n_chars": pa.array(np.ones(VOCAB), pa.int32())}),
+                   root / "data" / "k" / "token_freq.parquet")
+    trials = [{"trial_id": f"t{i}", "weight_decay": [0.0, 0.1, 0.3, 1.0][i % 4], "scale": "s", "seed": i // 4,
+               "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices", "n_params": 1,
+               "flops_per_token": 1, "lr": 1e-3, "steps": steps[-1], "data_key": "k",
+               "status": "TERMINATED", "error": None} for i in range(n_trials)]
+    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), root / "trials.parquet")
+    shards = [(t["trial_id"], split, step, rank) for t in trials for split in ("train", "heldout")
+              for step in steps for rank in (0, 1)]
+    per_shard = n_rows // len(shards) // (SEQ_LEN - 1) * (SEQ_LEN - 1)
+    probabilities = np.maximum(counts, 1) / np.maximum(counts, 1).sum()
+    tokens = rng.choice(VOCAB, size=per_shard, p=probabilities).astype(np.int32)
+    for i, (trial, split, step, rank) in enumerate(shards):
+        n_seq = per_shard // (SEQ_LEN - 1)
+        loss = rng.gamma(2.0, 1.0, per_shard).astype(np.float32)
+        write_shard(pa.Table.from_arrays([
+            pa.array(np.repeat(np.arange(n_seq), SEQ_LEN - 1), pa.int32()),
+            pa.array(np.tile(np.arange(1, SEQ_LEN), n_seq), pa.int32()),
+            pa.array(np.roll(tokens, i * 7919)), pa.array(loss), pa.array(loss < 1.0)], schema=TOKEN_SCHEMA),
+            token_shard_path(root, split, trial, step, rank))
+
+
+def pandas_reference(root: Path) -> tuple[float, float, int]:
+    """Read the final-step shards into pandas and compute both queries there."""
+    started = time.perf_counter()
+    frames = []
+    for path in sorted((root / "shards" / "tokens").rglob("part-*.parquet")):
+        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        if keys["step"] != "2000":
+            continue
+        frame = pq.read_table(path, columns=["token_id", "loss", "correct"]).to_pandas()
+        frames.append(frame.assign(trial_id=keys["trial"], split=keys["split"]))
+    tokens = pd.concat(frames, ignore_index=True)
+    load_s = time.perf_counter() - started
+    freq = pq.read_table(root / "data" / "k" / "token_freq.parquet").to_pandas()
+    freq["bin"] = np.where(freq["count"] > 0, np.floor(np.log(np.maximum(freq["count"], 1)) / np.log(3) + 1e-9), -1)
+    started = time.perf_counter()
+    typed = tokens.groupby(["trial_id", "split", "token_id"]).agg(
+        n=("loss", "size"), mean_loss=("loss", "mean"), accuracy=("correct", "mean")).reset_index()
+    typed = typed.merge(freq[["token_id", "bin"]], on="token_id")
+    typed.groupby(["trial_id", "split", "bin"]).agg(n_types=("token_id", "size"), loss=("mean_loss", "mean"))
+    bins_s = time.perf_counter() - started
+    started = time.perf_counter()
+    typed = tokens.groupby(["trial_id", "split", "token_id"])["loss"].agg(["size", "mean"]).reset_index()
+    typed["w"] = typed["size"] * typed["mean"]
+    grouped = typed.groupby(["trial_id", "split"]).agg(w=("w", "sum"), n=("size", "sum"), balanced=("mean", "mean"))
+    _ = grouped["w"] / grouped["n"]
+    balanced_s = time.perf_counter() - started
+    return bins_s, balanced_s, len(tokens), load_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000_000)
+    parser.add_argument("--dir", default="/tmp/raysweep-sqlbench")
+    args = parser.parse_args()
+    root = Path(args.dir)
+    shutil.rmtree(root, ignore_errors=True)
+    started = time.perf_counter()
+    write_sweep(root, args.rows)
+    print(f"wrote {args.rows:,} rows of shards in {time.perf_counter() - started:.1f} s")
+    build_catalog(root)
+    with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
+        total = con.execute("SELECT count(*) FROM tokens").fetchone()[0]
+        final_rows = con.execute("SELECT count(*) FROM tokens WHERE step = 2000").fetchone()[0]
+        timings = {}
+        for name in ("bin_loss", "balanced_vs_average"):
+            con.execute(f"SELECT count(*) FROM {name}()").fetchall()  # warm: file metadata cached
+            started = time.perf_counter()
+            con.execute(f"SELECT count(*) FROM {name}()").fetchall()
+            timings[name] = time.perf_counter() - started
+    bins_s, balanced_s, pandas_rows, load_s = pandas_reference(root)
+    print(f"rows in the catalog: {total:,}; final-step rows each query reads: {final_rows:,}")
+    print(f"pandas: loading the final-step shards took {load_s:.1f} s (not counted below)")
+    for name, duck_s, pandas_s in (("bin_loss", timings["bin_loss"], bins_s),
+                                   ("balanced_vs_average", timings["balanced_vs_average"], balanced_s)):
+        print(f"{name}: duckdb {duck_s:.2f} s = {final_rows / duck_s / 1e6:.1f} M rows/s "
+              f"({total / duck_s / 1e6:.1f} M catalog rows/s); pandas in memory {pandas_s:.2f} s "
+              f"= {pandas_rows / pandas_s / 1e6:.1f} M rows/s; ratio {pandas_s / duck_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
