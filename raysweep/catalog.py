@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+from tqdm import tqdm
 
 from raysweep.queries import install_queries
 from raysweep.shards import complete_shards
@@ -77,7 +78,8 @@ def build_catalog(sweep_dir: Path) -> Path:
                    token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
             FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
         con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
-        for name, (subdir, *_) in SHARD_VIEWS.items():
+        for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
+                                       disable=None):  # disable=None: only on a terminal
             con.execute(_shard_view(name, complete_shards(sweep_dir / "shards" / subdir)))
         install_queries(con)
     os.replace(tmp, final)

@@ -196,7 +196,7 @@ def write_figures(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
     out_dir = out_dir or Path(sweep_dir) / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in tqdm(FIGURES.items(), desc="figures", unit="fig"):
+    for name, draw in tqdm(FIGURES.items(), desc="figures", unit="fig", disable=None):
         fig = draw(Path(sweep_dir))
         fig.tight_layout()
         for suffix in ("png", "svg"):

@@ -59,11 +59,10 @@ def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int
     os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
 
 
-def _log_attempt(spec: SweepSpec, trial: TrialPoint, start_step: int) -> None:
+def _log_attempt(run_dir: Path, start_step: int) -> None:
     """One line per worker-group start: how often a trial restarted, and from which step."""
-    log_file = trial_run_dir(spec.sweep_dir, trial.trial_id) / ATTEMPTS_FILE
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as handle:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ATTEMPTS_FILE, "a") as handle:
         handle.write(json.dumps({"start_step": start_step, "time": time.time()}) + "\n")
 
 
@@ -112,11 +111,11 @@ def train_loop_per_worker(config: dict) -> None:
     if resume_from is not None:
         start_step = load_checkpoint(model, optimizer, resume_from)
 
+    run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
     if rank == 0:
-        _log_attempt(spec, trial, start_step)
+        _log_attempt(run_dir, start_step)
         mask = decay_mask(model, spec.train.decay_policy)
-        (trial_run_dir(spec.sweep_dir, trial.trial_id) / DECAY_GROUPS_FILE).write_text(
-            json.dumps(summarize_mask(model, mask), indent=1))
+        (run_dir / DECAY_GROUPS_FILE).write_text(json.dumps(summarize_mask(model, mask), indent=1))
 
     train_rows = open_array(data.data_dir, "train")
     eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS
@@ -150,19 +149,18 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_crash(spec, trial, done, rank)
 
         is_last = done == spec.train.steps
-        metrics = {}
-        if done % spec.eval.every == 0 or is_last:
-            metrics.update(_evaluate(model, eval_sets, spec, trial, done, rank, world, device))
-        if done % spec.train.checkpoint_every == 0 or is_last or metrics:
-            metrics.update(_window_metrics(window, done))
-            if rank == 0:
-                columns = list(zip(*window))
-                write_shard(pa.table(dict(zip(TRAIN_METRICS_SCHEMA.names, columns)),
-                                     schema=TRAIN_METRICS_SCHEMA),
-                            train_metrics_path(spec.sweep_dir, trial.trial_id, done))
-            window = []
-            _report(model, optimizer, metrics, done, rank, trial_run_dir(spec.sweep_dir, trial.trial_id),
-                    save=done % spec.train.checkpoint_every == 0 or is_last)
+        evaluate = done % spec.eval.every == 0 or is_last
+        save = done % spec.train.checkpoint_every == 0 or is_last
+        if not (evaluate or save):
+            continue
+        metrics = _evaluate(model, eval_sets, spec, trial, done, rank, world, device) if evaluate else {}
+        metrics.update(_window_metrics(window, done))
+        if rank == 0:
+            columns = dict(zip(TRAIN_METRICS_SCHEMA.names, zip(*window)))
+            write_shard(pa.table(columns, schema=TRAIN_METRICS_SCHEMA),
+                        train_metrics_path(spec.sweep_dir, trial.trial_id, done))
+        window = []
+        _report(model, optimizer, metrics, done, rank, run_dir, save)
 
 
 def _window_metrics(window: list[tuple], step: int) -> dict:
