@@ -117,6 +117,18 @@ def _plot(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from raysweep.data.prepare import PreparedData, data_key
+    from raysweep.sweep import load_sweep_spec
+    from raysweep.verify import verify_sweep
+
+    spec = load_sweep_spec(Path(args.sweep_dir))
+    data = PreparedData.load(spec.sweep_dir / "data" / data_key(spec.data, spec.eval))
+    report = verify_sweep(spec, data)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 # name -> (handler, help, positional args)
 COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
@@ -126,6 +138,8 @@ COMMANDS = {
                ["sweep_dir"]),
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
     "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
+    "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
+                        "(exit 1 on any problem)", ["sweep_dir"]),
 }
 
 

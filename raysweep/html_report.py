@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import tempfile
 from pathlib import Path
 
 from raysweep.catalog import format_report, report_table
 from raysweep.plots import write_figures
+from raysweep.shards import atomic_write_text
 from raysweep.sql import connect
 
 _STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
@@ -49,7 +49,5 @@ def write_html_report(sweep_dir: Path, out: Path | None = None) -> Path:
     sections += ["<h2>Trials</h2>", _table(trials), "<h2>Spec</h2>", f"<pre>{html.escape(spec)}</pre>"]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>raysweep {html.escape(sweep_dir.name)}" \
            f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    atomic_write_text(out, page)
     return out

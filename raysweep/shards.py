@@ -69,9 +69,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: readers see the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_bytes(payload)
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -84,7 +85,7 @@ def write_shard(table: pa.Table, path: Path) -> None:
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
     record = {"rows": table.num_rows, "sha256": _sha256(path)}
-    _atomic_write_bytes(manifest, json.dumps(record).encode())
+    atomic_write_text(manifest, json.dumps(record))
 
 
 def is_complete(path: Path, verify_checksum: bool = False) -> bool:

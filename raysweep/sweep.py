@@ -28,13 +28,13 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
 from raysweep.data.prepare import PreparedData, prepare_data
 from raysweep.model import build_config, count_params, flops_per_token
-from raysweep.train.checkpoint import trial_run_dir
+from raysweep.shards import atomic_write_text
+from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
 from raysweep.train.loop import train_loop_per_worker
 
 log = logging.getLogger("raysweep")
 
 DRIVER_RESOURCE = "trial_driver"  # trial drivers hold this instead of a CPU (CPU: 0 is refused)
-COMPLETE_MARKER = "complete.json"
 TRIALS_FILE = "trials.parquet"
 TRIALS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),
@@ -61,7 +61,7 @@ def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
     """
     spec = SweepSpec.model_validate(spec_dict)
     trial = _trial_from_config(config)
-    marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / COMPLETE_MARKER
+    marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE
     if marker.exists():  # finished in an earlier run of this sweep dir: nothing to redo
         tune.report(json.loads(marker.read_text()))
         return
@@ -85,9 +85,7 @@ def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
     )
     result = trainer.fit()
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(final))
-    os.replace(tmp, marker)
+    atomic_write_text(marker, json.dumps(final))
 
 
 # [3] The Tuner --------------------------------------------------------------------------------
@@ -191,7 +189,7 @@ def run_sweep(spec: SweepSpec) -> Path:
     same_spec = _check_existing_sweep(spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec.data, spec.eval, sweep_dir, min_sequences=spec.train.batch_size)
-    (sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)
     tune_path = sweep_dir / "tune"
@@ -214,11 +212,14 @@ def run_sweep(spec: SweepSpec) -> Path:
 
 
 def load_sweep_spec(sweep_dir: Path) -> SweepSpec:
-    spec_file = Path(sweep_dir) / "spec.yaml"
+    """The spec a sweep dir was run with, with `storage` pointing where the dir is now."""
+    sweep_dir = Path(sweep_dir).resolve()
+    spec_file = sweep_dir / "spec.yaml"
     if not spec_file.exists():
         raise SweepDirError(f"{sweep_dir}: not a sweep directory (no spec.yaml); "
                             "run `raysweep sweep SPEC.yaml` first")
-    return parse_spec(yaml.safe_load(spec_file.read_text()), source=str(spec_file))
+    raw = yaml.safe_load(spec_file.read_text())
+    return parse_spec(raw, (f"storage={sweep_dir.parent}",), source=str(spec_file))
 
 
 def resume_sweep(sweep_dir: Path) -> Path:
@@ -254,7 +255,7 @@ def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> P
     for trial in grid_points(spec.grid):
         model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
                                     spec.model.dropout, data.eos_id)
-        complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / COMPLETE_MARKER).exists()
+        complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
         status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
         rows.append({
             "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,

@@ -23,6 +23,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 STATE_FILE = "train_state.json"
 COMPLETE_MARKER = "_COMPLETE"
+TRIAL_DONE_FILE = "complete.json"  # in a trial's run dir: its TorchTrainer finished (final metrics)
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 

@@ -102,6 +102,7 @@ def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(ref
     got, want = _tokens(sweep_dir, where), _tokens(reference, where)
     assert len(got) == len(want) > 0
     assert got.equals(want)
+    assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
 
 
 def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:
@@ -134,6 +135,7 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
     got, want = _tokens(sweep_dir), _tokens(reference)
     assert len(got) == len(want) > 0
     assert got.equals(want)
+    assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
 
 
 def test_duckdb_cli_opens_the_catalog(reference):
@@ -197,3 +199,29 @@ def test_readme_studies_run_on_a_real_sweep(reference):
     with connect([reference]) as con:
         results = [con.execute(block).fetchall() for block in blocks]
     assert results[0] and results[1]
+
+
+def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path):
+    """a moved copy of a good sweep verifies; then one missing shard, one without manifest, one
+    truncated, a stray rank and a leftover temp file are each reported, exit 1."""
+    import shutil
+
+    copy = tmp_path / "moved" / "ref"
+    shutil.copytree(reference, copy)
+    assert run_cli(["verify", str(copy)], tmp_path).stdout.strip().endswith(": ok")
+    step_dir = copy / "shards" / "tokens" / "split=train" / "trial=nano-wd0.0-s0" / f"step={STEPS}"
+    (step_dir / "part-0.parquet").unlink()
+    (step_dir / "_part-1.manifest.json").unlink()
+    heldout = copy / "shards" / "tokens" / "split=heldout" / "trial=nano-wd1.0-s0" / f"step={EVAL_EVERY}"
+    (heldout / "part-0.parquet").write_bytes((heldout / "part-0.parquet").read_bytes()[:-20])
+    shutil.copy(heldout / "part-1.parquet", heldout / "part-7.parquet")
+    (heldout / ".part-1.parquet.tmp-abc").write_bytes(b"half")
+    result = run_cli(["verify", str(copy)], tmp_path, check=False)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert any(l.startswith("missing:") and l.endswith(f"step={STEPS}/part-0.parquet") for l in lines)
+    assert any(l.startswith("partial:") and "part-1.parquet (no manifest)" in l for l in lines)
+    assert any(l.startswith("partial:") and "part-0.parquet (checksum differs" in l for l in lines)
+    assert any(l.startswith("unexpected:") and l.endswith("part-7.parquet") for l in lines)
+    assert any(l.startswith("partial:") and ".tmp-abc" in l for l in lines)
+    assert lines[-1].endswith("5 problem(s)")

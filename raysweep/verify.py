@@ -1,0 +1,104 @@
+"""`raysweep verify`: is every shard and checkpoint a finished trial should have there, whole?
+
+Derives the expected files from the spec (eval and checkpoint cadence, workers, splits) and the
+trials that finished, then checks each against its manifest (rows, sha256). Reports missing,
+partial (no manifest, wrong checksum or row count, leftover temporary files) and unexpected
+shards (a name outside the schedule, e.g. a rank from another worker count), and checkpoints
+without their `_COMPLETE` marker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from raysweep.config import SweepSpec, grid_points
+from raysweep.data.prepare import EVAL_SPLITS, PreparedData
+from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, token_shard_path,
+                             train_metrics_path)
+from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
+                                       trial_run_dir)
+
+
+@dataclass
+class VerifyReport:
+    missing: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    n_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.partial or self.unexpected)
+
+    def lines(self) -> list[str]:
+        out = [f"missing: {p}" for p in self.missing] + [f"partial: {p}" for p in self.partial]
+        out += [f"unexpected: {p}" for p in self.unexpected]
+        verdict = "ok" if self.ok else f"{len(out)} problem(s)"
+        return out + [f"{self.n_checked} files checked: {verdict}"]
+
+
+def eval_steps(spec: SweepSpec) -> list[int]:
+    """Steps at which a trial evaluates: every `eval.every` steps and the last step."""
+    return sorted({s for s in range(spec.eval.every, spec.train.steps + 1, spec.eval.every)}
+                  | {spec.train.steps})
+
+
+def report_steps(spec: SweepSpec) -> list[int]:
+    """Steps at which a trial reports (and writes a train-metrics chunk): evals and checkpoints."""
+    checkpoints = set(range(spec.train.checkpoint_every, spec.train.steps + 1, spec.train.checkpoint_every))
+    return sorted(set(eval_steps(spec)) | checkpoints)
+
+
+def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[Path]:
+    splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
+    workers = spec.resources.workers_per_trial
+    paths = [token_shard_path(spec.sweep_dir, split, trial_id, step, rank)
+             for step in eval_steps(spec) for split in splits for rank in range(workers)]
+    paths += [embedding_shard_path(spec.sweep_dir, trial_id, step) for step in eval_steps(spec)]
+    paths += [train_metrics_path(spec.sweep_dir, trial_id, step) for step in report_steps(spec)]
+    return paths
+
+
+def _check_shard(path: Path, report: VerifyReport) -> None:
+    report.n_checked += 1
+    if not path.exists():
+        report.missing.append(str(path))
+    elif not manifest_path(path).exists():
+        report.partial.append(f"{path} (no manifest)")
+    elif not is_complete(path, verify_checksum=True):
+        report.partial.append(f"{path} (checksum differs from its manifest)")
+    elif pq.ParquetFile(path).metadata.num_rows != json.loads(manifest_path(path).read_text())["rows"]:
+        report.partial.append(f"{path} (row count differs from its manifest)")
+
+
+def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
+    report = VerifyReport()
+    expected: set[Path] = set()
+    for trial in grid_points(spec.grid):
+        run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
+        if not (run_dir / TRIAL_DONE_FILE).exists():
+            continue  # unfinished trials are `raysweep status`'s business, not corruption
+        shards = expected_shards(spec, data, trial.trial_id)
+        expected |= set(shards)
+        for path in shards:
+            _check_shard(path, report)
+        final = run_dir / checkpoint_dir_name(spec.train.steps)
+        report.n_checked += 1
+        if not (final / COMPLETE_MARKER).exists():
+            report.missing.append(f"{final}/{COMPLETE_MARKER} (final checkpoint)")
+        for checkpoint in sorted(run_dir.glob("step-*")):
+            if checkpoint != final and not (checkpoint / COMPLETE_MARKER).exists():
+                report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
+    shards_dir = spec.sweep_dir / "shards"
+    for path in sorted(shards_dir.rglob("*.parquet")):
+        trial_dir = next((p for p in path.parts if p.startswith("trial=")), "")
+        trial_done = (trial_run_dir(spec.sweep_dir, trial_dir[len("trial="):]) / TRIAL_DONE_FILE).exists()
+        if trial_done and path not in expected:
+            report.unexpected.append(str(path))
+    report.partial += [f"{p} (temporary file left by an interrupted write)"
+                       for p in sorted(shards_dir.rglob(".*.tmp-*"))]
+    return report
