@@ -129,6 +129,13 @@ def _verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _status(args) -> int:
+    from raysweep.status import trial_status
+
+    print(trial_status(Path(args.sweep_dir)).to_string(index=False, na_rep="-"))
+    return 0
+
+
 # name -> (handler, help, positional args)
 COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
@@ -138,6 +145,7 @@ COMMANDS = {
                ["sweep_dir"]),
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
     "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
+    "status": (_status, "every trial's Tune state, last step, retries and error", ["sweep_dir"]),
     "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
                         "(exit 1 on any problem)", ["sweep_dir"]),
 }

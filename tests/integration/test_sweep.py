@@ -103,6 +103,11 @@ def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(ref
     assert len(got) == len(want) > 0
     assert got.equals(want)
     assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
+    status = run_cli(["status", str(sweep_dir)], tmp_path).stdout.splitlines()
+    assert status[1].split()[:2] == ["nano-wd1.0-s0", "TERMINATED"]
+    header = status[0].split()
+    row = dict(zip(header, status[1].split()))
+    assert row["last_step"] == str(STEPS) and row["worker_restarts"] == "1" and row["trial_retries"] == "0"
 
 
 def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:

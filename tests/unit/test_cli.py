@@ -43,6 +43,11 @@ def test_resume_without_a_sweep(tmp_path):
     assert result.returncode == 2 and "not a sweep directory" in result.stderr
 
 
+def test_status_of_a_directory_that_never_ran(tmp_path):
+    result = raysweep("status", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "no Tune experiment state" in result.stderr
+
+
 def test_unknown_command(tmp_path):
     result = raysweep("swep", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'swep'" in result.stderr

@@ -1,0 +1,49 @@
+"""`raysweep status`: every trial's state as Ray Tune recorded it, plus Train worker restarts.
+
+Reads the newest `tune/experiment_state-*.json` (Tune's own checkpoint of the experiment: each
+trial's status, failure count, error file and last result), needs no running Ray, and adds the
+worker-group starts a trial's rank 0 logged in `train/<trial>/attempts.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from raysweep.train.checkpoint import trial_run_dir
+from raysweep.train.loop import ATTEMPTS_FILE
+
+
+def _decoded(value):
+    """Tune stores most fields as JSON text inside the JSON; decode when it is."""
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return value
+
+
+def trial_status(sweep_dir: Path) -> pd.DataFrame:
+    sweep_dir = Path(sweep_dir)
+    states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
+    if not states:
+        raise FileNotFoundError(f"{sweep_dir}: no Tune experiment state (tune/experiment_state-*.json); "
+                                "is this a sweep directory that has started?")
+    rows = []
+    for trial_json, run_json in json.loads(states[-1].read_text())["trial_data"]:
+        trial, run = json.loads(trial_json), json.loads(run_json)
+        config = _decoded(trial["config"])
+        last = _decoded(run.get("last_result")) or {}
+        trial_id = _decoded(trial.get("custom_dirname")) or trial["trial_id"]
+        attempts_file = trial_run_dir(sweep_dir, trial_id) / ATTEMPTS_FILE
+        attempts = attempts_file.read_text().splitlines() if attempts_file.exists() else []
+        error_name = _decoded(run.get("error_filename"))
+        error_file = sweep_dir / "tune" / trial_id / error_name if error_name else None
+        error = error_file.read_text().strip().splitlines()[-1] if error_file and error_file.exists() else ""
+        rows.append({"trial_id": trial_id, "status": _decoded(trial["status"]),
+                     "weight_decay": config.get("weight_decay"), "scale": config.get("scale"),
+                     "seed": config.get("seed"), "last_step": last.get("step"),
+                     "trial_retries": int(_decoded(run.get("num_failures")) or 0),
+                     "worker_restarts": max(0, len(attempts) - 1), "error": error[:120]})
+    return pd.DataFrame(rows).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)
