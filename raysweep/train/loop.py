@@ -105,13 +105,12 @@ def train_loop_per_worker(config: dict) -> None:
 
     # [3] Resume from the newest complete checkpoint, if this is a restart.
     start_step = 0
+    run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
     ray_checkpoint = ray.train.get_checkpoint()
-    resume_from = latest_checkpoint(ray_checkpoint.path if ray_checkpoint else None,
-                                    trial_run_dir(spec.sweep_dir, trial.trial_id))
+    resume_from = latest_checkpoint(ray_checkpoint.path if ray_checkpoint else None, run_dir)
     if resume_from is not None:
         start_step = load_checkpoint(model, optimizer, resume_from)
 
-    run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
     if rank == 0:
         _log_attempt(run_dir, start_step)
         mask = decay_mask(model, spec.train.decay_policy)
