@@ -51,13 +51,20 @@ SHARD_VIEWS = {
 }
 
 
-def _shard_view(name: str, shards: list[Path]) -> str:
+def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:
     """A view over the complete shards only; typed and empty while there are none yet."""
-    _, columns, hive_types, empty = SHARD_VIEWS[name]
+    _, columns, hive_types, empty = SHARD_VIEWS[kind or name]
     if not shards:
         return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
     return f"""CREATE VIEW {name} AS SELECT {columns}
         FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
+
+
+def _at_final_step(shards: list[Path], final_step: dict[str, int]) -> list[Path]:
+    """The token shards written at their trial's last step (trials.steps)."""
+    def keys(path: Path) -> dict[str, str]:
+        return dict(part.split("=", 1) for part in path.parts if "=" in part)
+    return [p for p in shards if final_step.get(keys(p)["trial"]) == int(keys(p)["step"])]
 
 
 def build_catalog(sweep_dir: Path) -> Path:
@@ -80,7 +87,13 @@ def build_catalog(sweep_dir: Path) -> Path:
         con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
         for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
                                        disable=None):  # disable=None: only on a terminal
-            con.execute(_shard_view(name, complete_shards(sweep_dir / "shards" / subdir)))
+            shards = complete_shards(sweep_dir / "shards" / subdir)
+            con.execute(_shard_view(name, shards))
+            if name == "tokens":
+                # Listing the final-step files up front lets DuckDB skip the other steps' files at plan
+                # time; a join against `trials` would read every file's rows before filtering them.
+                final_step = dict(con.execute("SELECT trial_id, steps FROM trials").fetchall())
+                con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
         install_queries(con)
     os.replace(tmp, final)
     return final

@@ -15,7 +15,7 @@ import duckdb
 from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS
 from raysweep.queries import load_queries
 
-_TRIAL_TABLES = ["trials", *SHARD_VIEWS]  # tables keyed by trial_id
+_TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens"]  # tables keyed by trial_id
 
 
 def catalog_path(sweep_dir: Path) -> Path:
