@@ -136,6 +136,12 @@ class ResourcesConfig(_Section):
 class FailureConfig(_Section):
     max_failures: int = Field(3, ge=0)
     """Worker-group restarts per trial (Ray Train), each from the last checkpoint."""
+    max_preemption_failures: int = Field(10, ge=-1)
+    """Restarts after a node is drained for preemption (spot), counted apart from `max_failures`
+    (Ray Train's `FailureConfig.max_preemption_failures`; -1: unlimited)."""
+    controller_failure_limit: int = Field(3, ge=0)
+    """Restarts of a trial's Train controller. Finite, so a deterministic bug fails the trial
+    instead of retrying forever (Ray's default, -1, never gives up)."""
     trial_max_failures: int = Field(1, ge=0)
     """Trial-driver reruns (Ray Tune); the rerun finds its Train run by name and resumes."""
     inject_crash_at_step: Optional[int] = Field(None, ge=1)

@@ -81,6 +81,10 @@ def write_shard(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest = manifest_path(path)
     manifest.unlink(missing_ok=True)
+    # A writer of this shard killed mid-write (a dead worker of an earlier attempt; each shard has
+    # exactly one writer) left its temporary files: they are garbage now.
+    for stale in (*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{manifest.name}.tmp-*")):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)

@@ -78,7 +78,10 @@ def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
             # its own checkpoints under the same name.
             name=trial.trial_id,
             storage_path=str(spec.sweep_dir / "train"),
-            failure_config=TrainFailureConfig(max_failures=spec.failure.max_failures),
+            failure_config=TrainFailureConfig(
+                max_failures=spec.failure.max_failures,
+                max_preemption_failures=spec.failure.max_preemption_failures,
+                controller_failure_limit=spec.failure.controller_failure_limit),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
         ),

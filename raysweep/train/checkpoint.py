@@ -21,6 +21,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from raysweep.shards import atomic_write_text
+
 STATE_FILE = "train_state.json"
 COMPLETE_MARKER = "_COMPLETE"
 TRIAL_DONE_FILE = "complete.json"  # in a trial's run dir: its TorchTrainer finished (final metrics)
@@ -37,7 +39,7 @@ def checkpoint_dir_name(step: int) -> str:
 
 
 def mark_complete(stored_checkpoint: Path, step: int) -> None:
-    (Path(stored_checkpoint) / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
+    atomic_write_text(Path(stored_checkpoint) / COMPLETE_MARKER, json.dumps({"step": step}))
 
 
 def _step_of(directory: Path) -> int:

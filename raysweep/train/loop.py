@@ -23,8 +23,8 @@ from raysweep.config import SweepSpec, TrialPoint
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model
-from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_shard_path,
-                             train_metrics_path, write_shard)
+from raysweep.shards import (TRAIN_METRICS_SCHEMA, atomic_write_text, embedding_shard_path,
+                             token_shard_path, train_metrics_path, write_shard)
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.parallel import apply_fsdp
@@ -112,9 +112,13 @@ def train_loop_per_worker(config: dict) -> None:
         start_step = load_checkpoint(model, optimizer, resume_from)
 
     if rank == 0:
+        if resume_from is not None:
+            # Ray registered it, so every rank had uploaded; the previous group may have died
+            # before rank 0 could mark it, and this step is never saved again.
+            mark_complete(resume_from, start_step)
         _log_attempt(run_dir, start_step)
         mask = decay_mask(model, spec.train.decay_policy)
-        (run_dir / DECAY_GROUPS_FILE).write_text(json.dumps(summarize_mask(model, mask), indent=1))
+        atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))
 
     train_rows = open_array(data.data_dir, "train")
     eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS

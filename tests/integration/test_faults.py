@@ -1,0 +1,154 @@
+"""Fault injection with real processes: SIGKILLed workers, a removed node, a SIGKILLed driver.
+
+Each run must end with per-token shards identical (same rows, same float32 losses) to an
+uninterrupted run of the same spec, and `raysweep verify` must pass. Kills land at random
+moments of training, so at random steps: mid-step, mid-eval (shard writes) or mid-checkpoint.
+The random seed is printed with every failure; set RAYSWEEP_FAULT_SEED to replay it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+
+from tests.conftest import cli_env, run_cli, tiny_spec_dict, write_spec
+
+pytestmark = pytest.mark.ray
+
+TRIAL = "nano-wd1.0-s0"
+SEED = int(os.environ.get("RAYSWEEP_FAULT_SEED", time.time_ns() % 2**31))
+
+
+def fault_spec(storage: Path) -> dict:
+    """One trial, long enough to be killed several times, checkpointing often."""
+    return tiny_spec_dict(storage, name="faults", grid={"weight_decay": [1.0]},
+                          train={"steps": 120, "checkpoint_every": 10},
+                          eval={"every": 40},
+                          failure={"max_failures": 10, "trial_max_failures": 2})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run_cli(["sweep", str(write_spec(root / "spec.yaml", fault_spec(root / "runs")))], root)
+    return root / "runs" / "faults"
+
+
+def _rows(sweep_dir: Path, view: str, order: str):
+    with duckdb.connect(str(sweep_dir / "catalog.duckdb"), read_only=True) as con:
+        return con.execute(f"SELECT * FROM {view} ORDER BY {order}").df()
+
+
+def assert_same_results(got: Path, want: Path, tmp_path: Path) -> None:
+    """Identical token and embedding-norm shards, and a clean `raysweep verify`."""
+    tokens_order = "split, trial_id, step, seq_id, pos"
+    got_tokens, want_tokens = _rows(got, "tokens", tokens_order), _rows(want, "tokens", tokens_order)
+    assert len(got_tokens) == len(want_tokens) > 0
+    assert got_tokens.equals(want_tokens), f"token shards differ (seed {SEED})"
+    assert _rows(got, "embeddings", "step, token_id").equals(_rows(want, "embeddings", "step, token_id"))
+    verify = run_cli(["verify", str(got)], tmp_path, check=False)
+    assert verify.returncode == 0, f"verify failed (seed {SEED}):\n{verify.stdout}"
+
+
+def start_sweep(spec_path: Path, tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """`raysweep sweep` in its own session, so the test can kill it with everything it started."""
+    return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
+                            cwd=tmp_path, env=env or cli_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def attempts(sweep_dir: Path) -> list[int]:
+    """Start step of each worker group so far (rank 0 logs it once training is about to start)."""
+    log = sweep_dir / "train" / TRIAL / "attempts.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line)["start_step"] for line in log.read_text().splitlines() if line.endswith("}")]
+
+
+def wait_for_attempt(sweep_dir: Path, n: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while len(attempts(sweep_dir)) < n:
+        assert process.poll() is None, f"sweep exited early (seed {SEED}):\n{process.stdout.read()[-4000:]}"
+        assert not (sweep_dir / "train" / TRIAL / "complete.json").exists(), \
+            f"trial finished before attempt {n} could be interrupted (seed {SEED})"
+        assert time.time() < deadline, f"worker group {n} did not start (seed {SEED})"
+        time.sleep(0.1)
+
+
+def train_workers(root_pid: int) -> list[psutil.Process]:
+    """The live Ray Train worker processes under a process (Ray titles them ray::RayTrainWorker...)."""
+    found = []
+    for child in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"sweep exited {process.returncode} (seed {SEED}):\n{output[-6000:]}"
+    return output
+
+
+def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, tmp_path):
+    """5 times: once a worker group is training, wait a random moment, SIGKILL one of its
+    workers from outside. Train restarts the group from the newest complete checkpoint."""
+    rng = random.Random(SEED)
+    spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
+    sweep_dir = tmp_path / "runs" / "faults"
+    process = start_sweep(spec_path, tmp_path)
+    kills = []
+    for attempt in range(1, 6):
+        wait_for_attempt(sweep_dir, attempt, process)
+        time.sleep(rng.uniform(0.0, 1.5))
+        workers = train_workers(process.pid)
+        assert len(workers) == 2, f"expected 2 train workers, found {len(workers)} (seed {SEED})"
+        victim = rng.choice(workers)
+        victim.send_signal(signal.SIGKILL)
+        kills.append(victim.pid)
+    finish(process)
+    started_from = attempts(sweep_dir)
+    assert len(started_from) == 6, started_from  # the first group and one restart per kill
+    assert started_from == sorted(started_from) and all(s % 10 == 0 for s in started_from)
+    status = run_cli(["status", str(sweep_dir)], tmp_path).stdout.splitlines()
+    row = dict(zip(status[0].split(), status[1].split()))
+    assert row["status"] == "TERMINATED" and row["worker_restarts"] == "5", status
+    assert_same_results(sweep_dir, uninterrupted, tmp_path)
+
+
+def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL the driver's whole session, then any Ray process that escaped it."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
+
+
+def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
+    """The `raysweep sweep` process and its embedded Ray SIGKILLed while the trial trains;
+    `raysweep resume` restores Tune's state and the trial resumes from its checkpoint."""
+    rng = random.Random(SEED + 1)
+    spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
+    sweep_dir = tmp_path / "runs" / "faults"
+    env = cli_env(tmp_path)
+    process = start_sweep(spec_path, tmp_path, env)
+    wait_for_attempt(sweep_dir, 1, process)
+    time.sleep(rng.uniform(0.5, 2.0))
+    _kill_session_and_its_ray(process, env["TMPDIR"])
+    assert not (sweep_dir / "train" / TRIAL / "complete.json").exists()
+
+    run_cli(["resume", str(sweep_dir)], tmp_path)
+    assert len(attempts(sweep_dir)) == 2
+    assert_same_results(sweep_dir, uninterrupted, tmp_path)
