@@ -13,8 +13,10 @@ import duckdb
 import pandas as pd
 from tqdm import tqdm
 
+import pyarrow.parquet as pq
+
 from raysweep.queries import install_queries
-from raysweep.shards import complete_shards
+from raysweep.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
 
 CATALOG_FILE = "catalog.duckdb"
 
@@ -51,6 +53,29 @@ SHARD_VIEWS = {
 }
 
 
+class CatalogError(ValueError):
+    """A sweep whose files cannot be cataloged; the message names the file and the fix."""
+
+
+_SCHEMAS = {"tokens": TOKEN_SCHEMA, "embeddings": EMBEDDING_SCHEMA, "train_metrics": TRAIN_METRICS_SCHEMA}
+
+
+def _check_shards(name: str, shards: list[Path]) -> None:
+    """Every shard's footer parses and its columns are the view's: a bad file is named here,
+    at build time, instead of failing some later query with DuckDB's error."""
+    for path in shards:
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a damaged footer
+            raise CatalogError(f"{path}: not a readable Parquet shard ({str(exc).splitlines()[0]}); "
+                               "`raysweep verify` lists every damaged file; move it away to build "
+                               "the catalog without it") from None
+        if not schema.equals(_SCHEMAS[name]):
+            raise CatalogError(f"{path}: columns ({', '.join(f'{f.name} {f.type}' for f in schema)}) "
+                               f"are not the {name} shard schema ({', '.join(_SCHEMAS[name].names)}); "
+                               "it was not written by raysweep; move it out of the shards dir")
+
+
 def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:
     """A view over the complete shards only; typed and empty while there are none yet."""
     _, columns, hive_types, empty = SHARD_VIEWS[kind or name]
@@ -78,6 +103,16 @@ def build_catalog(sweep_dir: Path) -> Path:
     final = sweep_dir / CATALOG_FILE
     tmp = sweep_dir / f".{CATALOG_FILE}.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
+    try:
+        _write_catalog(tmp, sweep_dir, freq_files, trials_file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous catalog, if any, stays as it was
+        raise
+    os.replace(tmp, final)
+    return final
+
+
+def _write_catalog(tmp: Path, sweep_dir: Path, freq_files: list[Path], trials_file: Path) -> None:
     with duckdb.connect(str(tmp)) as con:
         con.execute(_MACROS)
         con.execute(f"""CREATE TABLE token_freq AS
@@ -88,6 +123,7 @@ def build_catalog(sweep_dir: Path) -> Path:
         for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
                                        disable=None):  # disable=None: only on a terminal
             shards = complete_shards(sweep_dir / "shards" / subdir)
+            _check_shards(name, shards)
             con.execute(_shard_view(name, shards))
             if name == "tokens":
                 # Listing the final-step files up front lets DuckDB skip the other steps' files at plan
@@ -95,8 +131,6 @@ def build_catalog(sweep_dir: Path) -> Path:
                 final_step = dict(con.execute("SELECT trial_id, steps FROM trials").fetchall())
                 con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
         install_queries(con)
-    os.replace(tmp, final)
-    return final
 
 
 REPORT_SQL = """

@@ -84,8 +84,8 @@ def _sql(args) -> int:
                 relation.write_parquet(args.output)
             else:
                 relation.df().to_json(args.output, orient="records", lines=True)
-        except duckdb.Error as exc:
-            print(f"raysweep sql: {exc}", file=sys.stderr)
+        except duckdb.Error as exc:  # DuckDB's message (with its hints) on one line
+            print("raysweep sql: error: " + " ".join(str(exc).split()), file=sys.stderr)
             return 2
     return 0
 
@@ -151,8 +151,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line like every other raysweep error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raysweep", description=__doc__)
+    parser = _Parser(prog="raysweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (handler, help_text, positionals) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
@@ -176,13 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raysweep.catalog import CatalogError
     from raysweep.config import SpecError
     from raysweep.data.corpus import CorpusError
     from raysweep.sweep import SweepDirError
 
     try:
         return args.handler(args)
-    except (SpecError, CorpusError, SweepDirError, FileNotFoundError) as exc:
+    except (SpecError, CorpusError, SweepDirError, CatalogError, FileNotFoundError) as exc:
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,8 @@ field path and the bad value (``grid.weight_decay[2]: must be >= 0, got -0.1``).
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -107,8 +109,8 @@ class GridConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "GridConfig":
-        problems = [f"grid.weight_decay[{i}]: must be >= 0, got {v!r}"
-                    for i, v in enumerate(self.weight_decay) if not v >= 0]
+        problems = [f"grid.weight_decay[{i}]: must be a finite number >= 0, got {v!r}"
+                    for i, v in enumerate(self.weight_decay) if not 0 <= v < math.inf]
         from raysweep.model import PRESETS  # late: model imports torch
 
         problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"

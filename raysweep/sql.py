@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS
+from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS, CatalogError
 from raysweep.queries import load_queries
 
 _TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens"]  # tables keyed by trial_id
@@ -58,8 +58,13 @@ def union_sql(sweep_dirs: list[Path]) -> str:
 
 def connect(sweep_dirs: list[Path]) -> duckdb.DuckDBPyConnection:
     """A read-only view of one sweep, or the union of several."""
-    if len(sweep_dirs) == 1:
-        return duckdb.connect(str(catalog_path(sweep_dirs[0])), read_only=True)
-    con = duckdb.connect()
-    con.execute(union_sql(sweep_dirs))
-    return con
+    try:
+        if len(sweep_dirs) == 1:
+            return duckdb.connect(str(catalog_path(sweep_dirs[0])), read_only=True)
+        con = duckdb.connect()
+        con.execute(union_sql(sweep_dirs))
+        return con
+    except duckdb.Error as exc:  # a damaged or foreign catalog.duckdb
+        first_line = str(exc).splitlines()[0]
+        raise CatalogError(f"{' '.join(str(catalog_path(d)) for d in sweep_dirs)}: cannot open the "
+                           f"catalog ({first_line}); rebuild it with `raysweep catalog SWEEP_DIR`") from None

@@ -26,7 +26,9 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
-from raysweep.data.prepare import PreparedData, prepare_data
+from raysweep.data.corpus import corpus_fingerprint
+from raysweep.data.prepare import PreparedData, data_key, prepare_data
+from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
 from raysweep.shards import atomic_write_text
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
@@ -121,14 +123,22 @@ def max_concurrent_trials(spec: SweepSpec) -> int:
     return max(1, fits)
 
 
-def _check_cluster_can_hold(spec: SweepSpec) -> None:
-    cluster = ray.cluster_resources()
+def _local_resources() -> dict:
+    """What the embedded Ray will have, known before starting it."""
+    import torch
+
+    return {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+
+
+def _check_cluster_can_hold(spec: SweepSpec, cluster: dict | None = None) -> None:
+    cluster = cluster if cluster is not None else ray.cluster_resources()
     need_cpu = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     problems = []
     if cluster.get("CPU", 0) < need_cpu:
         problems.append(f"resources.workers_per_trial: a trial needs {need_cpu} CPUs "
                         f"(workers_per_trial x cpus_per_worker) but the cluster has "
-                        f"{cluster.get('CPU', 0):g}; lower resources.workers_per_trial")
+                        f"{cluster.get('CPU', 0):g}; lower resources.workers_per_trial or "
+                        "resources.cpus_per_worker, or run on a larger cluster (RAY_ADDRESS)")
     if spec.resources.use_gpu and cluster.get("GPU", 0) < spec.resources.workers_per_trial:
         problems.append(f"resources.use_gpu: a trial needs {spec.resources.workers_per_trial} GPUs "
                         f"but the cluster has {cluster.get('GPU', 0):g}; use --set "
@@ -186,12 +196,63 @@ def _check_existing_sweep(spec: SweepSpec) -> bool:
     return old == new
 
 
+def _check_storage(sweep_dir: Path) -> None:
+    """The sweep dir can be created and written: fail now, not in a worker an hour from now."""
+    for path in (sweep_dir.parent, sweep_dir):
+        if path.exists() and not path.is_dir():
+            raise SweepDirError(f"storage: {path} is a file, not a directory; point storage at a "
+                                "directory (--set storage=PATH)")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        probe = sweep_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SweepDirError(f"storage: cannot write to {sweep_dir} ({exc.strerror or exc}); point "
+                            "storage at a writable directory (--set storage=PATH)") from None
+
+
+def _check_data_unchanged(spec: SweepSpec) -> None:
+    """A resumed sweep must read the data its checkpoints were trained on. Its spec is the same,
+    so a new data key means a corpus or tokenizer file changed on disk."""
+    built = sorted((spec.sweep_dir / "data").glob("*/meta.json"))
+    key = data_key(spec.data, spec.eval)
+    if not built or any(meta.parent.name == key for meta in built):
+        return
+    old = json.loads(built[-1].read_text())
+    tok = spec.data.tokenizer
+    if tok.kind == "file":
+        vocab = load_tokenizer_file(tok.path).get_vocab_size(with_added_tokens=True)
+        if vocab != old["vocab_size"]:
+            raise SweepDirError(f"data.tokenizer.path: {tok.path} now has a vocabulary of {vocab}, but "
+                                f"this sweep's data and checkpoints use {old['vocab_size']}; restore the "
+                                "original file or start a new sweep under another name")
+    changed = "data.tokenizer.path" if tok.kind == "file" and old.get("fingerprints", {}).get(
+        "tokenizer") != corpus_fingerprint(tok.path) else "data.corpus"
+    raise SweepDirError(f"{changed}: the file changed since this sweep's data was built (data key "
+                        f"{old['data_key']} -> {key}); restore the original file or start a new "
+                        "sweep under another name")
+
+
+def _prepare(spec: SweepSpec) -> PreparedData:
+    try:
+        return prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+    except OSError as exc:  # disk full, quota, file-size limit: nothing half-built is kept
+        where = exc.filename or spec.sweep_dir / "data"
+        raise SweepDirError(f"storage: writing {where} failed ({exc.strerror or exc}): the disk is full "
+                            "or a quota or file-size limit was hit; free space or point storage "
+                            "elsewhere (--set storage=PATH)") from None
+
+
 def run_sweep(spec: SweepSpec) -> Path:
     """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
     sweep_dir = spec.sweep_dir
     same_spec = _check_existing_sweep(spec)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(spec.data, spec.eval, sweep_dir, min_sequences=spec.train.batch_size)
+    _check_storage(sweep_dir)
+    if not os.environ.get("RAY_ADDRESS"):
+        _check_cluster_can_hold(spec, _local_resources())
+    _check_data_unchanged(spec)
+    data = _prepare(spec)
     atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)
@@ -228,11 +289,12 @@ def load_sweep_spec(sweep_dir: Path) -> SweepSpec:
 def resume_sweep(sweep_dir: Path) -> Path:
     """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
     spec = load_sweep_spec(sweep_dir)
+    _check_data_unchanged(spec)
     tune_path = spec.sweep_dir / "tune"
     if not tune.Tuner.can_restore(str(tune_path)):
         raise SweepDirError(f"{sweep_dir}: no Tune experiment state to resume under {tune_path}; "
                             "start it with `raysweep sweep`")
-    data = prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+    data = _prepare(spec)
     init_ray(spec)
     _check_cluster_can_hold(spec)
     tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec, data),

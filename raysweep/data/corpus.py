@@ -59,11 +59,22 @@ def _rotten_tomatoes() -> list[str]:
     return texts.tolist()
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def _from_datasets(corpus: str, text_column: str) -> list[str]:
     import datasets
 
     if corpus.startswith("hf:"):
-        loaded = datasets.load_dataset(corpus[3:], split="train")
+        try:
+            loaded = datasets.load_dataset(corpus[3:], split="train")
+        except Exception as exc:  # offline, unknown name, no access: datasets has no common base
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise CorpusError(f"data.corpus: cannot load {corpus!r} ({first_line}); check the name and "
+                              "your connection, or use a local file or 'rotten-tomatoes'") from None
         where = corpus
     else:
         path = Path(corpus).expanduser()
@@ -73,11 +84,19 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
                               f"{', '.join(sorted(_LOCAL_BUILDERS))}, 'hf:<name>' or 'rotten-tomatoes'")
         if not path.is_file():
             raise CorpusError(f"data.corpus: file {str(path)!r} not found")
+        if path.stat().st_size == 0:  # datasets fails obscurely on an empty file
+            raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents (the file is "
+                              "empty); point data.corpus at a file with text")
         try:
             loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
-        except UnicodeDecodeError:
-            raise CorpusError(f"data.corpus: {str(path)!r} is not valid UTF-8; re-encode it "
-                              "(e.g. iconv -f latin1 -t utf-8)") from None
+        except Exception as exc:  # datasets wraps the reader's error in DatasetGenerationError
+            cause = _root_cause(exc)
+            if isinstance(cause, UnicodeDecodeError):
+                raise CorpusError(f"data.corpus: {str(path)!r} is not valid UTF-8; re-encode it "
+                                  "(e.g. iconv -f latin1 -t utf-8)") from None
+            first_line = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+            raise CorpusError(f"data.corpus: cannot read {str(path)!r} as {builder} ({first_line}); "
+                              "check that its content matches its extension") from None
         if builder == "text":
             text_column = "text"
         where = str(path)
@@ -112,15 +131,15 @@ def split_documents(docs: list[str], heldout_fraction: float, split_seed: int,
     return SplitCorpus(train=train, heldout=heldout)
 
 
-def corpus_fingerprint(corpus: str) -> str:
-    """What identifies a corpus's content for the data cache key."""
+def corpus_fingerprint(corpus: str, field: str = "data.corpus") -> str:
+    """What identifies a corpus's (or tokenizer file's, named by `field`) content for the data key."""
     if corpus in BUNDLED:
         return f"bundled:{corpus}:v1"
     if corpus.startswith("hf:"):
         return corpus
     path = Path(corpus).expanduser()
     if not path.is_file():
-        raise CorpusError(f"data.corpus: file {str(path)!r} not found")
+        raise CorpusError(f"{field}: file {str(path)!r} not found")
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -46,7 +46,7 @@ class PreparedData:
 
 def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
     tok = data.tokenizer
-    tokenizer_identity = (corpus_fingerprint(tok.path) if tok.kind == "file"
+    tokenizer_identity = (corpus_fingerprint(tok.path, "data.tokenizer.path") if tok.kind == "file"
                           else [tok.vocab_size, tok.min_frequency])
     identity = {
         "version": FORMAT_VERSION, "corpus": corpus_fingerprint(data.corpus),
@@ -91,6 +91,10 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
         "n_tokens": {"train": int(train.size), "heldout": int(heldout.size)},
         "eval_train_indices": sample.tolist(), "arrays": arrays,
         "settings": data.model_dump(mode="json"),
+        # what the content was: a resumed sweep checks its files against these
+        "fingerprints": {"corpus": corpus_fingerprint(data.corpus),
+                         "tokenizer": (corpus_fingerprint(data.tokenizer.path, "data.tokenizer.path")
+                                       if data.tokenizer.kind == "file" else None)},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the marker
 

@@ -60,10 +60,12 @@ def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int
 
 
 def _log_attempt(run_dir: Path, start_step: int) -> None:
-    """One line per worker-group start: how often a trial restarted, and from which step."""
+    """One line per worker-group start: how often a trial restarted, from which step, on which node."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"start_step": start_step, "time": time.time(),
+              "node_id": ray.get_runtime_context().get_node_id()}
     with open(run_dir / ATTEMPTS_FILE, "a") as handle:
-        handle.write(json.dumps({"start_step": start_step, "time": time.time()}) + "\n")
+        handle.write(json.dumps(record) + "\n")
 
 
 def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:

@@ -67,12 +67,16 @@ def start_sweep(spec_path: Path, tmp_path: Path, env: dict | None = None) -> sub
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def attempts(sweep_dir: Path) -> list[int]:
-    """Start step of each worker group so far (rank 0 logs it once training is about to start)."""
+def attempt_log(sweep_dir: Path) -> list[dict]:
+    """Each worker group so far: rank 0 logs its start step and node once training is about to start."""
     log = sweep_dir / "train" / TRIAL / "attempts.jsonl"
     if not log.exists():
         return []
-    return [json.loads(line)["start_step"] for line in log.read_text().splitlines() if line.endswith("}")]
+    return [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
+
+
+def attempts(sweep_dir: Path) -> list[int]:
+    return [a["start_step"] for a in attempt_log(sweep_dir)]
 
 
 def wait_for_attempt(sweep_dir: Path, n: int, process: subprocess.Popen, timeout: float = 180) -> None:
@@ -152,3 +156,34 @@ def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
     run_cli(["resume", str(sweep_dir)], tmp_path)
     assert len(attempts(sweep_dir)) == 2
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
+
+
+def test_node_holding_the_workers_removed_mid_training(uninterrupted, tmp_path):
+    """A head (trial drivers only) and two 2-CPU worker nodes; the node running the trial's
+    workers is killed without warning. The trial finishes on the other node."""
+    from ray.cluster_utils import Cluster
+
+    rng = random.Random(SEED + 2)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "resources": {"trial_driver": 4}, "include_dashboard": True,
+        "temp_dir": cli_env(tmp_path)["TMPDIR"]})
+    try:
+        worker_nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
+        cluster.wait_for_nodes()
+        spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
+        sweep_dir = tmp_path / "runs" / "faults"
+        process = start_sweep(spec_path, tmp_path, {**cli_env(tmp_path), "RAY_ADDRESS": cluster.address})
+        wait_for_attempt(sweep_dir, 1, process)
+        time.sleep(rng.uniform(0.5, 1.5))
+        raylet_pid = {node: node.all_processes["raylet"][0].process.pid for node in worker_nodes}
+        holding = [node for node in worker_nodes if train_workers(raylet_pid[node])]
+        assert len(holding) == 1, "the trial's 2 workers should be packed on one node"
+        cluster.remove_node(holding[0], allow_graceful=False)
+        finish(process)
+        nodes_used = [a["node_id"] for a in attempt_log(sweep_dir)]
+        survivor = next(node for node in worker_nodes if node is not holding[0])
+        assert nodes_used[0] == holding[0].node_id
+        assert len(nodes_used) >= 2 and set(nodes_used[1:]) == {survivor.node_id}
+        assert_same_results(sweep_dir, uninterrupted, tmp_path)
+    finally:
+        cluster.shutdown()

@@ -20,7 +20,7 @@ BASE = {"name": "x"}
 
 
 @pytest.mark.parametrize("raw, overrides, expected", [
-    ({**BASE, "grid": {"weight_decay": [0.0, 0.1, -0.1]}}, (), "grid.weight_decay[2]: must be >= 0, got -0.1"),
+    ({**BASE, "grid": {"weight_decay": [0.0, 0.1, -0.1]}}, (), "grid.weight_decay[2]: must be a finite number >= 0, got -0.1"),
     (BASE, ("grid.weight_decay=[0.0, .nan]",), "grid.weight_decay[1]: must be a finite number"),
     (BASE, ("grid.weight_decay=[.inf]",), "grid.weight_decay[0]: must be a finite number"),
     (BASE, ("grid.weight_decay=[]",), "grid.weight_decay: must not be empty"),

@@ -1,0 +1,272 @@
+"""Every row of docs/errors.md: the bad input, the one-line error naming field or file and fix,
+exit code 2, and storage left as it was.
+
+The table is the source of the expected messages; this module holds how to set each case up.
+Most cases run `raysweep.cli.main` in this process (they fail before Ray or data work starts);
+the ones that need their own process limits or environment run the real command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from raysweep import cli
+from raysweep.catalog import build_catalog
+from raysweep.config import parse_spec, spec_to_yaml
+from raysweep.data.corpus import load_documents
+from raysweep.data.prepare import prepare_data
+from raysweep.data.tokenizer import train_bpe
+from raysweep.shards import token_shard_path, write_shard
+from tests.conftest import REPO, cli_env, tiny_spec_dict, write_spec
+from tests.synthetic_sweep import STEPS, write_synthetic_sweep
+
+
+def _table() -> dict[str, str]:
+    """id -> the text the error line must contain, from docs/errors.md."""
+    rows = {}
+    for line in (REPO / "docs" / "errors.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] not in ("id", "") and not cells[0].startswith("-"):
+            rows[cells[0]] = cells[3].strip("`")
+    return rows
+
+
+TABLE = _table()
+SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "cli-unknown-command", "cli-missing-argument"}
+COMPLETE_LOOKING = ("catalog.duckdb", "complete.json", "_COMPLETE", "trials.parquet")
+
+
+# Setups: each takes the test's directory and returns the command line. -------------------------
+
+def _spec(tmp: Path, **sections) -> str:
+    return str(write_spec(tmp / "spec.yaml", tiny_spec_dict(tmp / "runs", name="new", **sections)))
+
+
+def _raw_spec(tmp: Path, text: str) -> str:
+    (tmp / "spec.yaml").write_text(text)
+    return str(tmp / "spec.yaml")
+
+
+def _jsonl(path: Path, docs: list[dict]) -> str:
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return str(path)
+
+
+def _tokenizer_file(path: Path, vocab_size: int) -> str:
+    docs = load_documents("rotten-tomatoes", "text")[:300]
+    train_bpe(docs, vocab_size, 2).save(str(path))
+    return str(path)
+
+
+def _prepared_sweep(tmp: Path, **sections) -> str:
+    """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
+    path = _spec(tmp, **sections)
+    spec = parse_spec(yaml.safe_load(Path(path).read_text()))
+    prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    return path
+
+
+def _synthetic_copy(tmp: Path, earlier: Path) -> Path:
+    copy = tmp / "runs" / "copy"
+    shutil.copytree(earlier, copy)
+    return copy
+
+
+def _first_token_shard(sweep: Path) -> Path:
+    return token_shard_path(sweep, "train", "s1-wd0.0-s0", STEPS[0], 0)
+
+
+def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
+    reviews = [{"review": f"review number {i} of a film"} for i in range(50)]
+    cases = {
+        "spec-unknown-key": lambda: ["sweep", _spec(tmp, train={"stepz": 3})],
+        "spec-wrong-type": lambda: ["sweep", _spec(tmp, train={"steps": "many"})],
+        "spec-negative-wd": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [0.0, -0.1]})],
+        "spec-infinite-wd": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [float("inf")]})],
+        "spec-nan-wd": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [float("nan")]})],
+        "spec-empty-grid": lambda: ["sweep", _spec(tmp, grid={"weight_decay": []})],
+        "spec-duplicate-grid": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [0.1, 0.1]})],
+        "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],
+        "spec-seq-len-too-long": lambda: ["sweep", _spec(tmp, data={"seq_len": 4096})],
+        "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5})],
+        "spec-too-many-workers": lambda: ["sweep", _spec(tmp, resources={"workers_per_trial": 64},
+                                                         train={"batch_size": 64})],
+        "spec-warmup-too-long": lambda: ["sweep", _spec(tmp, train={"warmup_steps": 50, "steps": 40})],
+        "spec-zero-lr": lambda: ["sweep", _spec(tmp, train={"lr": 0})],
+        "spec-heldout-fraction": lambda: ["sweep", _spec(tmp, data={"heldout_fraction": 1.5})],
+        "spec-bad-name": lambda: ["sweep", str(write_spec(tmp / "spec.yaml",
+                                                          tiny_spec_dict(tmp / "runs", name="../escape")))],
+        "spec-missing-name": lambda: ["sweep", _raw_spec(tmp, f"storage: {tmp / 'runs'}\n")],
+        "spec-file-missing": lambda: ["sweep", str(tmp / "nope.yaml")],
+        "spec-not-yaml": lambda: ["sweep", _raw_spec(tmp, "name: [unclosed\n")],
+        "spec-not-mapping": lambda: ["sweep", _raw_spec(tmp, "- a\n- b\n")],
+        "data-corpus-missing": lambda: ["sweep", _spec(tmp, data={"corpus": str(tmp / "missing.jsonl")})],
+        "data-corpus-empty": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(tmp / "empty.jsonl", [])})],
+        "data-corpus-extension": lambda: ((tmp / "notes.docx").write_bytes(b"PK\x03\x04"),
+                                          ["sweep", _spec(tmp, data={"corpus": "notes.docx"})])[1],
+        "data-text-column": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(tmp / "r.jsonl", reviews),
+                                                               "text_column": "text"})],
+        "data-too-small": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(
+            tmp / "small.jsonl", [{"text": f"short review {i}"} for i in range(3)])})],
+        "data-not-utf8": lambda: ((tmp / "latin1.txt").write_bytes("café crème, très bon\n".encode("latin-1") * 50),
+                                  ["sweep", _spec(tmp, data={"corpus": str(tmp / "latin1.txt")})])[1],
+        "data-tokenizer-unparsable": lambda: ((tmp / "broken.json").write_text("{not json"),
+                                              ["sweep", _spec(tmp, data={"tokenizer": {
+                                                  "kind": "file", "path": str(tmp / "broken.json")}})])[1],
+        "data-tokenizer-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
+            "kind": "file", "path": str(tmp / "gone.json")}})],
+        "data-vocab-changed-on-resume": lambda: _vocab_changed(tmp),
+        "data-corpus-changed-on-resume": lambda: _corpus_changed(tmp, reviews),
+        "data-hf-offline": lambda: ["sweep", _spec(tmp, data={"corpus": "hf:nobody/nothing"})],
+        "storage-is-a-file": lambda: ((tmp / "afile").write_text("x"),
+                                      ["sweep", str(write_spec(tmp / "spec.yaml",
+                                                               tiny_spec_dict(tmp / "afile", name="new")))])[1],
+        "storage-not-writable": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
+            _unwritable(tmp), name="new")))],
+        "storage-disk-full": lambda: ["sweep", _spec(tmp, data={"max_train_docs": 3000})],
+        "catalog-corrupt-shard": lambda: _corrupt_shard(_synthetic_copy(tmp, earlier)),
+        "catalog-wrong-schema": lambda: _foreign_shard(_synthetic_copy(tmp, earlier)),
+        "catalog-not-a-sweep": lambda: ["catalog", str(_empty_dir(tmp))],
+        "catalog-damaged-db": lambda: _damaged_catalog(_synthetic_copy(tmp, earlier)),
+        "verify-not-a-sweep": lambda: ["verify", str(_empty_dir(tmp))],
+        "sql-bad-query": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "SELECT nope FROM trials"],
+        "cli-unknown-command": lambda: ["swep"],
+        "cli-missing-argument": lambda: ["sweep"],
+        "cli-set-without-equals": lambda: ["sweep", _spec(tmp), "--set", "train.steps"],
+        "cli-set-unknown-field": lambda: ["sweep", _spec(tmp), "--set", "train.stepz=3"],
+        "cli-set-bad-yaml": lambda: ["sweep", _spec(tmp), "--set", "grid.weight_decay=[0.1"],
+        "cli-set-into-a-value": lambda: ["sweep", _spec(tmp), "--set", "train.steps.x=1"],
+    }
+    return cases[case]()
+
+
+def _vocab_changed(tmp: Path) -> list[str]:
+    tokenizer = _tokenizer_file(tmp / "tokenizer.json", 300)
+    spec = _prepared_sweep(tmp, data={"tokenizer": {"kind": "file", "path": tokenizer}})
+    _tokenizer_file(tmp / "tokenizer.json", 400)
+    return ["sweep", spec]
+
+
+def _corpus_changed(tmp: Path, reviews: list[dict]) -> list[str]:
+    docs = [{"text": f"{r['review']} and it was good, the actors were fine" * 3} for r in reviews]
+    corpus = _jsonl(tmp / "corpus.jsonl", docs)
+    _prepared_sweep(tmp, data={"corpus": corpus})
+    _jsonl(tmp / "corpus.jsonl", docs[:-1])
+    return ["resume", str(tmp / "runs" / "new")]
+
+
+def _unwritable(tmp: Path) -> Path:
+    if os.geteuid() == 0:  # root writes through permission bits; /proc refuses new entries
+        return Path("/proc/raysweep-storage")
+    locked = tmp / "locked"
+    locked.mkdir(mode=0o555)
+    return locked / "runs"
+
+
+def _empty_dir(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def _corrupt_shard(sweep: Path) -> list[str]:
+    shard = _first_token_shard(sweep)
+    shard.write_bytes(b"garbage" * 100)
+    return ["catalog", str(sweep)]
+
+
+def _foreign_shard(sweep: Path) -> list[str]:
+    write_shard(pa.table({"a": pa.array([1, 2, 3], pa.int64())}), _first_token_shard(sweep))
+    return ["catalog", str(sweep)]
+
+
+def _damaged_catalog(sweep: Path) -> list[str]:
+    (sweep / "catalog.duckdb").write_bytes(b"not a database" * 1000)
+    return ["sql", str(sweep), "SELECT 1"]
+
+
+# Running a case ---------------------------------------------------------------------------------
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def _run_subprocess(case: str, argv: list[str], tmp: Path) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "raysweep.cli", *argv], cwd=tmp, env=cli_env(tmp),
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=_limit_file_size if case == "storage-disk-full" else None)
+    return result.returncode, result.stderr
+
+
+def _run_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory) -> Path:
+    """A finished (synthetic) sweep with its catalog: must survive every bad command untouched."""
+    root = write_synthetic_sweep(tmp_path_factory.mktemp("earlier") / "runs" / "earlier")
+    build_catalog(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _no_ray(monkeypatch):
+    """A case that got past validation would start Ray in the test process: fail it instead."""
+    def refuse(*_):
+        raise AssertionError("the bad input was not caught before Ray started")
+    monkeypatch.setattr("raysweep.sweep.init_ray", refuse)
+
+
+def test_every_row_of_the_table_has_a_case():
+    assert len(TABLE) >= 30
+    cases_source = Path(__file__).read_text()
+    assert [c for c in TABLE if f'"{c}":' not in cases_source] == []
+
+
+@pytest.mark.parametrize("case", sorted(TABLE))
+def test_bad_input(case, tmp_path, earlier, monkeypatch, capsys):
+    if case == "storage-disk-full":
+        load_documents("rotten-tomatoes", "text")  # the corpus cache is not what this case fills
+    argv = setup(case, tmp_path, earlier)
+    earlier_before = _snapshot(earlier)
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    if case in SUBPROCESS_CASES:
+        code, stderr = _run_subprocess(case, argv, tmp_path)
+    else:
+        code, stderr = _run_in_process(argv, capsys)
+
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    print(last)
+    assert code == 2, f"exit {code}; stderr:\n{stderr[-3000:]}"
+    assert last.startswith("raysweep") and "error: " in last, stderr[-3000:]
+    assert TABLE[case] in last, f"{TABLE[case]!r} not in {last!r}"
+    assert "Traceback" not in stderr
+    after = _snapshot(tmp_path)
+    changed = [p for p, digest in before.items() if after.get(p) != digest]
+    assert changed == [], f"earlier files changed or removed: {changed}"
+    new = [p for p in after if p not in before]
+    assert [p for p in new if Path(p).name in COMPLETE_LOOKING or p.endswith(".manifest.json")] == []
+    assert _snapshot(earlier) == earlier_before
