@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raysweep-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test stress clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
+stress: install
+	$(PY) -m pytest -m stress -s tests/slow
 
 clean:
 	rm -rf runs .pytest_cache

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysweep.catalog import build_catalog
-from raysweep.shards import TOKEN_SCHEMA, token_shard_path, write_shard
+from raysweep.shards import TOKEN_SCHEMA, token_shard_path, write_token_shard
 from raysweep.sweep import TRIALS_SCHEMA
 
 VOCAB, SEQ_LEN = 32_000, 128
@@ -45,7 +45,7 @@ def write_sweep(root: Path, n_rows: int, n_trials: int = 8, steps=(1000, 2000)) 
     for i, (trial, split, step, rank) in enumerate(shards):
         n_seq = per_shard // (SEQ_LEN - 1)
         loss = rng.gamma(2.0, 1.0, per_shard).astype(np.float32)
-        write_shard(pa.Table.from_arrays([
+        write_token_shard(pa.Table.from_arrays([
             pa.array(np.repeat(np.arange(n_seq), SEQ_LEN - 1), pa.int32()),
             pa.array(np.tile(np.arange(1, SEQ_LEN), n_seq), pa.int32()),
             pa.array(np.roll(tokens, i * 7919)), pa.array(loss), pa.array(loss < 1.0)], schema=TOKEN_SCHEMA),

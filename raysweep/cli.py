@@ -136,6 +136,18 @@ def _status(args) -> int:
     return 0
 
 
+def _cluster(args) -> int:
+    from raysweep.cluster import validate_cluster_file
+
+    failed = 0
+    for path in args.files:
+        problems = validate_cluster_file(Path(path))
+        failed += bool(problems)
+        print("\n".join(f"{path}: {p}" for p in problems) if problems else f"{path}: ok",
+              file=sys.stderr if problems else sys.stdout)
+    return 2 if failed else 0
+
+
 # name -> (handler, help, positional args)
 COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
@@ -146,6 +158,8 @@ COMMANDS = {
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
     "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
     "status": (_status, "every trial's Tune state, last step, retries and error", ["sweep_dir"]),
+    "cluster": (_cluster, "validate cluster configs offline: `raysweep cluster validate clusters/*.yaml`",
+                ["action"]),
     "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
                         "(exit 1 on any problem)", ["sweep_dir"]),
 }
@@ -164,11 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (handler, help_text, positionals) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         for positional in positionals:
-            sub.add_argument(positional)
+            if positional == "action":
+                sub.add_argument("action", choices=["validate"])
+            else:
+                sub.add_argument(positional)
         if name == "sql":
             sub.add_argument("targets", nargs="+", metavar="SWEEP_DIR... [QUERY | FILE.sql]")
             sub.add_argument("--format", choices=["csv", "parquet", "json"])
             sub.add_argument("--output", help="file for --format")
+        if name == "cluster":
+            sub.add_argument("files", nargs="+", metavar="CLUSTER.yaml")
         if name == "plot":
             sub.add_argument("--out", help="directory for the figures (default <sweep>/figures)")
         if name == "report":

@@ -92,6 +92,16 @@ def write_shard(table: pa.Table, path: Path) -> None:
     atomic_write_text(manifest, json.dumps(record))
 
 
+TOKEN_ROW_ORDER = [("token_id", "ascending"), ("seq_id", "ascending"), ("pos", "ascending")]
+
+
+def write_token_shard(table: pa.Table, path: Path) -> None:
+    """A token shard with its rows clustered by token id: per-type GROUP BYs then meet each hash
+    group in runs (about 2x faster in DuckDB at 100M rows, bench/sql_bench.py), and row-group
+    statistics on token_id let a lookup of a few types skip most of the file."""
+    write_shard(table.sort_by(TOKEN_ROW_ORDER), path)
+
+
 def is_complete(path: Path, verify_checksum: bool = False) -> bool:
     """True when the shard's manifest exists (and, if asked, its checksum matches the file)."""
     manifest = manifest_path(path)

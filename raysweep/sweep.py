@@ -25,6 +25,7 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from raysweep.cluster import DRIVER_RESOURCE
 from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
 from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
@@ -36,7 +37,6 @@ from raysweep.train.loop import train_loop_per_worker
 
 log = logging.getLogger("raysweep")
 
-DRIVER_RESOURCE = "trial_driver"  # trial drivers hold this instead of a CPU (CPU: 0 is refused)
 TRIALS_FILE = "trials.parquet"
 TRIALS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),

@@ -24,7 +24,7 @@ from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model
 from raysweep.shards import (TRAIN_METRICS_SCHEMA, atomic_write_text, embedding_shard_path,
-                             token_shard_path, train_metrics_path, write_shard)
+                             token_shard_path, train_metrics_path, write_shard, write_token_shard)
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.parallel import apply_fsdp
@@ -75,7 +75,7 @@ def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
         rows = rank_slice(len(sequences), rank, world)
         n_batches = n_batches_for(len(sequences), world, spec.eval.batch_size)
         table = score(model, sequences, rows, spec.eval.batch_size, n_batches, device)
-        write_shard(table, token_shard_path(spec.sweep_dir, split, trial.trial_id, step, rank))
+        write_token_shard(table, token_shard_path(spec.sweep_dir, split, trial.trial_id, step, rank))
         totals = torch.tensor([float(np.sum(table["loss"].to_numpy())), table.num_rows],
                               dtype=torch.float64, device=device)
         dist.all_reduce(totals)

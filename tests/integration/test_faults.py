@@ -61,15 +61,25 @@ def assert_same_results(got: Path, want: Path, tmp_path: Path) -> None:
 
 
 def start_sweep(spec_path: Path, tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
-    """`raysweep sweep` in its own session, so the test can kill it with everything it started."""
-    return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
-                            cwd=tmp_path, env=env or cli_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    """`raysweep sweep` in its own session, so the test can kill it with everything it started.
+    Output goes to a file: a pipe nobody reads fills up and blocks the driver's prints, and with
+    them Tune's loop."""
+    log = open(tmp_path / "sweep.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
+                               cwd=tmp_path, env=env or cli_env(tmp_path), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    process.log_path = Path(log.name)
+    log.close()  # the child holds its own copy
+    return process
 
 
-def attempt_log(sweep_dir: Path) -> list[dict]:
+def output(process: subprocess.Popen) -> str:
+    return process.log_path.read_text()[-6000:]
+
+
+def attempt_log(sweep_dir: Path, trial: str = TRIAL) -> list[dict]:
     """Each worker group so far: rank 0 logs its start step and node once training is about to start."""
-    log = sweep_dir / "train" / TRIAL / "attempts.jsonl"
+    log = sweep_dir / "train" / trial / "attempts.jsonl"
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
@@ -82,7 +92,7 @@ def attempts(sweep_dir: Path) -> list[int]:
 def wait_for_attempt(sweep_dir: Path, n: int, process: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while len(attempts(sweep_dir)) < n:
-        assert process.poll() is None, f"sweep exited early (seed {SEED}):\n{process.stdout.read()[-4000:]}"
+        assert process.poll() is None, f"sweep exited early (seed {SEED}):\n{output(process)}"
         assert not (sweep_dir / "train" / TRIAL / "complete.json").exists(), \
             f"trial finished before attempt {n} could be interrupted (seed {SEED})"
         assert time.time() < deadline, f"worker group {n} did not start (seed {SEED})"
@@ -101,10 +111,9 @@ def train_workers(root_pid: int) -> list[psutil.Process]:
     return found
 
 
-def finish(process: subprocess.Popen, timeout: float = 400) -> str:
-    output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, f"sweep exited {process.returncode} (seed {SEED}):\n{output[-6000:]}"
-    return output
+def finish(process: subprocess.Popen, timeout: float = 400) -> None:
+    process.wait(timeout=timeout)
+    assert process.returncode == 0, f"sweep exited {process.returncode} (seed {SEED}):\n{output(process)}"
 
 
 def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, tmp_path):

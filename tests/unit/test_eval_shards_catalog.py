@@ -1,5 +1,10 @@
 """Per-token scoring, atomic shards and the DuckDB catalog on synthetic-but-real files."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -57,6 +62,40 @@ def test_shard_is_complete_only_with_its_manifest(tmp_path):
     write_shard(_token_table(40, seed=1), path)
     path.write_bytes(path.read_bytes()[:-10])  # truncated after the manifest was written
     assert is_complete(path) and not is_complete(path, verify_checksum=True)
+    assert not list(path.parent.glob(".*tmp*"))
+
+
+_SLOW_WRITER = """
+import sys
+import numpy as np, pyarrow as pa
+from pathlib import Path
+from raysweep.shards import TOKEN_SCHEMA, write_shard
+n = 40_000_000  # seconds of zstd work: long enough to be killed mid-write
+rng = np.random.default_rng(0)
+table = pa.Table.from_arrays([pa.array(np.zeros(n, np.int32)), pa.array(np.zeros(n, np.int32)),
+    pa.array(rng.integers(0, 50_000, n, dtype=np.int32)), pa.array(rng.random(n, dtype=np.float32)),
+    pa.array(np.zeros(n, bool))], schema=TOKEN_SCHEMA)
+print("writing", flush=True)
+write_shard(table, Path(sys.argv[1]))
+"""
+
+
+def test_writer_killed_mid_write_leaves_nothing_that_counts(tmp_path):
+    """SIGKILL a process inside write_shard: no shard counts; the next writer of that shard
+    clears the dead one's temporary file and completes it."""
+    path = token_shard_path(tmp_path, "train", "t1", 10, 0)
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    deadline = time.time() + 60
+    while not list(path.parent.glob(".part-0.parquet.tmp-*")):
+        assert writer.poll() is None and time.time() < deadline, "the writer finished before it could be killed"
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert complete_shards(tmp_path) == [] and not path.exists()
+    assert list(path.parent.glob(".part-0.parquet.tmp-*"))  # the dead writer's leftovers
+    write_shard(_token_table(40), path)
+    assert complete_shards(tmp_path) == [path] and is_complete(path, verify_checksum=True)
     assert not list(path.parent.glob(".*tmp*"))
 
 
