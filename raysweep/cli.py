@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +21,17 @@ def _print_results(sweep_dir: Path) -> None:
 
 def _sweep(args) -> int:
     from raysweep.config import load_spec
+    from raysweep.jobs import JOB_ENV
     from raysweep.sweep import run_sweep
 
-    _print_results(run_sweep(load_spec(args.spec, tuple(args.set))))
+    spec = load_spec(args.spec, tuple(args.set))
+    if os.environ.get(JOB_ENV):
+        # A submitted sweep starts in the job's working_dir, which Ray may garbage-collect while the
+        # driver runs (seen with several raylets on one host sharing the runtime-env cache); Tune
+        # needs a cwd that exists when it finishes. The spec's paths are resolved by now.
+        spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(spec.sweep_dir)
+    _print_results(run_sweep(spec))
     return 0
 
 
@@ -130,9 +139,30 @@ def _verify(args) -> int:
 
 
 def _status(args) -> int:
+    if not Path(args.sweep_dir).exists() and args.sweep_dir.startswith("raysweep-"):
+        from raysweep.jobs import job_status  # a job id from `raysweep submit`
+
+        print(job_status(args.sweep_dir, args.address))
+        return 0
     from raysweep.status import trial_status
 
     print(trial_status(Path(args.sweep_dir)).to_string(index=False, na_rep="-"))
+    return 0
+
+
+def _submit(args) -> int:
+    from raysweep.jobs import submit
+
+    job_id = submit(Path(args.spec), tuple(args.set), args.address)
+    print(job_id)
+    print(f"follow it: raysweep logs {job_id} --follow; raysweep status {job_id}", file=sys.stderr)
+    return 0
+
+
+def _logs(args) -> int:
+    from raysweep.jobs import job_logs
+
+    job_logs(args.job_id, args.address, args.follow)
     return 0
 
 
@@ -151,13 +181,17 @@ def _cluster(args) -> int:
 # name -> (handler, help, positional args)
 COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
+    "submit": (_submit, "submit the sweep of a spec YAML to a Ray cluster as a Ray Job; prints the job id",
+               ["spec"]),
+    "logs": (_logs, "print (--follow: tail) the driver log of a submitted sweep", ["job_id"]),
     "resume": (_resume, "finish an interrupted sweep from its Tune state", ["sweep_dir"]),
     "catalog": (_catalog, "rebuild catalog.duckdb of a sweep dir", ["sweep_dir"]),
     "report": (_report, "print the frequency-bin table of a sweep from DuckDB (--html: a page)",
                ["sweep_dir"]),
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
     "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
-    "status": (_status, "every trial's Tune state, last step, retries and error", ["sweep_dir"]),
+    "status": (_status, "every trial's Tune state, last step, retries and error; or a submitted "
+                        "job's state", ["sweep_dir"]),
     "cluster": (_cluster, "validate cluster configs offline: `raysweep cluster validate clusters/*.yaml`",
                 ["action"]),
     "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
@@ -186,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("targets", nargs="+", metavar="SWEEP_DIR... [QUERY | FILE.sql]")
             sub.add_argument("--format", choices=["csv", "parquet", "json"])
             sub.add_argument("--output", help="file for --format")
+        if name in ("submit", "logs", "status"):
+            sub.add_argument("--address", help="Ray Jobs API, e.g. http://127.0.0.1:8265 (default: "
+                                               "$RAY_API_SERVER_ADDRESS, else that)")
+        if name == "logs":
+            sub.add_argument("--follow", action="store_true", help="tail until the job ends")
         if name == "cluster":
             sub.add_argument("files", nargs="+", metavar="CLUSTER.yaml")
         if name == "plot":
@@ -205,11 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     from raysweep.catalog import CatalogError
     from raysweep.config import SpecError
     from raysweep.data.corpus import CorpusError
+    from raysweep.jobs import JobError
     from raysweep.sweep import SweepDirError
 
     try:
         return args.handler(args)
-    except (SpecError, CorpusError, SweepDirError, CatalogError, FileNotFoundError) as exc:
+    except (SpecError, CorpusError, SweepDirError, CatalogError, JobError, FileNotFoundError) as exc:
+        if os.environ.get("RAYSWEEP_TRACEBACK"):  # for bug reports: the whole story, not one line
+            raise
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,12 +7,14 @@ field path and the bad value (``grid.weight_decay[2]: must be >= 0, got -0.1``).
 from __future__ import annotations
 
 import math
-
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raysweep.cluster import STORAGE_ENV
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
 
@@ -153,9 +155,10 @@ class FailureConfig(_Section):
 class SweepSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name; the sweep lives in `<storage>/<name>/`."""
-    storage: str = "runs"
+    storage: str = Field(default_factory=lambda: os.environ.get(STORAGE_ENV, "runs"), validate_default=True)
     """Root of all sweeps: a local or NFS path. A relative path resolves against the working dir
-    when the spec is loaded, so Ray workers (whose working dir differs) write to the same place."""
+    when the spec is loaded, so Ray workers (whose working dir differs) write to the same place.
+    Left out: $RAYSWEEP_STORAGE (what a cluster's nodes name as shared storage), else `runs`."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -278,7 +281,7 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepSpec:
     """Read and validate a spec YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError([f"spec file not found; pass an existing YAML such as examples/demo.yaml"], str(path))
+        raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(path))
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -4,6 +4,7 @@ that gives every Ray run its own storage and temp dir."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,34 @@ def cli_env(tmp_root: Path) -> dict:
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     return {**os.environ, "TMPDIR": str(ray_tmp), "RAY_DEDUP_LOGS": "0",
             "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _belongs_to(proc: Path, tmpdir: str) -> bool:
+    """Started with this TMPDIR, or holding a file under it (Ray's helpers wipe their environ
+    when they set their process title, but keep their logs open in the session dir)."""
+    if f"TMPDIR={tmpdir}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+        return True
+    return any(os.readlink(fd).startswith(tmpdir + "/") for fd in (proc / "fd").iterdir())
+
+
+def kill_ray_started_with(env: dict) -> None:
+    """SIGKILL every process of a test's own Ray (all of them name its TMPDIR), and nothing else."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if _belongs_to(proc, env["TMPDIR"]):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:  # gone already, or not ours to read
+            pass
+
+
+def kill_session_and_its_ray(process: subprocess.Popen, env: dict) -> None:
+    """SIGKILL a `raysweep` process started with start_new_session, its whole session, then any
+    Ray process that escaped the session."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    kill_ray_started_with(env)
 
 
 def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool = True):

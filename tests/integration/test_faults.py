@@ -21,7 +21,7 @@ import duckdb
 import psutil
 import pytest
 
-from tests.conftest import cli_env, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
@@ -142,13 +142,6 @@ def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, 
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
-def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL the driver's whole session, then any Ray process that escaped it."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
-
-
 def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
     """The `raysweep sweep` process and its embedded Ray SIGKILLed while the trial trains;
     `raysweep resume` restores Tune's state and the trial resumes from its checkpoint."""
@@ -159,7 +152,7 @@ def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
     process = start_sweep(spec_path, tmp_path, env)
     wait_for_attempt(sweep_dir, 1, process)
     time.sleep(rng.uniform(0.5, 2.0))
-    _kill_session_and_its_ray(process, env["TMPDIR"])
+    kill_session_and_its_ray(process, env)
     assert not (sweep_dir / "train" / TRIAL / "complete.json").exists()
 
     run_cli(["resume", str(sweep_dir)], tmp_path)

@@ -7,8 +7,6 @@ killed-then-resumed sweep must reproduce its per-token shards exactly.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.model import build_config, build_model
 from raysweep.train.checkpoint import load_model_weights
-from tests.conftest import cli_env, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
@@ -110,13 +108,6 @@ def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(ref
     assert row["last_step"] == str(STEPS) and row["worker_restarts"] == "1" and row["trial_retries"] == "0"
 
 
-def _kill_session_and_its_ray(process: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL the driver's whole session, then any Ray process that escaped it."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
-
-
 def test_killed_sweep_finishes_with_resume(reference, tmp_path):
     """(d) sweep driver SIGKILLed after its first trial → `raysweep resume` finishes the rest;
     the shards equal the uninterrupted run's."""
@@ -131,7 +122,7 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
         assert process.poll() is None, "sweep exited before it could be interrupted"
         assert time.time() < deadline, "first trial did not finish in time"
         time.sleep(0.5)
-    _kill_session_and_its_ray(process, env["TMPDIR"])
+    kill_session_and_its_ray(process, env)
     assert len(list(sweep_dir.glob("train/*/complete.json"))) == 1
     assert not (sweep_dir / "catalog.duckdb").exists()
 

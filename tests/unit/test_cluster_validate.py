@@ -3,7 +3,6 @@ checks; broken copies fail with a message naming the field."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

@@ -1,0 +1,115 @@
+"""Sweeps as Ray Jobs on a running cluster: `raysweep submit`, `raysweep logs`, and the job
+half of `raysweep status`, all through Ray's Jobs API (the dashboard's HTTP address).
+
+The job runs `raysweep sweep spec.yaml` on the head (it asks for the head-only `trial_driver`
+resource, so a lost spot node never takes the sweep driver with it). The spec travels as the
+job's working_dir; raysweep itself must be installed on the nodes (the cluster configs do it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from raysweep.cluster import DRIVER_RESOURCE
+from raysweep.config import SpecError, apply_override, parse_spec
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+JOB_ENV = "RAYSWEEP_JOB"  # set in a submitted sweep's driver: its job id
+AGENT_WAIT_S = 60
+SPEC_NAME = "spec.yaml"
+
+
+class JobError(ValueError):
+    """The Jobs API cannot be reached or does not know the job; the message says what to do."""
+
+
+def jobs_address(address: str | None) -> str:
+    """As Ray's own `ray job` CLI: --address, else RAY_API_SERVER_ADDRESS, else the local dashboard."""
+    return address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
+
+
+def _client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    url = jobs_address(address)
+    try:
+        return JobSubmissionClient(url)
+    except Exception as exc:  # ConnectionError, or a RuntimeError wrapping it
+        raise JobError(f"--address: cannot reach Ray's Jobs API at {url} ({str(exc).splitlines()[0]}); "
+                       "start the cluster, or forward its dashboard with `ray dashboard CLUSTER.yaml`") from None
+
+
+def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
+    """The spec with overrides applied, validated here; `storage` must mean the same on the cluster."""
+    if not spec_path.is_file():
+        raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(spec_path))
+    raw = yaml.safe_load(spec_path.read_text())
+    parse_spec(raw, overrides, source=str(spec_path))  # every spec error now, not in the job
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    storage = raw.get("storage")
+    if storage is not None and "://" not in str(storage) and not Path(str(storage)).is_absolute():
+        raise SpecError([f"storage: {storage!r} is relative, which means nothing on the cluster; use an "
+                         "absolute shared path, s3:// or gs://, or leave it out to use the cluster's "
+                         "RAYSWEEP_STORAGE"], str(spec_path))
+    return raw
+
+
+def submit(spec_path: Path, overrides: tuple[str, ...], address: str | None) -> str:
+    """Submit the sweep as a Ray Job; returns the job id."""
+    raw = _spec_for_cluster(Path(spec_path), overrides)
+    client = _client(address)
+    job_id = f"raysweep-{raw['name']}-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="raysweep-job-") as working_dir:
+        (Path(working_dir) / SPEC_NAME).write_text(yaml.safe_dump(raw, sort_keys=False))
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(
+                    entrypoint=f"raysweep sweep {SPEC_NAME}",
+                    submission_id=job_id,
+                    runtime_env={"working_dir": working_dir, "env_vars": {
+                        "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job_id,
+                        **{k: v for k, v in os.environ.items() if k == "RAYSWEEP_TRACEBACK"}}},
+                    entrypoint_resources={DRIVER_RESOURCE: 1},
+                    metadata={"raysweep_sweep": str(raw["name"])},
+                )
+                return job_id
+            except RuntimeError as exc:
+                # A cluster that has just started answers before its job agent is up.
+                if "No available agent" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(2)
+                    continue
+                raise JobError(f"--address: the Jobs API at {jobs_address(address)} refused the sweep "
+                               f"({str(exc).splitlines()[0]})") from None
+
+
+def job_status(job_id: str, address: str | None) -> str:
+    client = _client(address)
+    try:
+        info = client.get_job_info(job_id)
+    except RuntimeError as exc:
+        raise JobError(f"{job_id}: no such job at {jobs_address(address)} ({str(exc).splitlines()[0]}); "
+                       "`ray job list` shows the cluster's jobs") from None
+    message = f" ({info.message})" if info.message else ""
+    return f"{job_id}: {info.status}{message}"
+
+
+def job_logs(job_id: str, address: str | None, follow: bool) -> None:
+    client = _client(address)
+    if not follow:
+        print(client.get_job_logs(job_id), end="")
+        return
+
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(tail())
