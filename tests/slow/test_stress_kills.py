@@ -18,15 +18,15 @@ from tests.integration.test_faults import (SEED, _rows, attempt_log, fault_spec,
 
 pytestmark = [pytest.mark.ray, pytest.mark.stress]
 
-KILLS = 20
 WEIGHT_DECAYS = [0.0, 0.1, 0.3, 1.0]
-KILL_PROBABILITY = 0.7  # not every attempt: a trial must still be able to finish
+KILLS_PER_TRIAL = 5  # each trial's first 5 worker groups die; the 6th finishes
+KILLS = KILLS_PER_TRIAL * len(WEIGHT_DECAYS)
 
 
 def stress_spec(storage: Path) -> dict:
     spec = fault_spec(storage)
     spec["grid"]["weight_decay"] = WEIGHT_DECAYS
-    spec["failure"]["max_failures"] = KILLS + 5
+    spec["failure"]["max_failures"] = KILLS_PER_TRIAL + 5
     spec["resources"]["max_concurrent_trials"] = 1
     return spec
 
@@ -53,7 +53,7 @@ def test_twenty_random_worker_kills_over_one_sweep(tmp_path):
             n = len(attempt_log(sweep_dir, trial))
             if n > seen.get(trial, 0):
                 seen[trial] = n
-                if rng.random() < KILL_PROBABILITY:
+                if n <= KILLS_PER_TRIAL:
                     delay = rng.uniform(0.0, 1.5)
                     time.sleep(delay)
                     workers = train_workers(process.pid)
