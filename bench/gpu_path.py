@@ -25,19 +25,7 @@ from raysweep.model import build_config, build_model, flops_per_token
 from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import apply_fsdp
-
-
-def measured_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e12
+from raysweep.train.throughput import measured_matmul_flops
 
 
 def main() -> None:
@@ -108,7 +96,7 @@ def main() -> None:
         print(f"eval: scored rows/s {rows_per_s:,.0f}")
         print(f"checkpoint round trip: step {step}, max |loss diff| {np.abs(before - after).max():.3g}")
         if use_gpu:
-            peak = measured_matmul_tflops(device)
+            peak = measured_matmul_flops(device, torch.bfloat16, 8192, 10) / 1e12
             print(f"bf16 8192^3 matmul measured: {peak:.0f} TFLOP/s")
             print(f"MFU vs measured matmul: {achieved_tflops / peak:.1%}")
     dist.destroy_process_group()

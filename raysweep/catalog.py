@@ -45,10 +45,11 @@ SHARD_VIEWS = {
                    "NULL::FLOAT AS input_norm, NULL::FLOAT AS output_norm"),
     # `upto` is the step of the report that wrote the chunk; train_curves de-duplicates on it.
     "train_metrics": ("train_metrics",
-                      "trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s, upto",
+                      "trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s, mfu, time, upto",
                       "{'trial': VARCHAR, 'upto': BIGINT}",
                       "NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, NULL::DOUBLE AS loss, "
                       "NULL::DOUBLE AS lr, NULL::DOUBLE AS tokens_per_s, NULL::DOUBLE AS step_time_s, "
+                      "NULL::DOUBLE AS mfu, NULL::DOUBLE AS time, "
                       "NULL::BIGINT AS upto"),
 }
 

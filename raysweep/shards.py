@@ -33,7 +33,10 @@ EMBEDDING_SCHEMA = pa.schema([
 
 TRAIN_METRICS_SCHEMA = pa.schema([
     ("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
-    ("tokens_per_s", pa.float64()), ("step_time_s", pa.float64()),
+    ("tokens_per_s", pa.float64()),  # the global batch's tokens / this step's time on rank 0
+    ("step_time_s", pa.float64()),
+    ("mfu", pa.float64()),           # model FLOPs utilization (raysweep.train.throughput)
+    ("time", pa.float64()),          # wall clock at the end of the step, unix seconds
 ])
 
 MANIFEST_SUFFIX = ".manifest.json"

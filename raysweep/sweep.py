@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -71,7 +72,8 @@ def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
     resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec_dict, "trial": trial.model_dump(), "data_dir": data_dir},
+        train_loop_config={"spec": spec_dict, "trial": trial.model_dump(), "data_dir": data_dir,
+                           "driver_started_at": time.time()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=resources),

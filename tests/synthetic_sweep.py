@@ -75,5 +75,6 @@ def _write_trial_shards(root: Path, trial_id: str, wd: float, rng) -> None:
         write_shard(pa.Table.from_arrays([
             pa.array(steps, pa.int64()), pa.array(10.0 / steps + upto, pa.float64()),
             pa.array(np.full(len(steps), 1e-3)), pa.array(np.full(len(steps), 1000.0)),
-            pa.array(np.full(len(steps), 0.1))], schema=TRAIN_METRICS_SCHEMA),
+            pa.array(np.full(len(steps), 0.1)), pa.array(np.full(len(steps), 0.01)),
+            pa.array(1.8e9 + steps * 0.1)], schema=TRAIN_METRICS_SCHEMA),
             train_metrics_path(root, trial_id, upto))

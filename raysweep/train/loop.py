@@ -22,12 +22,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from raysweep.config import SweepSpec, TrialPoint
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
-from raysweep.model import build_config, build_model
+from raysweep.model import build_config, build_model, flops_per_token
 from raysweep.shards import (TRAIN_METRICS_SCHEMA, atomic_write_text, embedding_shard_path,
                              token_shard_path, train_metrics_path, write_shard, write_token_shard)
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.parallel import apply_fsdp
+from raysweep.train.throughput import peak_flops
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
 
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -59,11 +60,11 @@ def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int
     os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
 
 
-def _log_attempt(run_dir: Path, start_step: int) -> None:
+def _log_attempt(run_dir: Path, start_step: int, **facts) -> None:
     """One line per worker-group start: how often a trial restarted, from which step, on which node."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"start_step": start_step, "time": time.time(),
-              "node_id": ray.get_runtime_context().get_node_id()}
+              "node_id": ray.get_runtime_context().get_node_id(), **facts}
     with open(run_dir / ATTEMPTS_FILE, "a") as handle:
         handle.write(json.dumps(record) + "\n")
 
@@ -113,12 +114,15 @@ def train_loop_per_worker(config: dict) -> None:
     if resume_from is not None:
         start_step = load_checkpoint(model, optimizer, resume_from)
 
+    peak, peak_source = peak_flops(device)
+    model_flops_per_token = flops_per_token(model_config, spec.data.seq_len)
     if rank == 0:
         if resume_from is not None:
             # Ray registered it, so every rank had uploaded; the previous group may have died
             # before rank 0 could mark it, and this step is never saved again.
             mark_complete(resume_from, start_step)
-        _log_attempt(run_dir, start_step)
+        _log_attempt(run_dir, start_step, since_driver_start_s=time.time() - config["driver_started_at"],
+                     peak_flops=peak, peak_source=peak_source)
         mask = decay_mask(model, spec.train.decay_policy)
         atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))
 
@@ -150,7 +154,9 @@ def train_loop_per_worker(config: dict) -> None:
         global_loss = loss.detach().clone()
         dist.all_reduce(global_loss)  # gloo has no AVG: sum, then divide
         step_time_s = time.perf_counter() - started
-        window.append((done, global_loss.item() / world, lr, tokens_per_step / step_time_s, step_time_s))
+        tokens_per_s = tokens_per_step / step_time_s
+        window.append((done, global_loss.item() / world, lr, tokens_per_s, step_time_s,
+                       tokens_per_s * model_flops_per_token / (world * peak), time.time()))
         _maybe_inject_crash(spec, trial, done, rank)
 
         is_last = done == spec.train.steps
@@ -158,7 +164,9 @@ def train_loop_per_worker(config: dict) -> None:
         save = done % spec.train.checkpoint_every == 0 or is_last
         if not (evaluate or save):
             continue
+        eval_started = time.perf_counter()
         metrics = _evaluate(model, eval_sets, spec, trial, done, rank, world, device) if evaluate else {}
+        metrics["eval_s"] = time.perf_counter() - eval_started  # scoring + shard writes, for P2
         metrics.update(_window_metrics(window, done))
         if rank == 0:
             columns = dict(zip(TRAIN_METRICS_SCHEMA.names, zip(*window)))
@@ -169,9 +177,10 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def _window_metrics(window: list[tuple], step: int) -> dict:
-    steps, losses, lrs, tokens_per_s, step_times = zip(*window)
+    steps, losses, lrs, tokens_per_s, step_times, mfus, _ = zip(*window)
     return {"step": step, "loss": float(np.mean(losses)), "lr": lrs[-1],
-            "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_times))}
+            "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_times)),
+            "mfu": float(np.median(mfus))}
 
 
 def _report(model, optimizer, metrics: dict, step: int, rank: int, run_dir: Path, save: bool) -> None:

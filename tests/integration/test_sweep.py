@@ -62,6 +62,20 @@ def test_row_count_is_eval_tokens_x_evals_x_trials_without_duplicates(reference)
     assert on_disk.count_rows() == expected
 
 
+def test_train_metrics_carry_throughput_and_mfu(reference):
+    """every step has tokens/s and an MFU that is tokens/s x FLOPs per token over the workers'
+    peak (recorded in attempts.jsonl), and a wall-clock time that grows with the step."""
+    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+        rows = con.execute("""SELECT c.trial_id, c.step, c.tokens_per_s, c.mfu, c.time, tr.flops_per_token
+            FROM train_curves() c JOIN trials tr USING (trial_id) ORDER BY c.trial_id, c.step""").df()
+    assert len(rows) == 2 * STEPS and (rows["tokens_per_s"] > 0).all()
+    for trial_id, trial in rows.groupby("trial_id"):
+        peak = json.loads((reference / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])["peak_flops"]
+        expected = trial["tokens_per_s"] * trial["flops_per_token"] / (2 * peak)
+        assert np.allclose(trial["mfu"], expected, rtol=1e-9) and (trial["mfu"] < 1).all()
+        assert trial["time"].is_monotonic_increasing
+
+
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_shard_losses_equal_the_models_loss_from_the_checkpoint(reference, split):
     """(a) final checkpoint loaded outside raysweep → HF loss == mean of that step's shard rows."""

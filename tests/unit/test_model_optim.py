@@ -80,3 +80,12 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert lr_at(10, cfg) == pytest.approx(1.0)
     assert lr_at(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_cpu_peak_is_a_measured_matmul():
+    from raysweep.train.throughput import measured_matmul_flops, peak_flops
+
+    peak, source = peak_flops(torch.device("cpu"))
+    assert "measured" in source and 1e8 < peak < 1e14  # a CPU: between 0.1 GFLOP/s and 100 TFLOP/s
+    again = measured_matmul_flops(torch.device("cpu"), torch.float32, 768, 8)
+    assert 0.2 < again / peak < 5  # the same measurement twice agrees to within noise

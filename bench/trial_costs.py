@@ -1,0 +1,115 @@
+"""What a raysweep trial costs beyond the training itself, on this machine, measured side by side:
+
+  P1  steady-state tokens/s of a raysweep trial (Ray Train + FSDP2, 2 gloo workers x 1 thread) against
+      a bare single-process PyTorch loop (2 threads) on the same model, batch and data.  Goal >= 0.95.
+  P2  per-token eval + shard writes as a share of the trial's wall time at the demo's cadence.  Goal <= 5%.
+  P4  seconds from the trial driver's start, and from `raysweep sweep`, to the first training step.  Goal <= 10 s.
+
+    python bench/trial_costs.py [--scale tiny] [--steps 500]
+
+The trial is the demo's (examples/demo.yaml: batch 8, seq 64, eval and checkpoint every 250 steps), one grid
+point, run through the real `raysweep sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> float:
+    """The same model, optimizer, lr schedule and batches in one process, no Ray, no FSDP."""
+    from raysweep.data.prepare import open_array
+    from raysweep.model import build_config, build_model
+    from raysweep.train.loop import batch_rows
+    from raysweep.train.optim import build_optimizer, lr_at
+
+    torch.set_num_threads(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)
+    model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
+                                     data.eos_id), seed=0)
+    optimizer = build_optimizer(model, 1.0, spec.train)
+    train_rows = open_array(data.data_dir, "train")
+    tokens_per_step = spec.train.batch_size * train_rows.shape[1]
+    for step in range(steps):
+        if step == warmup:
+            started = time.perf_counter()
+        rows = np.sort(batch_rows(step, 0, len(train_rows), spec.train.batch_size))
+        input_ids = torch.from_numpy(train_rows[rows].astype(np.int64))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, spec.train)
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        if spec.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return tokens_per_step * (steps - warmup) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("--steps", type=int, default=500)
+    args = parser.parse_args()
+
+    from raysweep.config import load_spec
+    from raysweep.data.prepare import prepare_data
+
+    root = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
+    raw = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
+    raw.update(name="costs", storage=str(root / "runs"))
+    raw["grid"] = {"weight_decay": [1.0], "scale": [args.scale], "seed": [0]}
+    raw["train"]["steps"] = args.steps
+    spec_path = root / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(spec_path)
+    data = prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+
+    launched = time.time()
+    run = subprocess.run([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)], cwd=root,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"the sweep failed:\n{run.stderr[-3000:]}")
+    trial_id = f"{args.scale}-wd1.0-s0"
+    attempt = json.loads((spec.sweep_dir / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
+    with duckdb.connect(str(spec.sweep_dir / "catalog.duckdb"), read_only=True) as con:
+        steps = con.execute("SELECT step, time, mfu FROM train_curves() ORDER BY step").fetchnumpy()
+    results = [json.loads(line) for line in
+               next((spec.sweep_dir / "tune").glob(f"{trial_id}*/result.json")).read_text().splitlines()]
+
+    tokens_per_step = spec.train.batch_size * spec.data.seq_len
+    # Steady state: steps 51..249 (after warmup, before the first eval/checkpoint at 250).
+    first, last = 50, min(249, args.steps - 1)
+    times = dict(zip(steps["step"], steps["time"]))
+    trial_tps = tokens_per_step * (last - first) / (times[last] - times[first])
+    bare_tps = bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first)
+
+    driver_start = attempt["time"] - attempt["since_driver_start_s"]
+    trial_wall = times[args.steps] - driver_start
+    eval_s = sum(r.get("eval_s", 0.0) for r in results)
+    print(f"model {args.scale}, batch {spec.train.batch_size} x seq {spec.data.seq_len}, "
+          f"{spec.resources.workers_per_trial} workers x {spec.resources.cpus_per_worker} thread(s); "
+          f"peak used for MFU: {attempt['peak_flops'] / 1e9:.1f} GFLOP/s ({attempt['peak_source']})")
+    print(f"P4 raysweep sweep -> first step: {times[1] - launched:.1f} s; trial driver start -> first step: "
+          f"{times[1] - driver_start:.1f} s (of which worker group ready -> first step: "
+          f"{times[1] - attempt['time']:.1f} s)")
+    print(f"P2 eval + shard writes: {eval_s:.2f} s of {trial_wall:.1f} s trial wall time = {eval_s / trial_wall:.1%}")
+    print(f"    median MFU in training: {np.median(steps['mfu'][first:last]):.1%}")
+    print(f"P1 steady-state tokens/s: raysweep trial {trial_tps:,.0f}, bare PyTorch loop {bare_tps:,.0f}; "
+          f"ratio {trial_tps / bare_tps:.2f}")
+
+
+if __name__ == "__main__":
+    main()
