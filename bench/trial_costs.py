@@ -33,7 +33,7 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
     """The same model, optimizer, lr schedule and batches in one process, no Ray, no FSDP."""
     from raysweep.data.prepare import open_array
     from raysweep.model import build_config, build_model
-    from raysweep.train.loop import batch_rows
+    from raysweep.train.loop import batch_rows, train_step
     from raysweep.train.optim import build_optimizer, lr_at
 
     torch.set_num_threads(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)
@@ -47,15 +47,60 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
             started = time.perf_counter()
         rows = np.sort(batch_rows(step, 0, len(train_rows), spec.train.batch_size))
         input_ids = torch.from_numpy(train_rows[rows].astype(np.int64))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, spec.train)
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-        loss.backward()
-        if spec.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, input_ids, lr_at(step, spec.train), spec.train.grad_clip)
     return tokens_per_step * (steps - warmup) / (time.perf_counter() - started)
+
+
+def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: str, steps: int,
+                 warmup: int, port: int, queue) -> None:
+    """One rank of raysweep's FSDP2 setup (apply_fsdp, gloo, 1 thread) without Ray."""
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from raysweep.config import SweepSpec
+    from raysweep.data.prepare import PreparedData, open_array
+    from raysweep.model import build_config, build_model
+    from raysweep.train.loop import batch_rows, train_step
+    from raysweep.train.optim import build_optimizer, lr_at
+    from raysweep.train.parallel import apply_fsdp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    spec, data = SweepSpec.model_validate(spec_dict), PreparedData.load(Path(data_dir))
+    torch.set_num_threads(spec.resources.cpus_per_worker)
+    model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
+                                     data.eos_id), seed=0)
+    apply_fsdp(model, init_device_mesh("cpu", (world,)), use_gpu=False)
+    optimizer = build_optimizer(model, 1.0, spec.train)
+    train_rows = open_array(data.data_dir, "train")
+    per_rank = spec.train.batch_size // world
+    for step in range(steps):
+        if step == warmup:
+            started = time.perf_counter()
+        rows = batch_rows(step, 0, len(train_rows), spec.train.batch_size)[rank * per_rank:(rank + 1) * per_rank]
+        input_ids = torch.from_numpy(train_rows[np.sort(rows)].astype(np.int64))
+        train_step(model, optimizer, input_ids, lr_at(step, spec.train), spec.train.grad_clip)
+    if rank == 0:
+        queue.put(spec.train.batch_size * train_rows.shape[1] * (steps - warmup) / (time.perf_counter() - started))
+    dist.destroy_process_group()
+
+
+def bare_fsdp_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> float:
+    """The trial's own FSDP2 ranks as plain processes: separates FSDP2's cost from Ray's."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_fsdp_worker, nprocs=spec.resources.workers_per_trial,
+             args=(spec.resources.workers_per_trial, spec.model_dump(mode="json"), str(data.data_dir), scale,
+                   steps, warmup, port, queue))
+    return queue.get()
 
 
 def main() -> None:
@@ -95,6 +140,7 @@ def main() -> None:
     times = dict(zip(steps["step"], steps["time"]))
     trial_tps = tokens_per_step * (last - first) / (times[last] - times[first])
     bare_tps = bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first)
+    fsdp_tps = bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first)
 
     driver_start = attempt["time"] - attempt["since_driver_start_s"]
     trial_wall = times[args.steps] - driver_start
@@ -107,6 +153,8 @@ def main() -> None:
           f"{times[1] - attempt['time']:.1f} s)")
     print(f"P2 eval + shard writes: {eval_s:.2f} s of {trial_wall:.1f} s trial wall time = {eval_s / trial_wall:.1%}")
     print(f"    median MFU in training: {np.median(steps['mfu'][first:last]):.1%}")
+    print(f"    where P1 goes: the same FSDP2 ranks without Ray {fsdp_tps:,.0f} tokens/s, so FSDP2 on gloo costs "
+          f"{fsdp_tps / bare_tps:.2f}x of the bare loop and Ray Train {trial_tps / fsdp_tps:.2f}x of that")
     print(f"P1 steady-state tokens/s: raysweep trial {trial_tps:,.0f}, bare PyTorch loop {bare_tps:,.0f}; "
           f"ratio {trial_tps / bare_tps:.2f}")
 

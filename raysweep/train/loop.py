@@ -48,6 +48,19 @@ def batch_rows(step: int, seed: int, n_sequences: int, batch_size: int) -> np.nd
     return np.array([_epoch_order(seed, int(e), n_sequences)[o] for e, o in zip(epochs, offsets)])
 
 
+def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: float) -> torch.Tensor:
+    """One optimizer step on a batch of sequences (next-token loss); returns this rank's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=input_ids, labels=input_ids).loss
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int) -> None:
     """Testing aid: kill rank 0's process once at `failure.inject_crash_at_step`."""
     if rank != 0 or spec.failure.inject_crash_at_step != step:
@@ -141,21 +154,12 @@ def train_loop_per_worker(config: dict) -> None:
         local = rows[rank * per_rank:(rank + 1) * per_rank]
         input_ids = torch.from_numpy(train_rows[np.sort(local)].astype(np.int64)).to(device)
         lr = lr_at(step, spec.train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         torch.manual_seed(hash((trial.seed, step, rank)) & 0x7FFFFFFF)  # dropout replays on resume
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-        loss.backward()
-        if spec.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(model, optimizer, input_ids, lr, spec.train.grad_clip)
         done = step + 1
-        global_loss = loss.detach().clone()
-        dist.all_reduce(global_loss)  # gloo has no AVG: sum, then divide
         step_time_s = time.perf_counter() - started
         tokens_per_s = tokens_per_step / step_time_s
-        window.append((done, global_loss.item() / world, lr, tokens_per_s, step_time_s,
+        window.append((done, loss, lr, tokens_per_s, step_time_s,  # loss: this rank's, averaged at report
                        tokens_per_s * model_flops_per_token / (world * peak), time.time()))
         _maybe_inject_crash(spec, trial, done, rank)
 
@@ -164,6 +168,7 @@ def train_loop_per_worker(config: dict) -> None:
         save = done % spec.train.checkpoint_every == 0 or is_last
         if not (evaluate or save):
             continue
+        window = _average_losses_over_ranks(window, world)
         eval_started = time.perf_counter()
         metrics = _evaluate(model, eval_sets, spec, trial, done, rank, world, device) if evaluate else {}
         metrics["eval_s"] = time.perf_counter() - eval_started  # scoring + shard writes, for P2
@@ -174,6 +179,14 @@ def train_loop_per_worker(config: dict) -> None:
                         train_metrics_path(spec.sweep_dir, trial.trial_id, done))
         window = []
         _report(model, optimizer, metrics, done, rank, run_dir, save)
+
+
+def _average_losses_over_ranks(window: list[tuple], world: int) -> list[tuple]:
+    """The window with each step's loss averaged over ranks: one collective per report instead of
+    one per step (gloo has no AVG: sum, then divide)."""
+    losses = torch.stack([entry[1] for entry in window])
+    dist.all_reduce(losses)
+    return [(entry[0], loss / world, *entry[2:]) for entry, loss in zip(window, losses.tolist())]
 
 
 def _window_metrics(window: list[tuple], step: int) -> dict:
