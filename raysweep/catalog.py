@@ -74,7 +74,8 @@ def _check_shards(name: str, shards: list[Path]) -> None:
         if not schema.equals(_SCHEMAS[name]):
             raise CatalogError(f"{path}: columns ({', '.join(f'{f.name} {f.type}' for f in schema)}) "
                                f"are not the {name} shard schema ({', '.join(_SCHEMAS[name].names)}); "
-                               "it was not written by raysweep; move it out of the shards dir")
+                               "written by another raysweep version or another program: read the sweep "
+                               "with the raysweep version that wrote it, or move the file out")
 
 
 def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:

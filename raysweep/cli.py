@@ -29,8 +29,11 @@ def _sweep(args) -> int:
         # A submitted sweep starts in the job's working_dir, which Ray may garbage-collect while the
         # driver runs (seen with several raylets on one host sharing the runtime-env cache); Tune
         # needs a cwd that exists when it finishes. The spec's paths are resolved by now.
-        spec.sweep_dir.mkdir(parents=True, exist_ok=True)
-        os.chdir(spec.sweep_dir)
+        try:
+            spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+            os.chdir(spec.sweep_dir)
+        except OSError:
+            pass  # run_sweep's storage check says what is wrong, in one line
     _print_results(run_sweep(spec))
     return 0
 

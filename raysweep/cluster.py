@@ -9,7 +9,9 @@ dashboard on localhost, shared storage named (RAYSWEEP_STORAGE) on every node, t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 from pathlib import Path
 
@@ -29,15 +31,17 @@ def _ray_launcher_problems(config: dict) -> list[str]:
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # prepare_config logs defaults
     try:
-        validate_config(prepare_config(copy.deepcopy(config)))
+        # Ray's cli_logger prints its own "PANIC" line before raising; the problem list says it once.
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            validate_config(prepare_config(copy.deepcopy(config)))
     except jsonschema.ValidationError as exc:
         return [f"{_where(exc.absolute_path)}: {exc.message} (Ray's cluster schema)"]
     except NotImplementedError as exc:  # raised for an unknown provider type
         provider = config.get("provider", {}).get("type")
         return [f"provider.type: unknown provider {provider!r} ({exc}); use aws, gcp, azure, local "
                 "or another provider Ray's launcher knows"]
-    except (ValueError, KeyError, TypeError) as exc:
-        return [f"{exc} (Ray's cluster validator)"]
+    except Exception as exc:  # ValueError, KeyError, and click's abort from the local provider
+        return [f"{str(exc).strip() or type(exc).__name__} (Ray's cluster validator)"]
     return []
 
 
@@ -62,8 +66,8 @@ def _start_command_problems(key: str, commands: str, head: bool) -> list[str]:
     if "RAY_AUTH_MODE=token" not in commands:
         problems.append(f"{key}: token auth is off; export RAY_AUTH_MODE=token before `ray start`")
     if f"{STORAGE_ENV}=" not in commands:
-        problems.append(f"{key}: no shared storage; export {STORAGE_ENV}=s3://..., gs://... or an NFS "
-                        "path mounted on every node, before `ray start`")
+        problems.append(f"{key}: no shared storage; export {STORAGE_ENV}=<a path every node mounts, "
+                        "e.g. NFS> before `ray start`")
     if "0.0.0.0" in commands:
         problems.append(f"{key}: the dashboard is bound to 0.0.0.0; use --dashboard-host=127.0.0.1 "
                         "and `ray dashboard CLUSTER.yaml`")

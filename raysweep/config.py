@@ -170,6 +170,9 @@ class SweepSpec(_Section):
     @field_validator("storage")
     @classmethod
     def _absolute_storage(cls, storage: str) -> str:
+        if "://" in storage:  # would otherwise become a local dir named "s3:"
+            raise ValueError("object storage (s3://, gs://) is not supported yet; use a path that every "
+                             "node mounts, such as NFS")
         return str(Path(storage).expanduser().resolve())
 
     @model_validator(mode="after")

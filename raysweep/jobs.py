@@ -19,6 +19,7 @@ import yaml
 
 from raysweep.cluster import DRIVER_RESOURCE
 from raysweep.config import SpecError, apply_override, parse_spec
+from raysweep.data.corpus import BUNDLED
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 JOB_ENV = "RAYSWEEP_JOB"  # set in a submitted sweep's driver: its job id
@@ -50,15 +51,24 @@ def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
     """The spec with overrides applied, validated here; `storage` must mean the same on the cluster."""
     if not spec_path.is_file():
         raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(spec_path))
-    raw = yaml.safe_load(spec_path.read_text())
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML: {exc}".replace("\n", " ")], str(spec_path)) from None
     parse_spec(raw, overrides, source=str(spec_path))  # every spec error now, not in the job
     for assignment in overrides:
         apply_override(raw, assignment)
-    storage = raw.get("storage")
-    if storage is not None and "://" not in str(storage) and not Path(str(storage)).is_absolute():
-        raise SpecError([f"storage: {storage!r} is relative, which means nothing on the cluster; use an "
-                         "absolute shared path, s3:// or gs://, or leave it out to use the cluster's "
-                         "RAYSWEEP_STORAGE"], str(spec_path))
+    data = raw.get("data") or {}
+    paths = {"storage": raw.get("storage"), "data.corpus": data.get("corpus"),
+             "data.tokenizer.path": (data.get("tokenizer") or {}).get("path")}
+    for field, value in paths.items():
+        if value is None or value in BUNDLED or str(value).startswith("hf:"):
+            continue
+        if not Path(str(value)).is_absolute():
+            raise SpecError([f"{field}: {value!r} is relative, which means nothing on the cluster (the job "
+                             "carries only the spec); use an absolute path every node mounts"
+                             + (", or leave it out to use the cluster's RAYSWEEP_STORAGE" if field == "storage"
+                                else "")], str(spec_path))
     return raw
 
 
@@ -104,12 +114,17 @@ def job_status(job_id: str, address: str | None) -> str:
 
 def job_logs(job_id: str, address: str | None, follow: bool) -> None:
     client = _client(address)
-    if not follow:
-        print(client.get_job_logs(job_id), end="")
-        return
+    job_status(job_id, address)  # an unknown id: a clear error, not the HTTP client's
 
     async def tail() -> None:
         async for lines in client.tail_job_logs(job_id):
             print(lines, end="", flush=True)
 
-    asyncio.run(tail())
+    try:
+        if follow:
+            asyncio.run(tail())
+        else:
+            print(client.get_job_logs(job_id), end="")
+    except Exception as exc:  # the Jobs API went away mid-stream
+        raise JobError(f"{job_id}: reading the log from {jobs_address(address)} failed "
+                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

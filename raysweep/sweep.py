@@ -217,11 +217,13 @@ def _check_storage(sweep_dir: Path) -> None:
 def _check_data_unchanged(spec: SweepSpec) -> None:
     """A resumed sweep must read the data its checkpoints were trained on. Its spec is the same,
     so a new data key means a corpus or tokenizer file changed on disk."""
-    built = sorted((spec.sweep_dir / "data").glob("*/meta.json"))
+    if not (spec.sweep_dir / "spec.yaml").exists():
+        return  # never started: a data dir left by a failed first attempt binds nothing
+    built = sorted((spec.sweep_dir / "data").glob("*/meta.json"), key=lambda m: m.stat().st_mtime)
     key = data_key(spec.data, spec.eval)
     if not built or any(meta.parent.name == key for meta in built):
         return
-    old = json.loads(built[-1].read_text())
+    old = json.loads(built[-1].read_text())  # the newest: what the sweep ran on last
     tok = spec.data.tokenizer
     if tok.kind == "file":
         vocab = load_tokenizer_file(tok.path).get_vocab_size(with_added_tokens=True)

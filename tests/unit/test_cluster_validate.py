@@ -55,6 +55,7 @@ BROKEN = {
         {"groupName": "gpu", "minReplicas": 4, "maxReplicas": 2, "template": {"spec": {"containers": [
             {"name": "w", "env": [{"name": "RAYSWEEP_STORAGE", "value": "s3://b/s"}]}]}}}]),
         "spec.workerGroupSpecs[0]: minReplicas=4 > maxReplicas=2"),
+    "onprem-without-head-ip": ("onprem.yaml", lambda c: c["provider"].pop("head_ip"), "(Ray's cluster validator)"),
     "kuberay-no-auth": ("kuberay.yaml", lambda c: c["spec"].pop("authOptions"), "token auth is off"),
 }
 
