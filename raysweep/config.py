@@ -280,16 +280,20 @@ def parse_spec(raw: Any, overrides: tuple[str, ...] = (), source: str = "spec") 
         raise SpecError(exc.problems, source) from None
 
 
-def load_spec(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepSpec:
-    """Read and validate a spec YAML file."""
+def read_spec_file(path: str | Path) -> Any:
+    """The parsed YAML of a spec file, unvalidated; a missing file or bad YAML is a SpecError."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError([f"not valid YAML: {exc}".replace("\n", " ")], str(path)) from None
-    return parse_spec(raw, overrides, source=str(path))
+
+
+def load_spec(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepSpec:
+    """Read and validate a spec YAML file."""
+    return parse_spec(read_spec_file(path), overrides, source=str(path))
 
 
 def spec_to_yaml(spec: SweepSpec) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from raysweep.cluster import DRIVER_RESOURCE
-from raysweep.config import SpecError, apply_override, parse_spec
+from raysweep.config import SpecError, apply_override, parse_spec, read_spec_file
 from raysweep.data.corpus import BUNDLED
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -49,12 +49,7 @@ def _client(address: str | None):
 
 def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
     """The spec with overrides applied, validated here; `storage` must mean the same on the cluster."""
-    if not spec_path.is_file():
-        raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(spec_path))
-    try:
-        raw = yaml.safe_load(spec_path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError([f"not valid YAML: {exc}".replace("\n", " ")], str(spec_path)) from None
+    raw = read_spec_file(spec_path)
     parse_spec(raw, overrides, source=str(spec_path))  # every spec error now, not in the job
     for assignment in overrides:
         apply_override(raw, assignment)
