@@ -11,12 +11,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-import pyarrow.parquet as pq
-
 from raysweep.queries import install_queries
-from raysweep.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
+from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
+                             partition_keys)
 
 CATALOG_FILE = "catalog.duckdb"
 
@@ -89,9 +89,8 @@ def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:
 
 def _at_final_step(shards: list[Path], final_step: dict[str, int]) -> list[Path]:
     """The token shards written at their trial's last step (trials.steps)."""
-    def keys(path: Path) -> dict[str, str]:
-        return dict(part.split("=", 1) for part in path.parts if "=" in part)
-    return [p for p in shards if final_step.get(keys(p)["trial"]) == int(keys(p)["step"])]
+    keyed = ((shard, partition_keys(shard)) for shard in shards)
+    return [shard for shard, keys in keyed if final_step.get(keys["trial"]) == int(keys["step"])]
 
 
 def build_catalog(sweep_dir: Path) -> Path:

@@ -58,6 +58,11 @@ def train_metrics_path(sweep_dir: Path, trial_id: str, upto_step: int) -> Path:
             / f"upto={upto_step}" / "part-0.parquet")
 
 
+def partition_keys(shard: Path) -> dict[str, str]:
+    """The hive keys in a shard's path: {'split': ..., 'trial': ..., 'step': ...}."""
+    return dict(part.split("=", 1) for part in Path(shard).parts if "=" in part)
+
+
 def manifest_path(shard: Path) -> Path:
     """`_part-0.manifest.json` beside `part-0.parquet`: the leading underscore keeps pyarrow
     datasets and `*.parquet` globs from taking it for data."""

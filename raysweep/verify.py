@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from raysweep.config import SweepSpec, grid_points
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
-from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, token_shard_path,
-                             train_metrics_path)
+from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, partition_keys,
+                             token_shard_path, train_metrics_path)
 from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
                                        trial_run_dir)
 
@@ -95,8 +95,8 @@ def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
                 report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
     shards_dir = spec.sweep_dir / "shards"
     for path in sorted(shards_dir.rglob("*.parquet")):
-        trial_dir = next((p for p in path.parts if p.startswith("trial=")), "")
-        trial_done = (trial_run_dir(spec.sweep_dir, trial_dir[len("trial="):]) / TRIAL_DONE_FILE).exists()
+        trial = partition_keys(path).get("trial", "")
+        trial_done = (trial_run_dir(spec.sweep_dir, trial) / TRIAL_DONE_FILE).exists()
         if trial_done and path not in expected:
             report.unexpected.append(str(path))
     report.partial += [f"{p} (temporary file left by an interrupted write)"
