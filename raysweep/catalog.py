@@ -1,22 +1,27 @@
 """The DuckDB catalog of a sweep: views over complete shards plus the small tables.
 
 `catalog.duckdb` is derived data: built under a temporary name and renamed into place, and
-rebuilt from the sweep dir at any time with `raysweep catalog`.
+rebuilt from the sweep dir at any time with `raysweep catalog`. For a sweep on an object store
+it is built locally and uploaded beside the shards; readers open a local copy of it with the
+store's filesystem registered on the connection, so the views read the shards where they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from raysweep.queries import install_queries
 from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
                              partition_keys)
+from raysweep.storage import (StoragePath, fetch_file, is_remote, location, read_parquet_schema,
+                              register_filesystems)
 
 CATALOG_FILE = "catalog.duckdb"
 
@@ -28,7 +33,7 @@ CREATE MACRO freq_bin(c) AS
 """
 
 
-def _sql_list(paths: list[Path]) -> str:
+def _sql_list(paths: list[StoragePath]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
@@ -61,12 +66,12 @@ class CatalogError(ValueError):
 _SCHEMAS = {"tokens": TOKEN_SCHEMA, "embeddings": EMBEDDING_SCHEMA, "train_metrics": TRAIN_METRICS_SCHEMA}
 
 
-def _check_shards(name: str, shards: list[Path]) -> None:
+def _check_shards(name: str, shards: list[StoragePath]) -> None:
     """Every shard's footer parses and its columns are the view's: a bad file is named here,
     at build time, instead of failing some later query with DuckDB's error."""
     for path in shards:
         try:
-            schema = pq.read_schema(path)
+            schema = read_parquet_schema(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a damaged footer
             raise CatalogError(f"{path}: not a readable Parquet shard ({str(exc).splitlines()[0]}); "
                                "`raysweep verify` lists every damaged file; move it away to build "
@@ -78,7 +83,7 @@ def _check_shards(name: str, shards: list[Path]) -> None:
                                "with the raysweep version that wrote it, or move the file out")
 
 
-def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:
+def _shard_view(name: str, shards: list[StoragePath], kind: str | None = None) -> str:
     """A view over the complete shards only; typed and empty while there are none yet."""
     _, columns, hive_types, empty = SHARD_VIEWS[kind or name]
     if not shards:
@@ -87,21 +92,27 @@ def _shard_view(name: str, shards: list[Path], kind: str | None = None) -> str:
         FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
 
 
-def _at_final_step(shards: list[Path], final_step: dict[str, int]) -> list[Path]:
+def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> list[StoragePath]:
     """The token shards written at their trial's last step (trials.steps)."""
     keyed = ((shard, partition_keys(shard)) for shard in shards)
     return [shard for shard, keys in keyed if final_step.get(keys["trial"]) == int(keys["step"])]
 
 
-def build_catalog(sweep_dir: Path) -> Path:
+def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
     """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
-    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir = location(str(sweep_dir))
     freq_files = sorted(sweep_dir.glob("data/*/token_freq.parquet"))
     trials_file = sweep_dir / "trials.parquet"
     if not freq_files or not trials_file.exists():
         raise FileNotFoundError(f"{sweep_dir}: not a finished sweep directory (no data/*/token_freq.parquet "
                                 "or trials.parquet); run `raysweep sweep SPEC.yaml` first")
     final = sweep_dir / CATALOG_FILE
+    if is_remote(final):
+        with tempfile.TemporaryDirectory(prefix="raysweep-catalog-") as staging:
+            built = Path(staging) / CATALOG_FILE
+            _write_catalog(built, sweep_dir, freq_files, trials_file)
+            final.fs.put_file(str(built), final.path)  # one upload: the old catalog or the new
+        return final
     tmp = sweep_dir / f".{CATALOG_FILE}.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     try:
@@ -113,8 +124,27 @@ def build_catalog(sweep_dir: Path) -> Path:
     return final
 
 
-def _write_catalog(tmp: Path, sweep_dir: Path, freq_files: list[Path], trials_file: Path) -> None:
+def local_catalog(sweep_dir: str | StoragePath) -> Path:
+    """The catalog file to open: the sweep's own, or a fresh local copy of a stored one."""
+    sweep_dir = location(str(sweep_dir))
+    path = sweep_dir / CATALOG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{sweep_dir}: no {CATALOG_FILE}; run `raysweep catalog {sweep_dir}` "
+                                "on a sweep directory first")
+    return fetch_file(path, f"{hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:16]}-{CATALOG_FILE}")
+
+
+def open_catalog(sweep_dir: str | StoragePath) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to a sweep's catalog that can read its shards wherever they are."""
+    con = duckdb.connect(str(local_catalog(sweep_dir)), read_only=True)
+    register_filesystems(con, [location(str(sweep_dir))])
+    return con
+
+
+def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePath],
+                   trials_file: StoragePath) -> None:
     with duckdb.connect(str(tmp)) as con:
+        register_filesystems(con, [sweep_dir])
         con.execute(_MACROS)
         con.execute(f"""CREATE TABLE token_freq AS
             SELECT regexp_extract(filename, '/data/([^/]+)/token_freq.parquet$', 1) AS data_key,
@@ -151,12 +181,11 @@ ORDER BY split, scale, weight_decay, bin
 """
 
 
-def report_table(sweep_dir: Path) -> pd.DataFrame:
+def report_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
     """Final-step table: per split x scale x weight decay, average and token-balanced loss and the
     token-balanced loss of each frequency bin (columns bin_-1 = unseen, bin_0, bin_1, ...),
     averaged over seeds."""
-    catalog = Path(sweep_dir) / CATALOG_FILE
-    with duckdb.connect(str(catalog), read_only=True) as con:
+    with open_catalog(sweep_dir) as con:
         long = con.execute(REPORT_SQL).df()
     if long.empty:
         return long

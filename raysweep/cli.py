@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def _print_results(sweep_dir: Path) -> None:
+def _print_results(sweep_dir) -> None:
     import ray
 
     from raysweep.catalog import build_catalog, format_report, report_table
@@ -20,8 +20,11 @@ def _print_results(sweep_dir: Path) -> None:
 
 
 def _sweep(args) -> int:
+    import tempfile
+
     from raysweep.config import load_spec
     from raysweep.jobs import JOB_ENV
+    from raysweep.storage import is_remote
     from raysweep.sweep import run_sweep
 
     spec = load_spec(args.spec, tuple(args.set))
@@ -30,8 +33,11 @@ def _sweep(args) -> int:
         # driver runs (seen with several raylets on one host sharing the runtime-env cache); Tune
         # needs a cwd that exists when it finishes. The spec's paths are resolved by now.
         try:
-            spec.sweep_dir.mkdir(parents=True, exist_ok=True)
-            os.chdir(spec.sweep_dir)
+            if is_remote(spec.sweep_dir):
+                os.chdir(tempfile.mkdtemp(prefix="raysweep-job-"))
+            else:
+                spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+                os.chdir(spec.sweep_dir)
         except OSError:
             pass  # run_sweep's storage check says what is wrong, in one line
     _print_results(run_sweep(spec))
@@ -41,27 +47,28 @@ def _sweep(args) -> int:
 def _resume(args) -> int:
     from raysweep.sweep import resume_sweep
 
-    _print_results(resume_sweep(Path(args.sweep_dir)))
+    _print_results(resume_sweep(args.sweep_dir))
     return 0
 
 
 def _catalog(args) -> int:
     from raysweep.catalog import build_catalog
 
-    print(build_catalog(Path(args.sweep_dir)))
+    print(build_catalog(args.sweep_dir))
     return 0
 
 
 def _report(args) -> int:
     from raysweep.catalog import CATALOG_FILE, build_catalog, format_report, report_table
+    from raysweep.storage import location
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = location(args.sweep_dir)
     if not (sweep_dir / CATALOG_FILE).exists():
         build_catalog(sweep_dir)
     if args.html:
         from raysweep.html_report import write_html_report
 
-        print(write_html_report(sweep_dir, Path(args.out) if args.out else None))
+        print(write_html_report(sweep_dir, location(args.out) if args.out else None))
         return 0
     print(format_report(report_table(sweep_dir)))
     return 0
@@ -74,14 +81,14 @@ def _sql(args) -> int:
 
     targets = list(args.targets)
     query = None
-    if not Path(targets[-1]).is_dir():
+    if not _is_dir(targets[-1]):
         last = targets.pop()
         query = Path(last).read_text() if last.endswith(".sql") and Path(last).is_file() else last
     if not targets:
         raise FileNotFoundError("raysweep sql: name at least one sweep directory before the query")
     if query is None:
         return _sql_shell(targets)
-    with connect([Path(t) for t in targets]) as con:
+    with connect(targets) as con:
         try:
             relation = con.sql(query)
             if relation is None:
@@ -102,21 +109,37 @@ def _sql(args) -> int:
     return 0
 
 
+def _is_dir(target: str) -> bool:
+    """A sweep dir argument, local or stored (a query or .sql file is not)."""
+    from raysweep.storage import StorageError, location
+
+    try:
+        return location(target).is_dir()
+    except StorageError:  # e.g. a query that mentions 'x://'
+        return False
+
+
 def _sql_shell(targets: list[str]) -> int:
     """Interactive DuckDB shell over the catalog(s), read-only; needs the duckdb CLI."""
-    import os
     import shutil
     import tempfile
 
-    from raysweep.sql import catalog_path, union_sql
+    from raysweep.catalog import local_catalog
+    from raysweep.sql import union_sql
+    from raysweep.storage import is_remote, location
 
+    stored = [t for t in targets if is_remote(location(t))]
+    if stored:
+        raise FileNotFoundError(f"raysweep sql: {stored[0]}: the duckdb shell cannot read shards on an object "
+                                "store (its httpfs extension is not installed); pass a query: "
+                                "raysweep sql SWEEP_DIR 'SELECT ...'")
     cli = shutil.which("duckdb", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if cli is None:
         raise FileNotFoundError("raysweep sql: the duckdb CLI is not installed; pip install duckdb-cli")
     if len(targets) == 1:
-        os.execv(cli, [cli, "-readonly", str(catalog_path(Path(targets[0])))])
+        os.execv(cli, [cli, "-readonly", str(local_catalog(targets[0]))])
     init = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    init.write(union_sql([Path(t) for t in targets]))
+    init.write(union_sql(targets))
     init.close()
     os.execv(cli, [cli, "-init", init.name])
 
@@ -124,7 +147,9 @@ def _sql_shell(targets: list[str]) -> int:
 def _plot(args) -> int:
     from raysweep.plots import write_figures
 
-    for path in write_figures(Path(args.sweep_dir), Path(args.out) if args.out else None):
+    from raysweep.storage import location
+
+    for path in write_figures(args.sweep_dir, location(args.out) if args.out else None):
         print(path)
     return 0
 
@@ -134,7 +159,7 @@ def _verify(args) -> int:
     from raysweep.sweep import load_sweep_spec
     from raysweep.verify import verify_sweep
 
-    spec = load_sweep_spec(Path(args.sweep_dir))
+    spec = load_sweep_spec(args.sweep_dir)
     data = PreparedData.load(spec.sweep_dir / "data" / data_key(spec.data, spec.eval))
     report = verify_sweep(spec, data)
     print("\n".join(report.lines()))
@@ -142,14 +167,15 @@ def _verify(args) -> int:
 
 
 def _status(args) -> int:
-    if not Path(args.sweep_dir).exists() and args.sweep_dir.startswith("raysweep-"):
+    if "://" not in args.sweep_dir and not Path(args.sweep_dir).exists() \
+            and args.sweep_dir.startswith("raysweep-"):
         from raysweep.jobs import job_status  # a job id from `raysweep submit`
 
         print(job_status(args.sweep_dir, args.address))
         return 0
     from raysweep.status import trial_status
 
-    print(trial_status(Path(args.sweep_dir)).to_string(index=False, na_rep="-"))
+    print(trial_status(args.sweep_dir).to_string(index=False, na_rep="-"))
     return 0
 
 
@@ -248,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     from raysweep.config import SpecError
     from raysweep.data.corpus import CorpusError
     from raysweep.jobs import JobError
+    from raysweep.storage import StorageError
     from raysweep.sweep import SweepDirError
 
     try:
         return args.handler(args)
-    except (SpecError, CorpusError, SweepDirError, CatalogError, JobError, FileNotFoundError) as exc:
+    except (SpecError, CorpusError, SweepDirError, CatalogError, JobError, StorageError,
+            FileNotFoundError) as exc:
         if os.environ.get("RAYSWEEP_TRACEBACK"):  # for bug reports: the whole story, not one line
             raise
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysweep.cluster import STORAGE_ENV
+from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
 
@@ -156,9 +157,10 @@ class SweepSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name; the sweep lives in `<storage>/<name>/`."""
     storage: str = Field(default_factory=lambda: os.environ.get(STORAGE_ENV, "runs"), validate_default=True)
-    """Root of all sweeps: a local or NFS path. A relative path resolves against the working dir
-    when the spec is loaded, so Ray workers (whose working dir differs) write to the same place.
-    Left out: $RAYSWEEP_STORAGE (what a cluster's nodes name as shared storage), else `runs`."""
+    """Root of all sweeps: a local or NFS path, or `s3://BUCKET/PREFIX` / `gs://BUCKET/PREFIX`. A
+    relative path resolves against the working dir when the spec is loaded, so Ray workers (whose
+    working dir differs) write to the same place. Left out: $RAYSWEEP_STORAGE (what a cluster's
+    nodes name as shared storage), else `runs`."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -169,11 +171,11 @@ class SweepSpec(_Section):
 
     @field_validator("storage")
     @classmethod
-    def _absolute_storage(cls, storage: str) -> str:
-        if "://" in storage:  # would otherwise become a local dir named "s3:"
-            raise ValueError("object storage (s3://, gs://) is not supported yet; use a path that every "
-                             "node mounts, such as NFS")
-        return str(Path(storage).expanduser().resolve())
+    def _canonical_storage(cls, storage: str) -> str:
+        try:
+            return check_location(storage)
+        except StorageError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
@@ -201,8 +203,8 @@ class SweepSpec(_Section):
         return self
 
     @property
-    def sweep_dir(self) -> Path:
-        return Path(self.storage) / self.name
+    def sweep_dir(self) -> StoragePath:
+        return location(self.storage) / self.name
 
 
 def _field_path(loc: tuple) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from raysweep.catalog import format_report, report_table
 from raysweep.plots import write_figures
-from raysweep.shards import atomic_write_text
 from raysweep.sql import connect
+from raysweep.storage import StoragePath, atomic_write_text, location
 
 _STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
           "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
@@ -22,8 +22,8 @@ def _table(frame) -> str:
     return frame.to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-", border=0)
 
 
-def write_html_report(sweep_dir: Path, out: Path | None = None) -> Path:
-    sweep_dir = Path(sweep_dir)
+def write_html_report(sweep_dir: str | StoragePath, out: StoragePath | None = None) -> StoragePath:
+    sweep_dir = location(str(sweep_dir))
     out = out or sweep_dir / "report.html"
     with connect([sweep_dir]) as con:
         trials = con.execute("SELECT trial_id, weight_decay, scale, seed, regularizer, n_params, status, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import matplotlib
 
@@ -13,11 +13,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from raysweep.sql import connect
+from raysweep.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
 
-def _query(sweep_dir: Path, sql: str) -> pd.DataFrame:
+def _query(sweep_dir: StoragePath, sql: str) -> pd.DataFrame:
     with connect([sweep_dir]) as con:
         return con.execute(sql).df()
 
@@ -38,7 +39,7 @@ def _wd_colors(weight_decays) -> dict:
     return {wd: cmap(i / max(1, len(values) - 1)) for i, wd in enumerate(values)}
 
 
-def loss_vs_rank(sweep_dir: Path):
+def loss_vs_rank(sweep_dir: StoragePath):
     """Figure 1 (the paper's): per-type mean loss against frequency rank, smoothed over log-spaced rank windows."""
     data = _query(sweep_dir, """
         SELECT t.split, tr.scale, tr.weight_decay, f.rank, avg(t.mean_loss) AS loss
@@ -61,7 +62,7 @@ def loss_vs_rank(sweep_dir: Path):
     return fig
 
 
-def bin_bars(sweep_dir: Path):
+def bin_bars(sweep_dir: StoragePath):
     """Figure 2: token-balanced mean loss and occurrence accuracy per bin, grouped bars per weight decay."""
     data = _query(sweep_dir, """
         SELECT b.split, tr.scale, tr.weight_decay, b.bin,
@@ -87,7 +88,7 @@ def bin_bars(sweep_dir: Path):
     return fig
 
 
-def excess_bars(sweep_dir: Path):
+def excess_bars(sweep_dir: StoragePath):
     """Figure 3: excess loss of each weight decay over λ = 0 per bin, mean over seeds with 95% CI."""
     data = _query(sweep_dir, "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0")
     keys = sorted(data.groupby(["scale", "split"]).groups)
@@ -110,7 +111,7 @@ def excess_bars(sweep_dir: Path):
     return fig
 
 
-def learning_speed_bars(sweep_dir: Path):
+def learning_speed_bars(sweep_dir: StoragePath):
     """Figure 4: learning speed per bin (1 - mean loss ratio to the first eval), per weight decay."""
     data = _query(sweep_dir, """
         SELECT l.split, tr.scale, tr.weight_decay, l.bin, avg(l.learning_speed) AS speed
@@ -128,7 +129,7 @@ def learning_speed_bars(sweep_dir: Path):
     return fig
 
 
-def balanced_vs_average_lines(sweep_dir: Path):
+def balanced_vs_average_lines(sweep_dir: StoragePath):
     """Figure 5 (Table 1 as a plot): average and token-balanced loss against weight decay, per scale."""
     data = _query(sweep_dir, """
         SELECT b.split, tr.scale, tr.weight_decay, avg(b.average_loss) AS average,
@@ -148,7 +149,7 @@ def balanced_vs_average_lines(sweep_dir: Path):
     return fig
 
 
-def lowest_bin_heatmap(sweep_dir: Path):
+def lowest_bin_heatmap(sweep_dir: StoragePath):
     """Figure 6: excess loss of the rarest seen bin over weight decay x scale (train split)."""
     data = _query(sweep_dir, """
         SELECT scale, weight_decay, mean_excess FROM excess_loss_ci()
@@ -165,7 +166,7 @@ def lowest_bin_heatmap(sweep_dir: Path):
     return fig
 
 
-def training_curves(sweep_dir: Path):
+def training_curves(sweep_dir: StoragePath):
     """Figure 7: training loss per step, one line per trial, panels per scale."""
     data = _query(sweep_dir, "SELECT * FROM train_curves()")
     keys = sorted(data["scale"].unique())
@@ -191,17 +192,21 @@ FIGURES = {
 }
 
 
-def write_figures(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`)."""
-    out_dir = out_dir or Path(sweep_dir) / "figures"
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None) -> list[StoragePath]:
+    """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`, which may be on an
+    object store: figures are rendered in memory and written whole)."""
+    sweep_dir = location(str(sweep_dir))
+    out_dir = out_dir or sweep_dir / "figures"
+    ensure_dir(out_dir)
     written = []
     for name, draw in tqdm(FIGURES.items(), desc="figures", unit="fig", disable=None):
-        fig = draw(Path(sweep_dir))
+        fig = draw(sweep_dir)
         fig.tight_layout()
         for suffix in ("png", "svg"):
             path = out_dir / f"{name}.{suffix}"
-            fig.savefig(path, dpi=110)
+            rendered = io.BytesIO()
+            fig.savefig(rendered, format=suffix, dpi=110)
+            atomic_write_bytes(path, rendered.getvalue())
             written.append(path)
         plt.close(fig)
     return written

@@ -8,29 +8,20 @@ installed over those views, so every query works the same on the union.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
-from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS, CatalogError
+from raysweep.catalog import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
 from raysweep.queries import load_queries
+from raysweep.storage import StoragePath, location, register_filesystems
 
 _TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens"]  # tables keyed by trial_id
 
 
-def catalog_path(sweep_dir: Path) -> Path:
-    path = Path(sweep_dir) / CATALOG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{sweep_dir}: no {CATALOG_FILE}; run `raysweep catalog {sweep_dir}` "
-                                "on a sweep directory first")
-    return path
-
-
-def _aliases(sweep_dirs: list[Path]) -> list[str]:
+def _aliases(sweep_dirs: list[StoragePath]) -> list[str]:
     """Sweep names as aliases; repeated names get a numeric suffix."""
     aliases = []
     for directory in sweep_dirs:
-        name = Path(directory).resolve().name
+        name = location(str(directory)).name
         alias, n = name, 2
         while alias in aliases:
             alias, n = f"{name}_{n}", n + 1
@@ -38,10 +29,10 @@ def _aliases(sweep_dirs: list[Path]) -> list[str]:
     return aliases
 
 
-def union_sql(sweep_dirs: list[Path]) -> str:
+def union_sql(sweep_dirs: list[StoragePath]) -> str:
     """Statements that attach several catalogs and build the union views and macros."""
     aliases = _aliases(sweep_dirs)
-    statements = [f"ATTACH '{catalog_path(d)}' AS \"{a}\" (READ_ONLY)" for d, a in zip(sweep_dirs, aliases)]
+    statements = [f"ATTACH '{local_catalog(d)}' AS \"{a}\" (READ_ONLY)" for d, a in zip(sweep_dirs, aliases)]
     for table in _TRIAL_TABLES:
         parts = [f"SELECT '{a}' AS sweep, * REPLACE ('{a}/' || trial_id AS trial_id) FROM \"{a}\".{table}"
                  for a in aliases]
@@ -56,15 +47,16 @@ def union_sql(sweep_dirs: list[Path]) -> str:
     return ";\n".join(statements) + ";\n"
 
 
-def connect(sweep_dirs: list[Path]) -> duckdb.DuckDBPyConnection:
+def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:
     """A read-only view of one sweep, or the union of several."""
     try:
         if len(sweep_dirs) == 1:
-            return duckdb.connect(str(catalog_path(sweep_dirs[0])), read_only=True)
+            return open_catalog(sweep_dirs[0])
         con = duckdb.connect()
+        register_filesystems(con, [location(str(d)) for d in sweep_dirs])
         con.execute(union_sql(sweep_dirs))
         return con
     except duckdb.Error as exc:  # a damaged or foreign catalog.duckdb
         first_line = str(exc).splitlines()[0]
-        raise CatalogError(f"{' '.join(str(catalog_path(d)) for d in sweep_dirs)}: cannot open the "
+        raise CatalogError(f"{' '.join(str(local_catalog(d)) for d in sweep_dirs)}: cannot open the "
                            f"catalog ({first_line}); rebuild it with `raysweep catalog SWEEP_DIR`") from None

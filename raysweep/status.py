@@ -8,10 +8,9 @@ worker-group starts a trial's rank 0 logged in `train/<trial>/attempts.jsonl`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pandas as pd
 
+from raysweep.storage import StoragePath, location
 from raysweep.train.checkpoint import trial_run_dir
 from raysweep.train.loop import ATTEMPTS_FILE
 
@@ -24,8 +23,8 @@ def _decoded(value):
         return value
 
 
-def trial_status(sweep_dir: Path) -> pd.DataFrame:
-    sweep_dir = Path(sweep_dir)
+def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
+    sweep_dir = location(str(sweep_dir))
     states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
     if not states:
         raise FileNotFoundError(f"{sweep_dir}: no Tune experiment state (tune/experiment_state-*.json); "

@@ -12,10 +12,8 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import yaml
 from ray import tune
@@ -32,7 +30,8 @@ from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
 from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
-from raysweep.shards import atomic_write_text
+from raysweep.storage import (StoragePath, atomic_write_text, is_remote, location, read_parquet_table,
+                              write_parquet)
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
 from raysweep.train.loop import train_loop_per_worker
 
@@ -198,8 +197,19 @@ def _check_existing_sweep(spec: SweepSpec) -> bool:
     return old == new
 
 
-def _check_storage(sweep_dir: Path) -> None:
+def _check_storage(sweep_dir: StoragePath) -> None:
     """The sweep dir can be created and written: fail now, not in a worker an hour from now."""
+    if is_remote(sweep_dir):
+        probe = sweep_dir / f".write-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except Exception as exc:  # botocore / gcsfs raise their own types for auth and missing buckets
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SweepDirError(f"storage: cannot write to {sweep_dir} ({reason}); check the bucket "
+                                "name and the credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS), "
+                                "or --set storage=PATH") from None
+        return
     for path in (sweep_dir.parent, sweep_dir):
         if path.exists() and not path.is_dir():
             raise SweepDirError(f"storage: {path} is a file, not a directory; point storage at a "
@@ -248,7 +258,7 @@ def _prepare(spec: SweepSpec) -> PreparedData:
                             "elsewhere (--set storage=PATH)") from None
 
 
-def run_sweep(spec: SweepSpec) -> Path:
+def run_sweep(spec: SweepSpec) -> StoragePath:
     """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
     sweep_dir = spec.sweep_dir
     same_spec = _check_existing_sweep(spec)
@@ -279,9 +289,9 @@ def run_sweep(spec: SweepSpec) -> Path:
     return sweep_dir
 
 
-def load_sweep_spec(sweep_dir: Path) -> SweepSpec:
+def load_sweep_spec(sweep_dir: str | StoragePath) -> SweepSpec:
     """The spec a sweep dir was run with, with `storage` pointing where the dir is now."""
-    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir = location(str(sweep_dir))
     spec_file = sweep_dir / "spec.yaml"
     if not spec_file.exists():
         raise SweepDirError(f"{sweep_dir}: not a sweep directory (no spec.yaml); "
@@ -290,7 +300,7 @@ def load_sweep_spec(sweep_dir: Path) -> SweepSpec:
     return parse_spec(raw, (f"storage={sweep_dir.parent}",), source=str(spec_file))
 
 
-def resume_sweep(sweep_dir: Path) -> Path:
+def resume_sweep(sweep_dir: str | StoragePath) -> StoragePath:
     """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
     spec = load_sweep_spec(sweep_dir)
     _check_data_unchanged(spec)
@@ -318,7 +328,7 @@ def _finish(spec: SweepSpec, results, data: PreparedData) -> None:
     write_trials_table(spec, data, statuses)
 
 
-def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> Path:
+def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> StoragePath:
     """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
     rows = []
     for trial in grid_points(spec.grid):
@@ -338,10 +348,8 @@ def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> P
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
     path = spec.sweep_dir / TRIALS_FILE
     if path.exists():  # keep trials of earlier grids of this sweep
-        earlier = pq.read_table(path)
+        earlier = read_parquet_table(path)
         keep = [r for r in earlier.to_pylist() if r["trial_id"] not in {x["trial_id"] for x in rows}]
         table = pa.Table.from_pylist(keep + rows, schema=TRIALS_SCHEMA)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(table, path)
     return path

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from raysweep.config import SweepSpec, grid_points
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
 from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, partition_keys,
                              token_shard_path, train_metrics_path)
+from raysweep.storage import StoragePath, parquet_file
 from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
                                        trial_run_dir)
 
@@ -53,7 +51,7 @@ def report_steps(spec: SweepSpec) -> list[int]:
     return sorted(set(eval_steps(spec)) | checkpoints)
 
 
-def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[Path]:
+def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[StoragePath]:
     splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
     workers = spec.resources.workers_per_trial
     paths = [token_shard_path(spec.sweep_dir, split, trial_id, step, rank)
@@ -63,7 +61,7 @@ def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[
     return paths
 
 
-def _check_shard(path: Path, report: VerifyReport) -> None:
+def _check_shard(path: StoragePath, report: VerifyReport) -> None:
     report.n_checked += 1
     if not path.exists():
         report.missing.append(str(path))
@@ -71,19 +69,19 @@ def _check_shard(path: Path, report: VerifyReport) -> None:
         report.partial.append(f"{path} (no manifest)")
     elif not is_complete(path, verify_checksum=True):
         report.partial.append(f"{path} (checksum differs from its manifest)")
-    elif pq.ParquetFile(path).metadata.num_rows != json.loads(manifest_path(path).read_text())["rows"]:
+    elif parquet_file(path).metadata.num_rows != json.loads(manifest_path(path).read_text())["rows"]:
         report.partial.append(f"{path} (row count differs from its manifest)")
 
 
 def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
     report = VerifyReport()
-    expected: set[Path] = set()
+    expected: set[str] = set()
     for trial in grid_points(spec.grid):
         run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
         if not (run_dir / TRIAL_DONE_FILE).exists():
             continue  # unfinished trials are `raysweep status`'s business, not corruption
         shards = expected_shards(spec, data, trial.trial_id)
-        expected |= set(shards)
+        expected |= {str(p) for p in shards}
         for path in shards:
             _check_shard(path, report)
         final = run_dir / checkpoint_dir_name(spec.train.steps)
@@ -91,13 +89,13 @@ def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
         if not (final / COMPLETE_MARKER).exists():
             report.missing.append(f"{final}/{COMPLETE_MARKER} (final checkpoint)")
         for checkpoint in sorted(run_dir.glob("step-*")):
-            if checkpoint != final and not (checkpoint / COMPLETE_MARKER).exists():
+            if str(checkpoint) != str(final) and not (checkpoint / COMPLETE_MARKER).exists():
                 report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
     shards_dir = spec.sweep_dir / "shards"
     for path in sorted(shards_dir.rglob("*.parquet")):
         trial = partition_keys(path).get("trial", "")
         trial_done = (trial_run_dir(spec.sweep_dir, trial) / TRIAL_DONE_FILE).exists()
-        if trial_done and path not in expected:
+        if trial_done and str(path) not in expected:
             report.unexpected.append(str(path))
     report.partial += [f"{p} (temporary file left by an interrupted write)"
                        for p in sorted(shards_dir.rglob(".*.tmp-*"))]

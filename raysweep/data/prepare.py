@@ -2,7 +2,8 @@
 
 The directory name is a content key over everything that shapes the arrays, so two sweeps on
 the same data and settings share it. It is built under a temporary name and renamed into
-place; meta.json inside is the marker that it is complete.
+place; meta.json inside is the marker that it is complete. On an object store it is built in a
+local temporary dir and uploaded with meta.json last.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
+from raysweep.storage import StoragePath, copy_tree, is_remote, location, upload_tree
 
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("train", "heldout")
@@ -29,7 +32,7 @@ EVAL_SPLITS = ("train", "heldout")
 
 @dataclass(frozen=True)
 class PreparedData:
-    data_dir: Path
+    data_dir: StoragePath
     data_key: str
     vocab_size: int
     eos_id: int | None
@@ -37,9 +40,10 @@ class PreparedData:
     n_eval_sequences: dict[str, int]
 
     @classmethod
-    def load(cls, data_dir: Path) -> "PreparedData":
-        meta = json.loads((Path(data_dir) / "meta.json").read_text())
-        return cls(Path(data_dir), meta["data_key"], meta["vocab_size"], meta["eos_id"],
+    def load(cls, data_dir: StoragePath) -> "PreparedData":
+        data_dir = location(data_dir)
+        meta = json.loads((data_dir / "meta.json").read_text())
+        return cls(data_dir, meta["data_key"], meta["vocab_size"], meta["eos_id"],
                    meta["arrays"]["train"]["shape"][0],
                    {s: meta["arrays"][f"eval-{s}"]["shape"][0] for s in EVAL_SPLITS})
 
@@ -99,17 +103,36 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
     (out / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the marker
 
 
-def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: Path,
+def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: StoragePath,
                  min_sequences: int = 1) -> PreparedData:
     """The sweep's data directory, built once; reused from a sibling sweep when one has it."""
     key = data_key(data, evaluation)
-    final = Path(sweep_dir) / "data" / key
+    sweep_dir = location(sweep_dir)
+    final = sweep_dir / "data" / key
     if (final / "meta.json").exists():
         return PreparedData.load(final)
+    siblings = sorted(sweep_dir.parent.glob(f"*/data/{key}/meta.json"))
+    if is_remote(final):
+        if siblings:
+            copy_tree(siblings[0].parent, final, last="meta.json")
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"raysweep-data-{key}-") as staging:
+                _build(data, evaluation, key, Path(staging), min_sequences)
+                upload_tree(Path(staging), final, last="meta.json")
+    else:
+        _prepare_local(data, evaluation, key, final, siblings, min_sequences)
+    prepared = PreparedData.load(final)
+    if prepared.n_train_sequences < min_sequences:
+        raise CorpusError(f"data.corpus: only {prepared.n_train_sequences} training sequences, "
+                          f"fewer than one batch ({min_sequences}); lower train.batch_size")
+    return prepared
+
+
+def _prepare_local(data: DataConfig, evaluation: EvalConfig, key: str, final: Path,
+                   siblings: list[Path], min_sequences: int) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    siblings = sorted(Path(sweep_dir).parent.glob(f"*/data/{key}/meta.json"))
     if siblings:
         shutil.copytree(siblings[0].parent, tmp)
     else:
@@ -120,11 +143,6 @@ def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: Path,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     os.replace(tmp, final)
-    prepared = PreparedData.load(final)
-    if prepared.n_train_sequences < min_sequences:
-        raise CorpusError(f"data.corpus: only {prepared.n_train_sequences} training sequences, "
-                          f"fewer than one batch ({min_sequences}); lower train.batch_size")
-    return prepared
 
 
 __all__ = ["PreparedData", "prepare_data", "open_array", "EVAL_SPLITS"]

@@ -8,20 +8,23 @@ Ray registers a checkpoint only when its controller polls the report (every ~2 s
 that dies in between restarts from an older one. So once every rank has returned from the
 report (each after its own upload), rank 0 writes `_COMPLETE` into the stored checkpoint, and
 a restart takes the newest complete checkpoint: Ray's own or a newer marked one.
+
+Stored checkpoints may live on an object store; DCP reads them there directly (its fsspec
+reader), so a restart never stages a copy.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from raysweep.shards import atomic_write_text
+from raysweep.storage import StoragePath, atomic_write_text, location
 
 STATE_FILE = "train_state.json"
 COMPLETE_MARKER = "_COMPLETE"
@@ -29,29 +32,32 @@ TRIAL_DONE_FILE = "complete.json"  # in a trial's run dir: its TorchTrainer fini
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-def trial_run_dir(sweep_dir: Path, trial_id: str) -> Path:
+def trial_run_dir(sweep_dir: StoragePath, trial_id: str) -> StoragePath:
     """Where Ray Train stores a trial's run: RunConfig(name=trial_id, storage_path=<sweep>/train)."""
-    return Path(sweep_dir) / "train" / trial_id
+    return location(sweep_dir) / "train" / trial_id
 
 
 def checkpoint_dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def mark_complete(stored_checkpoint: Path, step: int) -> None:
-    atomic_write_text(Path(stored_checkpoint) / COMPLETE_MARKER, json.dumps({"step": step}))
+def mark_complete(stored_checkpoint: StoragePath, step: int) -> None:
+    atomic_write_text(stored_checkpoint / COMPLETE_MARKER, json.dumps({"step": step}))
 
 
-def _step_of(directory: Path) -> int:
-    match = _STEP_DIR.match(Path(directory).name)
+def _step_of(directory: StoragePath) -> int:
+    match = _STEP_DIR.match(directory.name)
     return int(match.group(1)) if match else -1
 
 
-def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: Path) -> Optional[Path]:
-    """Newest of Ray's registered checkpoint and the marked-complete ones under `run_dir`."""
-    candidates = [d for d in Path(run_dir).glob("step-*") if (d / COMPLETE_MARKER).exists()]
+def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) -> Optional[StoragePath]:
+    """Newest of Ray's registered checkpoint and the marked-complete ones under `run_dir`.
+
+    Ray's checkpoint is named by its dir name under `run_dir`: its own path has no scheme on an
+    object store (the filesystem travels beside it)."""
+    candidates = [d for d in run_dir.glob("step-*") if (d / COMPLETE_MARKER).exists()]
     if ray_checkpoint_path:
-        candidates.append(Path(ray_checkpoint_path))
+        candidates.append(run_dir / PurePosixPath(ray_checkpoint_path).name)
     return max(candidates, key=_step_of, default=None)
 
 
@@ -63,18 +69,18 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, st
         (Path(directory) / STATE_FILE).write_text(json.dumps({"step": step}))
 
 
-def load_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> int:
+def load_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: StoragePath) -> int:
     """Restore model and optimizer in place; returns the number of steps already taken."""
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(directory))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    return json.loads((Path(directory) / STATE_FILE).read_text())["step"]
+    return json.loads((directory / STATE_FILE).read_text())["step"]
 
 
-def load_model_weights(model: torch.nn.Module, directory: Path) -> int:
+def load_model_weights(model: torch.nn.Module, directory: StoragePath) -> int:
     """Load a checkpoint's weights into a plain single-process model (analysis, tests)."""
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(directory))
     model.load_state_dict(state["model"])
-    return json.loads((Path(directory) / STATE_FILE).read_text())["step"]
+    return json.loads((location(directory) / STATE_FILE).read_text())["step"]

@@ -23,8 +23,9 @@ from raysweep.config import SweepSpec, TrialPoint
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model, flops_per_token
-from raysweep.shards import (TRAIN_METRICS_SCHEMA, atomic_write_text, embedding_shard_path,
-                             token_shard_path, train_metrics_path, write_shard, write_token_shard)
+from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_shard_path,
+                             train_metrics_path, write_shard, write_token_shard)
+from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
 from raysweep.train.parallel import apply_fsdp
@@ -68,18 +69,22 @@ def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int
     marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / f".crash-injected-at-{step}"
     if marker.exists():
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    ensure_dir(marker.parent)
+    atomic_write_text(marker, "")
     os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
 
 
-def _log_attempt(run_dir: Path, start_step: int, **facts) -> None:
-    """One line per worker-group start: how often a trial restarted, from which step, on which node."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _log_attempt(run_dir: StoragePath, start_step: int, **facts) -> None:
+    """One line per worker-group start: how often a trial restarted, from which step, on which node.
+
+    Read and rewritten whole, not appended: object stores cannot append, and only rank 0 of the
+    one live worker group of a trial ever writes it."""
+    ensure_dir(run_dir)
     record = {"start_step": start_step, "time": time.time(),
               "node_id": ray.get_runtime_context().get_node_id(), **facts}
-    with open(run_dir / ATTEMPTS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    log = run_dir / ATTEMPTS_FILE
+    earlier = log.read_text() if log.exists() else ""
+    atomic_write_text(log, earlier + json.dumps(record) + "\n")
 
 
 def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
@@ -104,7 +109,7 @@ def train_loop_per_worker(config: dict) -> None:
     # [1] Setup: parse the trial dict back into the validated spec first thing.
     spec = SweepSpec.model_validate(config["spec"])
     trial = TrialPoint.model_validate(config["trial"])
-    data = PreparedData.load(Path(config["data_dir"]))
+    data = PreparedData.load(location(config["data_dir"]))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(spec.resources.cpus_per_worker)
@@ -139,8 +144,9 @@ def train_loop_per_worker(config: dict) -> None:
         mask = decay_mask(model, spec.train.decay_policy)
         atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))
 
-    train_rows = open_array(data.data_dir, "train")
-    eval_sets = {s: np.asarray(open_array(data.data_dir, f"eval-{s}")) for s in EVAL_SPLITS
+    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
+    train_rows = open_array(arrays_dir, "train")
+    eval_sets = {s: np.asarray(open_array(arrays_dir, f"eval-{s}")) for s in EVAL_SPLITS
                  if data.n_eval_sequences[s] > 0}
     per_rank = spec.train.batch_size // world
     tokens_per_step = spec.train.batch_size * train_rows.shape[1]
@@ -196,7 +202,7 @@ def _window_metrics(window: list[tuple], step: int) -> dict:
             "mfu": float(np.median(mfus))}
 
 
-def _report(model, optimizer, metrics: dict, step: int, rank: int, run_dir: Path, save: bool) -> None:
+def _report(model, optimizer, metrics: dict, step: int, rank: int, run_dir: StoragePath, save: bool) -> None:
     """ray.train.report, with a DCP checkpoint when `save`. Every rank calls it the same number
     of times, and it synchronizes the ranks, hence only at eval/checkpoint cadence."""
     if not save:

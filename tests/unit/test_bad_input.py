@@ -133,8 +133,10 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "storage-is-a-file": lambda: ((tmp / "afile").write_text("x"),
                                       ["sweep", str(write_spec(tmp / "spec.yaml",
                                                                tiny_spec_dict(tmp / "afile", name="new")))])[1],
-        "storage-object-store": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
-            "s3://bucket/sweeps", name="new")))],
+        "storage-unknown-scheme": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
+            "ftp://host/sweeps", name="new")))],
+        "storage-no-bucket": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
+            "s3://", name="new")))],
         "submit-relative-path": lambda: ["submit", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
             "/srv/shared", name="new", data={"corpus": "reviews.jsonl"}))), "--address", "http://127.0.0.1:9"],
         "storage-not-writable": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(

@@ -1,0 +1,240 @@
+"""Where a sweep lives: a local or NFS path, or an object store (`s3://`, `gs://`).
+
+A local location is a plain `pathlib.Path`, so the local path of every module is ordinary file
+code. An object-store location is a universal_pathlib `UPath` over its fsspec filesystem (s3fs,
+gcsfs): the same `/`, `glob`, `exists`, `read_text` API. The functions here are the few
+operations whose meaning differs between the two:
+
+- atomicity: locally, write a temporary name and rename; on an object store a single PUT (or a
+  multipart upload, completed on close) is atomic already and a rename would be a copy.
+- memory-mapped data arrays need a local file: `local_copy` fetches a data dir once per node.
+- DuckDB and pyarrow need the filesystem object as well as the path.
+
+Credentials and endpoints are configured the way the AWS / GCP tools expect (environment,
+profile, instance role, `AWS_ENDPOINT_URL` for S3-compatible servers); raysweep passes none, so
+Ray's own pyarrow filesystem and s3fs read the same configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Union
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+# protocol -> the fsspec package that implements it
+OBJECT_STORES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+
+StoragePath = Union[Path, UPath]
+
+
+class StorageError(ValueError):
+    """A storage location that cannot be used; the message names it and the fix."""
+
+
+def protocol_of(location: str) -> str:
+    return location.split("://", 1)[0].lower() if "://" in location else ""
+
+
+def check_location(location: str) -> str:
+    """A storage string in canonical form: an absolute local path, or `<store>://bucket/prefix`."""
+    protocol = protocol_of(location)
+    if not protocol:
+        return str(Path(location).expanduser().resolve())
+    if protocol not in OBJECT_STORES:
+        raise StorageError(f"{location}: unknown storage scheme {protocol}://; use a local or NFS "
+                           f"path, or one of {', '.join(s + '://' for s in OBJECT_STORES)}")
+    if not location.split("://", 1)[1].strip("/"):
+        raise StorageError(f"{location}: names no bucket; use {protocol}://BUCKET/PREFIX")
+    return location.rstrip("/")
+
+
+def location(path: Union[str, os.PathLike]) -> StoragePath:
+    """The path object for a storage string; a path object is returned as it is."""
+    if isinstance(path, (Path, UPath)):
+        return path
+    text = str(path)
+    protocol = protocol_of(text)
+    if not protocol:
+        return Path(text).expanduser().resolve()
+    check_location(text)
+    try:
+        # No listing cache: workers on other nodes write shards and markers that this process
+        # must see on its next look, not a listing cached before they existed.
+        return UPath(text, use_listings_cache=False)
+    except ImportError:
+        raise StorageError(f"{text}: {protocol}:// needs the {OBJECT_STORES[protocol]} package; "
+                           f"pip install {OBJECT_STORES[protocol]}") from None
+
+
+def is_remote(path: StoragePath) -> bool:
+    return isinstance(path, UPath) and path.protocol not in ("", "file", "local")
+
+
+def ensure_dir(path: StoragePath) -> None:
+    """mkdir -p locally. Object stores have no directories (and s3fs's mkdir would create a
+    missing bucket, turning a typo into a new bucket)."""
+    if not is_remote(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+
+
+def remove_stale_temporaries(path: StoragePath) -> None:
+    """Temporary files of `path` left by a writer killed mid-write (local only: an object store
+    never shows an upload that did not complete)."""
+    if not is_remote(path):
+        for stale in Path(path).parent.glob(f".{Path(path).name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: StoragePath, data: bytes) -> None:
+    """Readers see the old content or the new, never half."""
+    if is_remote(path):
+        path.write_bytes(data)  # one PUT: the object appears whole or not at all
+        return
+    tmp = _temporary_sibling(Path(path))
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: StoragePath, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def sha256_file(path: StoragePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_parquet(table: pa.Table, path: StoragePath, **options) -> str:
+    """Write a Parquet file atomically; returns its sha256."""
+    if is_remote(path):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **options)
+        data = sink.getvalue().to_pybytes()
+        path.write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
+    tmp = _temporary_sibling(Path(path))
+    pq.write_table(table, tmp, **options)
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def arrow_source(path: StoragePath) -> dict:
+    """Keyword arguments that let pyarrow.parquet read `path` where it lives."""
+    if is_remote(path):
+        return {"source": path.path, "filesystem": path.fs}
+    return {"source": str(path)}
+
+
+def parquet_file(path: StoragePath) -> pq.ParquetFile:
+    if is_remote(path):
+        return pq.ParquetFile(path.open("rb"))
+    return pq.ParquetFile(path)
+
+
+def read_parquet_schema(path: StoragePath) -> pa.Schema:
+    return parquet_file(path).schema_arrow
+
+
+def read_parquet_table(path: StoragePath) -> pa.Table:
+    source = arrow_source(path)
+    return pq.read_table(source.pop("source"), **source)
+
+
+def upload_tree(local_dir: Path, destination: StoragePath, last: str) -> None:
+    """Copy a local directory to storage with the file named `last` (its completeness marker)
+    copied after every other file. Locally: rename when possible."""
+    if not is_remote(destination):
+        shutil.copytree(local_dir, destination)
+        return
+    files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+    for file in sorted(files, key=lambda p: p.name == last):
+        target = destination / file.relative_to(local_dir).as_posix()
+        destination.fs.put_file(str(file), target.path)
+
+
+def copy_tree(source: StoragePath, destination: StoragePath, last: str) -> None:
+    """Copy a stored directory (marker `last` copied last)."""
+    if not (is_remote(source) or is_remote(destination)):
+        shutil.copytree(source, destination)
+        return
+    with tempfile.TemporaryDirectory(prefix="raysweep-copy-") as staging:
+        download_tree(source, Path(staging) / "tree")
+        upload_tree(Path(staging) / "tree", destination, last)
+
+
+def download_tree(source: StoragePath, local_dir: Path) -> None:
+    if not is_remote(source):
+        shutil.copytree(source, local_dir)
+        return
+    local_dir.mkdir(parents=True)
+    for remote_file in source.fs.find(source.path):
+        relative = PurePosixPath(remote_file).relative_to(source.path)
+        (local_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        source.fs.get_file(remote_file, str(local_dir / relative))
+
+
+def node_cache_dir(kind: str) -> Path:
+    """Per-node cache for copies of stored files (data arrays, catalogs)."""
+    return Path(os.environ.get("RAYSWEEP_CACHE", Path(tempfile.gettempdir()) / "raysweep-cache")) / kind
+
+
+def local_copy(directory: StoragePath, key: str, marker: str) -> Path:
+    """A local directory with the content of `directory`: itself when it is local; otherwise a
+    node-local copy, fetched once per key (content-addressed, so a copy never goes stale) and
+    complete when `marker` is in it. Concurrent fetchers each stage their own copy; the first
+    rename wins."""
+    if not is_remote(directory):
+        return Path(directory)
+    cached = node_cache_dir("data") / key
+    if (cached / marker).exists():
+        return cached
+    staging = cached.with_name(f".{key}.tmp-{uuid.uuid4().hex}")
+    try:
+        download_tree(directory, staging)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, cached)
+        except OSError:
+            if not (cached / marker).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached
+
+
+def fetch_file(path: StoragePath, cache_name: str) -> Path:
+    """A local copy of one stored file, refreshed on every call (for files rebuilt in place,
+    such as a catalog); a local file is returned as it is."""
+    if not is_remote(path):
+        return Path(path)
+    target = node_cache_dir("files") / cache_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _temporary_sibling(target)
+    path.fs.get_file(path.path, str(staging))
+    os.replace(staging, target)
+    return target
+
+
+def register_filesystems(con, paths: list[StoragePath]) -> None:
+    """Let a DuckDB connection read the object stores these paths live on (httpfs cannot be
+    installed offline; DuckDB reads through the registered fsspec filesystem instead)."""
+    seen = set()
+    for path in paths:
+        if is_remote(path) and path.protocol not in seen:
+            con.register_filesystem(path.fs)
+            seen.add(path.protocol)
