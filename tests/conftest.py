@@ -74,9 +74,12 @@ def kill_session_and_its_ray(process: subprocess.Popen, env: dict) -> None:
     kill_ray_started_with(env)
 
 
-def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool = True):
+def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool = True,
+            env: dict | None = None):
+    """`raysweep ARGS` in a subprocess with its own TMPDIR; `env` adds variables."""
     result = subprocess.run([sys.executable, "-m", "raysweep.cli", *args], cwd=tmp_root,
-                            env=cli_env(tmp_root), capture_output=True, text=True, timeout=timeout)
+                            env={**cli_env(tmp_root), **(env or {})}, capture_output=True, text=True,
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"raysweep {' '.join(args)} exited {result.returncode}\n"
                              f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}")
