@@ -100,8 +100,10 @@ def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> lis
 
 def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
     """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
-    sweep_dir = location(str(sweep_dir))
-    freq_files = sorted(sweep_dir.glob("data/*/token_freq.parquet"))
+    sweep_dir = location(sweep_dir)
+    # Complete data dirs only (meta.json is written or uploaded last), never a staging dir.
+    freq_files = sorted(meta.parent / "token_freq.parquet" for meta in sweep_dir.glob("data/*/meta.json")
+                        if not meta.parent.name.startswith("."))
     trials_file = sweep_dir / "trials.parquet"
     if not freq_files or not trials_file.exists():
         raise FileNotFoundError(f"{sweep_dir}: not a finished sweep directory (no data/*/token_freq.parquet "
@@ -126,7 +128,7 @@ def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
 
 def local_catalog(sweep_dir: str | StoragePath) -> Path:
     """The catalog file to open: the sweep's own, or a fresh local copy of a stored one."""
-    sweep_dir = location(str(sweep_dir))
+    sweep_dir = location(sweep_dir)
     path = sweep_dir / CATALOG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{sweep_dir}: no {CATALOG_FILE}; run `raysweep catalog {sweep_dir}` "
@@ -137,7 +139,7 @@ def local_catalog(sweep_dir: str | StoragePath) -> Path:
 def open_catalog(sweep_dir: str | StoragePath) -> duckdb.DuckDBPyConnection:
     """A read-only connection to a sweep's catalog that can read its shards wherever they are."""
     con = duckdb.connect(str(local_catalog(sweep_dir)), read_only=True)
-    register_filesystems(con, [location(str(sweep_dir))])
+    register_filesystems(con, [location(sweep_dir)])
     return con
 
 

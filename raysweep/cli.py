@@ -34,7 +34,7 @@ def _sweep(args) -> int:
         # needs a cwd that exists when it finishes. The spec's paths are resolved by now.
         try:
             if is_remote(spec.sweep_dir):
-                os.chdir(tempfile.mkdtemp(prefix="raysweep-job-"))
+                os.chdir(tempfile.gettempdir())
             else:
                 spec.sweep_dir.mkdir(parents=True, exist_ok=True)
                 os.chdir(spec.sweep_dir)

@@ -23,7 +23,7 @@ def _table(frame) -> str:
 
 
 def write_html_report(sweep_dir: str | StoragePath, out: StoragePath | None = None) -> StoragePath:
-    sweep_dir = location(str(sweep_dir))
+    sweep_dir = location(sweep_dir)
     out = out or sweep_dir / "report.html"
     with connect([sweep_dir]) as con:
         trials = con.execute("SELECT trial_id, weight_decay, scale, seed, regularizer, n_params, status, "

@@ -57,8 +57,9 @@ def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
     paths = {"storage": raw.get("storage"), "data.corpus": data.get("corpus"),
              "data.tokenizer.path": (data.get("tokenizer") or {}).get("path")}
     for field, value in paths.items():
-        if value is None or value in BUNDLED or str(value).startswith("hf:") or "://" in str(value):
-            continue  # named corpora, hub datasets and object stores mean the same everywhere
+        if value is None or value in BUNDLED or str(value).startswith("hf:") \
+                or (field == "storage" and "://" in str(value)):
+            continue  # named corpora, hub datasets and buckets mean the same on every node
         if not Path(str(value)).is_absolute():
             raise SpecError([f"{field}: {value!r} is relative, which means nothing on the cluster (the job "
                              "carries only the spec); use an absolute path every node mounts"

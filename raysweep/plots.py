@@ -195,7 +195,7 @@ FIGURES = {
 def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None) -> list[StoragePath]:
     """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`, which may be on an
     object store: figures are rendered in memory and written whole)."""
-    sweep_dir = location(str(sweep_dir))
+    sweep_dir = location(sweep_dir)
     out_dir = out_dir or sweep_dir / "figures"
     ensure_dir(out_dir)
     written = []

@@ -107,7 +107,7 @@ def complete_shards(root: StoragePath) -> list[StoragePath]:
     root = location(root)
     if not root.exists():
         return []
-    found = {str(p) for p in root.rglob("*.parquet")}  # one listing, not a request per shard
+    found = {str(p) for p in root.rglob("*.parquet")}  # a listing, not an exists() request per shard
     shards = (m.with_name(m.name[1: -len(MANIFEST_SUFFIX)] + ".parquet")
               for m in root.rglob(f"_*{MANIFEST_SUFFIX}"))
     return sorted(shard for shard in shards if str(shard) in found)

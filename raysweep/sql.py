@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from raysweep.catalog import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
+from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS, CatalogError, local_catalog, open_catalog
 from raysweep.queries import load_queries
 from raysweep.storage import StoragePath, location, register_filesystems
 
@@ -21,7 +21,7 @@ def _aliases(sweep_dirs: list[StoragePath]) -> list[str]:
     """Sweep names as aliases; repeated names get a numeric suffix."""
     aliases = []
     for directory in sweep_dirs:
-        name = location(str(directory)).name
+        name = location(directory).name
         alias, n = name, 2
         while alias in aliases:
             alias, n = f"{name}_{n}", n + 1
@@ -53,10 +53,10 @@ def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:
         if len(sweep_dirs) == 1:
             return open_catalog(sweep_dirs[0])
         con = duckdb.connect()
-        register_filesystems(con, [location(str(d)) for d in sweep_dirs])
+        register_filesystems(con, [location(d) for d in sweep_dirs])
         con.execute(union_sql(sweep_dirs))
         return con
     except duckdb.Error as exc:  # a damaged or foreign catalog.duckdb
         first_line = str(exc).splitlines()[0]
-        raise CatalogError(f"{' '.join(str(local_catalog(d)) for d in sweep_dirs)}: cannot open the "
+        raise CatalogError(f"{' '.join(str(location(d) / CATALOG_FILE) for d in sweep_dirs)}: cannot open the "
                            f"catalog ({first_line}); rebuild it with `raysweep catalog SWEEP_DIR`") from None

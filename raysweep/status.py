@@ -24,7 +24,7 @@ def _decoded(value):
 
 
 def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    sweep_dir = location(str(sweep_dir))
+    sweep_dir = location(sweep_dir)
     states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
     if not states:
         raise FileNotFoundError(f"{sweep_dir}: no Tune experiment state (tune/experiment_state-*.json); "

@@ -18,6 +18,7 @@ Ray's own pyarrow filesystem and s3fs read the same configuration.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -44,34 +45,35 @@ def protocol_of(location: str) -> str:
 
 
 def check_location(location: str) -> str:
-    """A storage string in canonical form: an absolute local path, or `<store>://bucket/prefix`."""
+    """A storage string in canonical form: an absolute local path, or `<store>://bucket/prefix`
+    whose filesystem package is installed."""
     protocol = protocol_of(location)
     if not protocol:
         return str(Path(location).expanduser().resolve())
     if protocol not in OBJECT_STORES:
         raise StorageError(f"{location}: unknown storage scheme {protocol}://; use a local or NFS "
                            f"path, or one of {', '.join(s + '://' for s in OBJECT_STORES)}")
-    if not location.split("://", 1)[1].strip("/"):
+    rest = location.split("://", 1)[1].strip("/")
+    if not rest:
         raise StorageError(f"{location}: names no bucket; use {protocol}://BUCKET/PREFIX")
-    return location.rstrip("/")
+    package = OBJECT_STORES[protocol]
+    if importlib.util.find_spec(package) is None:
+        raise StorageError(f"{location}: {protocol}:// needs the {package} package; pip install {package}"
+                           + (" (or raysweep[gcs])" if package == "gcsfs" else ""))
+    return f"{protocol}://{rest}"
 
 
 def location(path: Union[str, os.PathLike]) -> StoragePath:
-    """The path object for a storage string; a path object is returned as it is."""
-    if isinstance(path, (Path, UPath)):
+    """The path object for a storage string or path: local ones absolute, stored ones as UPaths
+    (a UPath passed in keeps its storage options)."""
+    if isinstance(path, UPath) and is_remote(path):
         return path
-    text = str(path)
-    protocol = protocol_of(text)
-    if not protocol:
-        return Path(text).expanduser().resolve()
-    check_location(text)
-    try:
-        # No listing cache: workers on other nodes write shards and markers that this process
-        # must see on its next look, not a listing cached before they existed.
-        return UPath(text, use_listings_cache=False)
-    except ImportError:
-        raise StorageError(f"{text}: {protocol}:// needs the {OBJECT_STORES[protocol]} package; "
-                           f"pip install {OBJECT_STORES[protocol]}") from None
+    canonical = check_location(str(path))
+    if not protocol_of(canonical):
+        return Path(canonical)
+    # No listing cache: workers on other nodes write shards and markers that this process must
+    # see on its next look, not a listing cached before they existed.
+    return UPath(canonical, use_listings_cache=False)
 
 
 def is_remote(path: StoragePath) -> bool:
@@ -140,14 +142,14 @@ def arrow_source(path: StoragePath) -> dict:
     return {"source": str(path)}
 
 
-def parquet_file(path: StoragePath) -> pq.ParquetFile:
-    if is_remote(path):
-        return pq.ParquetFile(path.open("rb"))
-    return pq.ParquetFile(path)
-
-
 def read_parquet_schema(path: StoragePath) -> pa.Schema:
-    return parquet_file(path).schema_arrow
+    source = arrow_source(path)
+    return pq.read_schema(source.pop("source"), **source)
+
+
+def read_parquet_metadata(path: StoragePath) -> pq.FileMetaData:
+    source = arrow_source(path)
+    return pq.read_metadata(source.pop("source"), **source)
 
 
 def read_parquet_table(path: StoragePath) -> pa.Table:
@@ -155,32 +157,18 @@ def read_parquet_table(path: StoragePath) -> pa.Table:
     return pq.read_table(source.pop("source"), **source)
 
 
-def upload_tree(local_dir: Path, destination: StoragePath, last: str) -> None:
-    """Copy a local directory to storage with the file named `last` (its completeness marker)
-    copied after every other file. Locally: rename when possible."""
-    if not is_remote(destination):
-        shutil.copytree(local_dir, destination)
-        return
+def upload_tree(local_dir: Path, destination: UPath, last: str) -> None:
+    """Upload a local directory to an object store with the file named `last` (its completeness
+    marker) uploaded after every other file."""
+    assert is_remote(destination), destination  # locally, build in place and rename instead
     files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
     for file in sorted(files, key=lambda p: p.name == last):
         target = destination / file.relative_to(local_dir).as_posix()
         destination.fs.put_file(str(file), target.path)
 
 
-def copy_tree(source: StoragePath, destination: StoragePath, last: str) -> None:
-    """Copy a stored directory (marker `last` copied last)."""
-    if not (is_remote(source) or is_remote(destination)):
-        shutil.copytree(source, destination)
-        return
-    with tempfile.TemporaryDirectory(prefix="raysweep-copy-") as staging:
-        download_tree(source, Path(staging) / "tree")
-        upload_tree(Path(staging) / "tree", destination, last)
-
-
-def download_tree(source: StoragePath, local_dir: Path) -> None:
-    if not is_remote(source):
-        shutil.copytree(source, local_dir)
-        return
+def download_tree(source: UPath, local_dir: Path) -> None:
+    assert is_remote(source), source
     local_dir.mkdir(parents=True)
     for remote_file in source.fs.find(source.path):
         relative = PurePosixPath(remote_file).relative_to(source.path)
@@ -218,14 +206,19 @@ def local_copy(directory: StoragePath, key: str, marker: str) -> Path:
 
 
 def fetch_file(path: StoragePath, cache_name: str) -> Path:
-    """A local copy of one stored file, refreshed on every call (for files rebuilt in place,
-    such as a catalog); a local file is returned as it is."""
+    """A local copy of one stored file, fetched again whenever the stored one changed (its size
+    or modification time; the copy carries the stored file's mtime); a local file is returned as
+    it is."""
     if not is_remote(path):
         return Path(path)
+    stored = path.stat()
     target = node_cache_dir("files") / cache_name
+    if target.exists() and (target.stat().st_size, target.stat().st_mtime) == (stored.st_size, stored.st_mtime):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _temporary_sibling(target)
     path.fs.get_file(path.path, str(staging))
+    os.utime(staging, (stored.st_mtime, stored.st_mtime))
     os.replace(staging, target)
     return target
 

@@ -253,6 +253,10 @@ def _prepare(spec: SweepSpec) -> PreparedData:
         return prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
     except OSError as exc:  # disk full, quota, file-size limit: nothing half-built is kept
         where = exc.filename or spec.sweep_dir / "data"
+        if is_remote(spec.sweep_dir):  # s3fs / gcsfs raise OSErrors for refused or failed requests
+            raise SweepDirError(f"storage: uploading the data dir to {where} failed "
+                                f"({str(exc).splitlines()[0] or type(exc).__name__}); check the "
+                                "credentials and the bucket's permissions") from None
         raise SweepDirError(f"storage: writing {where} failed ({exc.strerror or exc}): the disk is full "
                             "or a quota or file-size limit was hit; free space or point storage "
                             "elsewhere (--set storage=PATH)") from None
@@ -291,7 +295,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
 
 def load_sweep_spec(sweep_dir: str | StoragePath) -> SweepSpec:
     """The spec a sweep dir was run with, with `storage` pointing where the dir is now."""
-    sweep_dir = location(str(sweep_dir))
+    sweep_dir = location(sweep_dir)
     spec_file = sweep_dir / "spec.yaml"
     if not spec_file.exists():
         raise SweepDirError(f"{sweep_dir}: not a sweep directory (no spec.yaml); "

@@ -16,7 +16,7 @@ from raysweep.config import SweepSpec, grid_points
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
 from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, partition_keys,
                              token_shard_path, train_metrics_path)
-from raysweep.storage import StoragePath, parquet_file
+from raysweep.storage import StoragePath, read_parquet_metadata
 from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
                                        trial_run_dir)
 
@@ -69,7 +69,7 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
         report.partial.append(f"{path} (no manifest)")
     elif not is_complete(path, verify_checksum=True):
         report.partial.append(f"{path} (checksum differs from its manifest)")
-    elif parquet_file(path).metadata.num_rows != json.loads(manifest_path(path).read_text())["rows"]:
+    elif read_parquet_metadata(path).num_rows != json.loads(manifest_path(path).read_text())["rows"]:
         report.partial.append(f"{path} (row count differs from its manifest)")
 
 
@@ -92,10 +92,12 @@ def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
             if str(checkpoint) != str(final) and not (checkpoint / COMPLETE_MARKER).exists():
                 report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
     shards_dir = spec.sweep_dir / "shards"
+    done: dict[str, bool] = {}  # trial -> finished (one request per trial on an object store)
     for path in sorted(shards_dir.rglob("*.parquet")):
         trial = partition_keys(path).get("trial", "")
-        trial_done = (trial_run_dir(spec.sweep_dir, trial) / TRIAL_DONE_FILE).exists()
-        if trial_done and str(path) not in expected:
+        if trial not in done:
+            done[trial] = (trial_run_dir(spec.sweep_dir, trial) / TRIAL_DONE_FILE).exists()
+        if done[trial] and str(path) not in expected:
             report.unexpected.append(str(path))
     report.partial += [f"{p} (temporary file left by an interrupted write)"
                        for p in sorted(shards_dir.rglob(".*.tmp-*"))]

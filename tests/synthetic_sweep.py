@@ -3,6 +3,7 @@ token_freq and trials table, for testing the catalog and the SQL library against
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight
                              "piece": [f"p{i}" for i in range(VOCAB)],
                              "n_chars": pa.array([2] * VOCAB, pa.int32())}),
                    data_dir / "token_freq.parquet")
+    (data_dir / "meta.json").write_text(json.dumps({"data_key": data_key}))  # the data dir's completeness marker
     trials = []
     for scale in scales:
         for wd in weight_decays:

@@ -24,7 +24,7 @@ from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
-from raysweep.storage import StoragePath, copy_tree, is_remote, location, upload_tree
+from raysweep.storage import StoragePath, is_remote, location, upload_tree
 
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("train", "heldout")
@@ -105,21 +105,21 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
 
 def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: StoragePath,
                  min_sequences: int = 1) -> PreparedData:
-    """The sweep's data directory, built once; reused from a sibling sweep when one has it."""
+    """The sweep's data directory, built once; on local storage, copied from a sibling sweep that
+    has it."""
     key = data_key(data, evaluation)
     sweep_dir = location(sweep_dir)
     final = sweep_dir / "data" / key
     if (final / "meta.json").exists():
         return PreparedData.load(final)
-    siblings = sorted(sweep_dir.parent.glob(f"*/data/{key}/meta.json"))
     if is_remote(final):
-        if siblings:
-            copy_tree(siblings[0].parent, final, last="meta.json")
-        else:
-            with tempfile.TemporaryDirectory(prefix=f"raysweep-data-{key}-") as staging:
-                _build(data, evaluation, key, Path(staging), min_sequences)
-                upload_tree(Path(staging), final, last="meta.json")
+        # Built afresh rather than copied from a sibling sweep: finding one would list every
+        # sweep's tree in the bucket, and a copy costs as many requests as the upload.
+        with tempfile.TemporaryDirectory(prefix=f"raysweep-data-{key}-") as staging:
+            _build(data, evaluation, key, Path(staging), min_sequences)
+            upload_tree(Path(staging), final, last="meta.json")
     else:
+        siblings = sorted(sweep_dir.parent.glob(f"*/data/{key}/meta.json"))
         _prepare_local(data, evaluation, key, final, siblings, min_sequences)
     prepared = PreparedData.load(final)
     if prepared.n_train_sequences < min_sequences:

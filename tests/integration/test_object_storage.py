@@ -129,10 +129,14 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_env, tmp_path):
     rows = sum(m["rows"] for name, m in s3_manifests.items() if name.startswith("shards/tokens/"))
     assert f"{rows}" in run_cli(["sql", sweep_uri, "SELECT count(*) AS n FROM tokens"], tmp_path,
                                 env=s3_env).stdout
-    assert run_cli(["report", sweep_uri], tmp_path, env=s3_env).stdout == \
-        run_cli(["report", str(local_dir)], tmp_path).stdout
+    report = run_cli(["report", sweep_uri], tmp_path, env=s3_env).stdout
+    assert report == run_cli(["report", str(local_dir)], tmp_path).stdout
     status = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout
     assert status.count("TERMINATED") == 1
+    # Tune restores the finished experiment from the bucket; nothing reruns, the report is the same.
+    resumed = run_cli(["resume", sweep_uri], tmp_path, env=s3_env)
+    assert report.strip() in resumed.stdout
+    assert _keys(s3_env, prefix + "shards/") == [k[len("shards/"):] for k in keys if k.startswith("shards/")]
 
 
 def test_missing_bucket_is_one_line_before_any_work(s3_env, tmp_path):

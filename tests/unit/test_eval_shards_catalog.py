@@ -1,5 +1,6 @@
 """Per-token scoring, atomic shards and the DuckDB catalog on synthetic-but-real files."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def _fake_sweep(root):
                              "share": [0, 1 / 42, 2 / 42, 3 / 42, 9 / 42, 27 / 42],
                              "piece": list("abcdef"), "n_chars": [1] * 6}),
                    root / "data" / "k1" / "token_freq.parquet")
+    (root / "data" / "k1" / "meta.json").write_text('{"data_key": "k1"}')  # marks the data dir complete
     trial = {"scale": "nano", "seed": 0, "steps": 10, "data_key": "k1", "status": "TERMINATED",
              "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices", "n_params": 1,
              "flops_per_token": 6, "lr": 1e-3, "error": None}
@@ -149,3 +151,17 @@ def test_catalog_of_a_sweep_without_shards_yet(tmp_path):
         assert con.execute("SELECT count(*), sum(loss) FROM tokens").fetchone() == (0, None)
         assert con.execute("SELECT count(*) FROM train_metrics").fetchone()[0] == 0
     assert report_table(tmp_path).empty
+
+
+def test_catalog_skips_data_dirs_still_being_built(tmp_path):
+    """A data dir counts only with its meta.json (written or uploaded last): a staging dir and an
+    interrupted upload contribute no token_freq rows."""
+    _fake_sweep(tmp_path)
+    complete = tmp_path / "data" / "k1" / "token_freq.parquet"
+    for unfinished in ("k2", ".k3.tmp-123"):
+        (tmp_path / "data" / unfinished).mkdir()
+        shutil.copy(complete, tmp_path / "data" / unfinished / "token_freq.parquet")
+    (tmp_path / "data" / ".k3.tmp-123" / "meta.json").write_text('{"data_key": "k3"}')
+    build_catalog(tmp_path)
+    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT DISTINCT data_key FROM token_freq").fetchall() == [("k1",)]
