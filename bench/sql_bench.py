@@ -32,7 +32,8 @@ def write_sweep(root: Path, n_rows: int, n_trials: int = 8, steps=(1000, 2000)) 
                              "piece": [str(i) for i in range(VOCAB)], "n_chars": pa.array(np.ones(VOCAB), pa.int32())}),
                    root / "data" / "k" / "token_freq.parquet")
     trials = [{"trial_id": f"t{i}", "weight_decay": [0.0, 0.1, 0.3, 1.0][i % 4], "scale": "s", "seed": i // 4,
-               "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices", "n_params": 1,
+               "decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0, "dropout": 0.0,
+                               "regularizer": "adamw", "n_params": 1,
                "flops_per_token": 1, "lr": 1e-3, "steps": steps[-1], "data_key": "k",
                "status": "TERMINATED", "error": None} for i in range(n_trials)]
     pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), root / "trials.parquet")

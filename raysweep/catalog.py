@@ -168,36 +168,38 @@ def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePa
 
 REPORT_SQL = """
 WITH overall AS (
-    SELECT b.split, tr.scale, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
+    SELECT b.split, tr.scale, tr.regularizer, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
            avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
     FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.weight_decay
+    GROUP BY b.split, tr.scale, tr.regularizer, tr.weight_decay
 ),
 bins AS (
-    SELECT b.split, tr.scale, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
+    SELECT b.split, tr.scale, tr.regularizer, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
     FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.weight_decay, b.bin
+    GROUP BY b.split, tr.scale, tr.regularizer, tr.weight_decay, b.bin
 )
-SELECT * FROM overall JOIN bins USING (split, scale, weight_decay)
-ORDER BY split, scale, weight_decay, bin
+SELECT * FROM overall JOIN bins USING (split, scale, regularizer, weight_decay)
+ORDER BY split, scale, regularizer, weight_decay, bin
 """
 
 
 def report_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    """Final-step table: per split x scale x weight decay, average and token-balanced loss and the
-    token-balanced loss of each frequency bin (columns bin_-1 = unseen, bin_0, bin_1, ...),
-    averaged over seeds."""
+    """Final-step table: per split x scale (x regularizer, when the sweep has more than plain
+    AdamW) x weight decay, average and token-balanced loss and the token-balanced loss of each
+    frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
     with open_catalog(sweep_dir) as con:
         long = con.execute(REPORT_SQL).df()
     if long.empty:
         return long
-    keys = ["split", "scale", "weight_decay", "n_seeds", "average_loss", "balanced_loss"]
+    keys = ["split", "scale", "regularizer", "weight_decay", "n_seeds", "average_loss", "balanced_loss"]
     wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
     wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
                     for c in wide.columns]
     bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
+    if wide["regularizer"].nunique() == 1:
+        keys.remove("regularizer")  # one regularizer: the column would say nothing
     ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
-    return wide[ordered].sort_values(["split", "scale", "weight_decay"]).reset_index(drop=True)
+    return wide.sort_values(["split", "scale", "regularizer", "weight_decay"])[ordered].reset_index(drop=True)
 
 
 def format_report(table: pd.DataFrame) -> str:

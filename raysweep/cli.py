@@ -8,15 +8,25 @@ import sys
 from pathlib import Path
 
 
-def _print_results(sweep_dir) -> None:
+def _print_results(sweep_dir, command: str) -> int:
+    """The report of a finished sweep run; exit status 1 when any trial ended in error."""
     import ray
 
     from raysweep.catalog import build_catalog, format_report, report_table
+    from raysweep.storage import read_parquet_table
 
     ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
     catalog = build_catalog(sweep_dir)
     print(format_report(report_table(sweep_dir)))
     print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
+    trials = read_parquet_table(sweep_dir / "trials.parquet").to_pylist()
+    failed = [t for t in trials if t["status"] == "ERROR"]
+    if failed:
+        print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials failed (first: "
+              f"{failed[0]['trial_id']}: {failed[0]['error']}); `raysweep status {sweep_dir}` lists them, "
+              f"`raysweep resume {sweep_dir}` retries them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _sweep(args) -> int:
@@ -40,15 +50,13 @@ def _sweep(args) -> int:
                 os.chdir(spec.sweep_dir)
         except OSError:
             pass  # run_sweep's storage check says what is wrong, in one line
-    _print_results(run_sweep(spec))
-    return 0
+    return _print_results(run_sweep(spec), "sweep")
 
 
 def _resume(args) -> int:
     from raysweep.sweep import resume_sweep
 
-    _print_results(resume_sweep(args.sweep_dir))
-    return 0
+    return _print_results(resume_sweep(args.sweep_dir), "resume")
 
 
 def _catalog(args) -> int:

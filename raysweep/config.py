@@ -6,10 +6,11 @@ field path and the bad value (``grid.weight_decay[2]: must be >= 0, got -0.1``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +19,9 @@ from raysweep.cluster import STORAGE_ENV
 from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
+# grid axis -> (spec section, field) holding its single value when the axis is left out
+REGULARIZER_AXES = {"decay_policy": ("train", "decay_policy"), "freq_decay_alpha": ("train", "freq_decay_alpha"),
+                    "label_smoothing": ("train", "label_smoothing"), "dropout": ("model", "dropout")}
 
 
 class SpecError(ValueError):
@@ -65,7 +69,7 @@ class ModelConfig(_Section):
     family: Literal["llama", "qwen2"] = "llama"
     """transformers architecture for the CPU presets; GPU presets carry their own family."""
     dropout: float = Field(0.0, ge=0, lt=1)
-    """Attention dropout (the paper trains without)."""
+    """Attention dropout (the paper trains without). `grid.dropout` makes it an axis."""
 
 
 class TrainConfig(_Section):
@@ -86,7 +90,14 @@ class TrainConfig(_Section):
     """Max global gradient norm; 0 disables clipping."""
     decay_policy: DecayPolicy = "all_matrices"
     """Which parameters decay: every matrix incl. embeddings, all but embeddings, or embeddings only.
-    Norms and biases never decay."""
+    Norms and biases never decay. `grid.decay_policy` makes it an axis."""
+    freq_decay_alpha: float = Field(0.0, ge=-4, le=4)
+    """Frequency-aware decay: row i of the input and output embeddings decays with
+    lambda * (count_i / median count) ** alpha (training counts, clipped to >= 1; median over the
+    types seen in training). 0: plain AdamW; > 0 spares rare rows. `grid.freq_decay_alpha`: an axis."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the training loss (evaluation always scores plain cross-entropy).
+    `grid.label_smoothing` makes it an axis."""
     checkpoint_every: int = Field(100, ge=1)
     """Steps between checkpoints (the last step always checkpoints)."""
 
@@ -109,6 +120,15 @@ class GridConfig(_Section):
     """Model scale presets (see `raysweep.model.PRESETS`)."""
     seed: list[int] = Field([0], min_length=1)
     """Seeds of model init and data order."""
+    # The regularizer axes: left out, the single value of the train/model field of the same name.
+    decay_policy: Optional[list[DecayPolicy]] = Field(None, min_length=1)
+    """Decay policies to compare (train.decay_policy as an axis)."""
+    freq_decay_alpha: Optional[list[Annotated[float, Field(ge=-4, le=4)]]] = Field(None, min_length=1)
+    """Frequency-aware decay exponents (train.freq_decay_alpha as an axis)."""
+    label_smoothing: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = Field(None, min_length=1)
+    """Label smoothing values (train.label_smoothing as an axis)."""
+    dropout: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = Field(None, min_length=1)
+    """Dropout values (model.dropout as an axis)."""
 
     @model_validator(mode="after")
     def _check(self) -> "GridConfig":
@@ -118,8 +138,8 @@ class GridConfig(_Section):
 
         problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"
                      for i, v in enumerate(self.scale) if v not in PRESETS]
-        for field in ("weight_decay", "scale", "seed"):
-            values = getattr(self, field)
+        for field in ("weight_decay", "scale", "seed", *REGULARIZER_AXES):
+            values = getattr(self, field) or []
             if len(set(values)) != len(values):
                 problems.append(f"grid.{field}: duplicate values in {values!r}")
         if problems:
@@ -198,6 +218,19 @@ class SweepSpec(_Section):
         tok = self.data.tokenizer
         if tok.kind == "file" and not tok.path:
             problems.append("data.tokenizer.path: required when data.tokenizer.kind is 'file'")
+        for axis, (section, field) in REGULARIZER_AXES.items():
+            single = getattr(getattr(self, section), field)
+            default = type(getattr(self, section)).model_fields[field].default
+            # A non-default single value beside the axis is a contradiction, not an override.
+            # (Not model_fields_set: the spec travels to workers and spec.yaml as a full dump.)
+            if getattr(self.grid, axis) is not None and single != default:
+                problems.append(f"grid.{axis}: {section}.{field} is set too ({single!r}); keep one of "
+                                f"them (the grid's list, or {section}.{field} for a single value)")
+        policies = self.grid.decay_policy or [self.train.decay_policy]
+        alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
+        if "no_embeddings" in policies and any(alphas):
+            problems.append("train.freq_decay_alpha: acts on the embedding rows, which decay policy "
+                            "'no_embeddings' never decays; drop one of the two from the spec")
         if problems:
             raise SpecError(problems)
         return self
@@ -303,17 +336,53 @@ def spec_to_yaml(spec: SweepSpec) -> str:
 
 
 class TrialPoint(_Section):
-    """One point of the grid; its id is a pure function of the point, so retries find their files."""
+    """One point of the grid; its id is a pure function of the point, so retries find their files.
+    The regularizer fields default to plain AdamW."""
 
     weight_decay: float = Field(ge=0)
     scale: str
     seed: int
+    decay_policy: DecayPolicy = "all_matrices"
+    freq_decay_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+
+    def _regularizer_parts(self) -> list[tuple[str, str]]:
+        """(id suffix, description) of each regularizer setting that is not plain AdamW's."""
+        parts = []
+        if self.decay_policy != "all_matrices":
+            parts.append((self.decay_policy, self.decay_policy))
+        for field, short in (("freq_decay_alpha", "fa"), ("label_smoothing", "ls"), ("dropout", "do")):
+            if getattr(self, field):
+                parts.append((f"{short}{getattr(self, field)!r}", f"{field}={getattr(self, field)!r}"))
+        return parts
 
     @property
     def trial_id(self) -> str:
-        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}"
+        suffix = "".join(f"-{short}" for short, _ in self._regularizer_parts())
+        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{suffix}"
+
+    @property
+    def regularizer(self) -> str:
+        """Everything but lambda that regularizes the trial, e.g. `adamw` or
+        `adamw no_embeddings label_smoothing=0.1`: trials pair with their lambda = 0 baseline on it."""
+        return " ".join(["adamw", *(text for _, text in self._regularizer_parts())])
 
 
-def grid_points(grid: GridConfig) -> list[TrialPoint]:
-    return [TrialPoint(weight_decay=wd, scale=scale, seed=seed)
-            for scale in grid.scale for wd in grid.weight_decay for seed in grid.seed]
+def regularizer_axes(spec: SweepSpec) -> dict[str, list]:
+    """Each regularizer axis's values: the grid's list, or the spec's single value."""
+    return {axis: getattr(spec.grid, axis) or [getattr(getattr(spec, section), field)]
+            for axis, (section, field) in REGULARIZER_AXES.items()}
+
+
+def grid_points(spec: SweepSpec) -> list[TrialPoint]:
+    """Every trial of the spec's grid (scale x weight decay x seed x regularizer axes)."""
+    axes = regularizer_axes(spec)
+    points = []
+    for scale in spec.grid.scale:
+        for wd in spec.grid.weight_decay:
+            for seed in spec.grid.seed:
+                for values in itertools.product(*axes.values()):
+                    points.append(TrialPoint(weight_decay=wd, scale=scale, seed=seed,
+                                             **dict(zip(axes, values))))
+    return points

@@ -18,6 +18,13 @@ from raysweep.storage import StoragePath, atomic_write_bytes, ensure_dir, locati
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
 
+def _panel(alias: str = "") -> str:
+    """SQL for the panel key `scale`: the scale, plus the regularizer when it is not plain AdamW,
+    so a sweep with a regularizer axis gets a panel per (scale, regularizer)."""
+    return (f"{alias}scale || CASE WHEN {alias}regularizer = 'adamw' THEN '' "
+            f"ELSE ' / ' || {alias}regularizer END AS scale")
+
+
 def _query(sweep_dir: StoragePath, sql: str) -> pd.DataFrame:
     with connect([sweep_dir]) as con:
         return con.execute(sql).df()
@@ -41,8 +48,8 @@ def _wd_colors(weight_decays) -> dict:
 
 def loss_vs_rank(sweep_dir: StoragePath):
     """Figure 1 (the paper's): per-type mean loss against frequency rank, smoothed over log-spaced rank windows."""
-    data = _query(sweep_dir, """
-        SELECT t.split, tr.scale, tr.weight_decay, f.rank, avg(t.mean_loss) AS loss
+    data = _query(sweep_dir, f"""
+        SELECT t.split, {_panel('tr.')}, tr.weight_decay, f.rank, avg(t.mean_loss) AS loss
         FROM token_type_loss() t JOIN trials tr ON tr.trial_id = t.trial_id
         JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = t.token_id
         GROUP BY ALL""")
@@ -64,8 +71,8 @@ def loss_vs_rank(sweep_dir: StoragePath):
 
 def bin_bars(sweep_dir: StoragePath):
     """Figure 2: token-balanced mean loss and occurrence accuracy per bin, grouped bars per weight decay."""
-    data = _query(sweep_dir, """
-        SELECT b.split, tr.scale, tr.weight_decay, b.bin,
+    data = _query(sweep_dir, f"""
+        SELECT b.split, {_panel('tr.')}, tr.weight_decay, b.bin,
                avg(b.type_mean_loss) AS loss, avg(b.accuracy) AS accuracy
         FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
     keys = sorted(data.groupby(["scale", "split"]).groups)
@@ -90,7 +97,7 @@ def bin_bars(sweep_dir: StoragePath):
 
 def excess_bars(sweep_dir: StoragePath):
     """Figure 3: excess loss of each weight decay over λ = 0 per bin, mean over seeds with 95% CI."""
-    data = _query(sweep_dir, "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0")
+    data = _query(sweep_dir, f"SELECT * REPLACE ({_panel()}) FROM excess_loss_ci() WHERE weight_decay > 0")
     keys = sorted(data.groupby(["scale", "split"]).groups)
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
@@ -113,8 +120,8 @@ def excess_bars(sweep_dir: StoragePath):
 
 def learning_speed_bars(sweep_dir: StoragePath):
     """Figure 4: learning speed per bin (1 - mean loss ratio to the first eval), per weight decay."""
-    data = _query(sweep_dir, """
-        SELECT l.split, tr.scale, tr.weight_decay, l.bin, avg(l.learning_speed) AS speed
+    data = _query(sweep_dir, f"""
+        SELECT l.split, {_panel('tr.')}, tr.weight_decay, l.bin, avg(l.learning_speed) AS speed
         FROM learning_speed_bins() l JOIN trials tr ON tr.trial_id = l.trial_id GROUP BY ALL""")
     keys = sorted(data.groupby(["scale", "split"]).groups)
     fig, axes = _panels(keys)
@@ -131,8 +138,8 @@ def learning_speed_bars(sweep_dir: StoragePath):
 
 def balanced_vs_average_lines(sweep_dir: StoragePath):
     """Figure 5 (Table 1 as a plot): average and token-balanced loss against weight decay, per scale."""
-    data = _query(sweep_dir, """
-        SELECT b.split, tr.scale, tr.weight_decay, avg(b.average_loss) AS average,
+    data = _query(sweep_dir, f"""
+        SELECT b.split, {_panel('tr.')}, tr.weight_decay, avg(b.average_loss) AS average,
                avg(b.balanced_loss) AS balanced
         FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
     keys = sorted(data["split"].unique())
@@ -151,8 +158,8 @@ def balanced_vs_average_lines(sweep_dir: StoragePath):
 
 def lowest_bin_heatmap(sweep_dir: StoragePath):
     """Figure 6: excess loss of the rarest seen bin over weight decay x scale (train split)."""
-    data = _query(sweep_dir, """
-        SELECT scale, weight_decay, mean_excess FROM excess_loss_ci()
+    data = _query(sweep_dir, f"""
+        SELECT {_panel()}, weight_decay, mean_excess FROM excess_loss_ci()
         WHERE split = 'train' AND bin = (SELECT min(bin) FROM excess_loss_ci() WHERE bin >= 0)""")
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     grid = data.pivot_table(index="scale", columns="weight_decay", values="mean_excess")
@@ -168,7 +175,7 @@ def lowest_bin_heatmap(sweep_dir: StoragePath):
 
 def training_curves(sweep_dir: StoragePath):
     """Figure 7: training loss per step, one line per trial, panels per scale."""
-    data = _query(sweep_dir, "SELECT * FROM train_curves()")
+    data = _query(sweep_dir, f"SELECT * REPLACE ({_panel()}) FROM train_curves()")
     keys = sorted(data["scale"].unique())
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])

@@ -25,8 +25,10 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raysweep.cluster import DRIVER_RESOURCE
-from raysweep.config import SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, spec_to_yaml
+from raysweep.config import (SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, regularizer_axes,
+                             spec_to_yaml)
 from raysweep.data.corpus import corpus_fingerprint
+from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
 from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
@@ -34,13 +36,15 @@ from raysweep.storage import (StoragePath, atomic_write_text, is_remote, locatio
                               write_parquet)
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
 from raysweep.train.loop import train_loop_per_worker
+from raysweep.train.optim import max_row_decay_factor
 
 log = logging.getLogger("raysweep")
 
 TRIALS_FILE = "trials.parquet"
 TRIALS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),
-    ("seed", pa.int64()), ("decay_policy", pa.string()), ("regularizer", pa.string()),
+    ("seed", pa.int64()), ("decay_policy", pa.string()), ("freq_decay_alpha", pa.float64()),
+    ("label_smoothing", pa.float64()), ("dropout", pa.float64()), ("regularizer", pa.string()),
     ("n_params", pa.int64()), ("flops_per_token", pa.int64()), ("lr", pa.float64()),
     ("steps", pa.int64()), ("data_key", pa.string()), ("status", pa.string()), ("error", pa.string()),
 ])
@@ -51,7 +55,9 @@ class SweepDirError(ValueError):
 
 
 def _trial_from_config(config: dict) -> TrialPoint:
-    return TrialPoint(weight_decay=config["weight_decay"], scale=config["scale"], seed=config["seed"])
+    """The grid point of a Tune trial config (configs of sweeps from before an axis existed lack
+    its key: the default, plain AdamW's, applies)."""
+    return TrialPoint.model_validate({k: v for k, v in config.items() if k in TrialPoint.model_fields})
 
 
 # [2] The trial driver -------------------------------------------------------------------------
@@ -155,11 +161,9 @@ def _trainable(spec: SweepSpec, data: PreparedData):
 
 
 def _param_space(spec: SweepSpec) -> dict:
-    return {
-        "weight_decay": tune.grid_search(list(spec.grid.weight_decay)),
-        "scale": tune.grid_search(list(spec.grid.scale)),
-        "seed": tune.grid_search(list(spec.grid.seed)),
-    }
+    axes = {"weight_decay": spec.grid.weight_decay, "scale": spec.grid.scale, "seed": spec.grid.seed,
+            **regularizer_axes(spec)}
+    return {name: tune.grid_search(list(values)) for name, values in axes.items()}
 
 
 def _trial_name(trial) -> str:
@@ -262,6 +266,24 @@ def _prepare(spec: SweepSpec) -> PreparedData:
                             "elsewhere (--set storage=PATH)") from None
 
 
+def _check_row_decay(spec: SweepSpec, data: PreparedData) -> None:
+    """Frequency-aware decay must shrink every embedding row: lr x lambda x (count / median) **
+    alpha >= 1 for the most frequent type would flip its row each step. Needs the data's counts,
+    so it is checked after data prep, before any trial starts."""
+    points = [p for p in grid_points(spec) if p.freq_decay_alpha and p.weight_decay]
+    if not points:
+        return
+    counts = read_token_counts(data.data_dir, data.vocab_size)
+    field = "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha"
+    for point in points:
+        factor = max_row_decay_factor(counts, point.freq_decay_alpha, spec.train.lr, point.weight_decay)
+        if factor >= 1:
+            raise SpecError([f"{field}: alpha {point.freq_decay_alpha!r} with weight decay "
+                             f"{point.weight_decay!r} and lr {spec.train.lr!r} decays the most frequent "
+                             f"type's embedding rows by {factor:.3g} per step (>= 1 flips them); lower alpha, "
+                             "the weight decay or train.lr"])
+
+
 def run_sweep(spec: SweepSpec) -> StoragePath:
     """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
     sweep_dir = spec.sweep_dir
@@ -271,6 +293,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
         _check_cluster_can_hold(spec, _local_resources())
     _check_data_unchanged(spec)
     data = _prepare(spec)
+    _check_row_decay(spec, data)
     atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)
@@ -335,15 +358,16 @@ def _finish(spec: SweepSpec, results, data: PreparedData) -> None:
 def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> StoragePath:
     """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
     rows = []
-    for trial in grid_points(spec.grid):
+    for trial in grid_points(spec):
         model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
-                                    spec.model.dropout, data.eos_id)
+                                    trial.dropout, data.eos_id)
         complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
         status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
         rows.append({
             "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
-            "seed": trial.seed, "decay_policy": spec.train.decay_policy,
-            "regularizer": f"adamw:{spec.train.decay_policy}",
+            "seed": trial.seed, "decay_policy": trial.decay_policy,
+            "freq_decay_alpha": trial.freq_decay_alpha, "label_smoothing": trial.label_smoothing,
+            "dropout": trial.dropout, "regularizer": trial.regularizer,
             "n_params": count_params(model_config),
             "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
             "lr": spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,

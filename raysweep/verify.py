@@ -76,7 +76,7 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
 def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
     report = VerifyReport()
     expected: set[str] = set()
-    for trial in grid_points(spec.grid):
+    for trial in grid_points(spec):
         run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
         if not (run_dir / TRIAL_DONE_FILE).exists():
             continue  # unfinished trials are `raysweep status`'s business, not corruption

@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer
 
+from raysweep.storage import StoragePath, read_parquet_table
+
 
 def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size: int) -> pa.Table:
     """Columns: token_id, count, rank (1 = most frequent, ties by id), share, piece, n_chars."""
@@ -24,3 +26,11 @@ def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size
         "n_chars": pa.array([len(p) for p in pieces], pa.int32()),
     })
 
+
+
+def read_token_counts(data_dir: StoragePath, vocab_size: int) -> np.ndarray:
+    """Training count of every token id (0 for types never seen), from a data dir's token_freq."""
+    freq = read_parquet_table(data_dir / "token_freq.parquet").select(["token_id", "count"])
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    counts[freq["token_id"].to_numpy()] = freq["count"].to_numpy()
+    return counts

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 from raysweep.config import SweepSpec, TrialPoint
+from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.evaluate import embedding_norms, n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model, flops_per_token
@@ -49,17 +50,30 @@ def batch_rows(step: int, seed: int, n_sequences: int, batch_size: int) -> np.nd
     return np.array([_epoch_order(seed, int(e), n_sequences)[o] for e, o in zip(epochs, offsets)])
 
 
-def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: float) -> torch.Tensor:
+def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: float,
+               label_smoothing: float = 0.0) -> torch.Tensor:
     """One optimizer step on a batch of sequences (next-token loss); returns this rank's loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = model(input_ids=input_ids, labels=input_ids).loss
+    if label_smoothing:
+        logits = model(input_ids=input_ids).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                 input_ids[:, 1:].reshape(-1), label_smoothing=label_smoothing)
+    else:
+        loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def trial_train_config(spec: SweepSpec, trial: TrialPoint):
+    """spec.train with this trial's regularizer settings (the grid's axes) in place."""
+    return spec.train.model_copy(update={"decay_policy": trial.decay_policy,
+                                         "freq_decay_alpha": trial.freq_decay_alpha,
+                                         "label_smoothing": trial.label_smoothing})
 
 
 def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int) -> None:
@@ -118,11 +132,13 @@ def train_loop_per_worker(config: dict) -> None:
     mesh = init_device_mesh(device.type, (world,))
 
     # [2] Model: identical random init on every rank (same seed), then sharded.
-    model_config = build_config(trial.scale, data.vocab_size, spec.model.family, spec.model.dropout,
-                                data.eos_id)
+    model_config = build_config(trial.scale, data.vocab_size, spec.model.family, trial.dropout, data.eos_id)
     model = build_model(model_config, trial.seed)
     apply_fsdp(model, mesh, spec.resources.use_gpu)
-    optimizer = build_optimizer(model, trial.weight_decay, spec.train)
+    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
+    train_cfg = trial_train_config(spec, trial)
+    optimizer = build_optimizer(model, trial.weight_decay, train_cfg,
+                                token_counts=read_token_counts(arrays_dir, data.vocab_size))
 
     # [3] Resume from the newest complete checkpoint, if this is a restart.
     start_step = 0
@@ -141,10 +157,9 @@ def train_loop_per_worker(config: dict) -> None:
             mark_complete(resume_from, start_step)
         _log_attempt(run_dir, start_step, since_driver_start_s=time.time() - config["driver_started_at"],
                      peak_flops=peak, peak_source=peak_source)
-        mask = decay_mask(model, spec.train.decay_policy)
+        mask = decay_mask(model, trial.decay_policy)
         atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))
 
-    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
     train_rows = open_array(arrays_dir, "train")
     eval_sets = {s: np.asarray(open_array(arrays_dir, f"eval-{s}")) for s in EVAL_SPLITS
                  if data.n_eval_sequences[s] > 0}
@@ -161,7 +176,7 @@ def train_loop_per_worker(config: dict) -> None:
         input_ids = torch.from_numpy(train_rows[np.sort(local)].astype(np.int64)).to(device)
         lr = lr_at(step, spec.train)
         torch.manual_seed(hash((trial.seed, step, rank)) & 0x7FFFFFFF)  # dropout replays on resume
-        loss = train_step(model, optimizer, input_ids, lr, spec.train.grad_clip)
+        loss = train_step(model, optimizer, input_ids, lr, spec.train.grad_clip, trial.label_smoothing)
         done = step + 1
         step_time_s = time.perf_counter() - started
         tokens_per_s = tokens_per_step / step_time_s

@@ -7,8 +7,11 @@ whose summary is saved with every trial.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import numpy as np
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from raysweep.config import TrainConfig
 
@@ -49,15 +52,65 @@ def summarize_mask(model: torch.nn.Module, mask: dict[str, bool]) -> dict:
     return summary
 
 
-def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfig) -> torch.optim.AdamW:
+def frequency_row_scale(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-row decay multiplier (count_i / median count) ** alpha: counts clipped to >= 1 (a type
+    never seen in training decays like a type seen once), median over the types seen."""
+    counts = np.asarray(counts, dtype=np.float64)
+    median = np.median(counts[counts > 0]) if (counts > 0).any() else 1.0
+    return (np.maximum(counts, 1.0) / median) ** alpha
+
+
+def max_row_decay_factor(counts: np.ndarray, alpha: float, lr: float, weight_decay: float) -> float:
+    """The largest lr * lambda * row multiplier of a trial: at >= 1 the decay step would flip the
+    sign of that embedding row (and grow it) instead of shrinking it."""
+    return float(lr * weight_decay * frequency_row_scale(counts, alpha).max())
+
+
+def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfig,
+                    token_counts: Optional[np.ndarray] = None) -> torch.optim.AdamW:
+    """AdamW over the decay policy's groups. With `cfg.freq_decay_alpha` != 0, the embedding rows
+    leave AdamW's decay and a step pre-hook decays each row by its own strength (decoupled, before
+    the update, exactly as AdamW applies its own decay)."""
     mask = decay_mask(model, cfg.decay_policy)
     params = dict(model.named_parameters())
+    per_row = set()
+    if cfg.freq_decay_alpha and weight_decay:
+        if token_counts is None:
+            raise ValueError("train.freq_decay_alpha needs the training token counts")
+        per_row = {n for n in embedding_param_names(model) if mask[n]}
     groups = [
-        {"params": [params[n] for n, d in mask.items() if d], "weight_decay": weight_decay},
+        {"params": [params[n] for n, d in mask.items() if d and n not in per_row], "weight_decay": weight_decay},
         {"params": [params[n] for n, d in mask.items() if not d], "weight_decay": 0.0},
+        {"params": [params[n] for n in sorted(per_row)], "weight_decay": 0.0, "row_decay": weight_decay},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    if per_row:
+        scale = torch.from_numpy(frequency_row_scale(token_counts, cfg.freq_decay_alpha))
+        optimizer.register_step_pre_hook(_RowDecay(optimizer, scale))
+    return optimizer
+
+
+class _RowDecay:
+    """Step pre-hook: p <- p * (1 - lr * lambda * scale_row) for the groups carrying `row_decay`."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scale: torch.Tensor):
+        self.scales = {}
+        for group in optimizer.param_groups:
+            for p in group["params"] if "row_decay" in group else []:
+                column = scale.to(p.dtype).unsqueeze(1)
+                if column.shape[0] != p.shape[0]:
+                    raise ValueError(f"token counts cover {column.shape[0]} types, the embedding has "
+                                     f"{p.shape[0]} rows")
+                if isinstance(p, DTensor):  # sharded like the rows it scales (FSDP2: dim 0)
+                    column = distribute_tensor(column.to(p.to_local().device), p.device_mesh, p.placements)
+                self.scales[p] = column
+
+    @torch.no_grad()
+    def __call__(self, optimizer, args, kwargs) -> None:
+        for group in optimizer.param_groups:
+            for p in group["params"] if "row_decay" in group else []:
+                p.mul_(1 - group["lr"] * group["row_decay"] * self.scales[p])
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
+from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.model import build_config, build_model
@@ -235,3 +236,45 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     assert any(l.startswith("unexpected:") and l.endswith("part-7.parquet") for l in lines)
     assert any(l.startswith("partial:") and ".tmp-abc" in l for l in lines)
     assert lines[-1].endswith("5 problem(s)")
+
+
+def test_regularizer_axis_runs_through_fsdp(tmp_path):
+    """A grid over frequency-aware decay (alpha 0 and 0.5), with label smoothing and dropout on:
+    the trials are named and paired by their regularizer, and the per-row decay applied to the
+    FSDP-sharded embeddings spares rows of rarer types relative to more frequent ones."""
+    grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "freq_decay_alpha": [0.0, 0.5],
+            "label_smoothing": [0.1], "dropout": [0.1]}
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="reg", grid=grid))
+    result = run_cli(["sweep", str(spec)], tmp_path)
+    sweep = tmp_path / "runs" / "reg"
+    assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
+    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+        regularizers = dict(con.execute("SELECT trial_id, regularizer FROM trials").fetchall())
+    assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
+                            "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
+                                "adamw freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.1"}
+    data = PreparedData.load(next((sweep / "data").iterdir()))
+    counts = read_token_counts(data.data_dir, data.vocab_size)
+    norms = {}
+    for trial_id in regularizers:
+        model = build_model(build_config("nano", data.vocab_size, eos_token_id=data.eos_id), seed=1)
+        load_model_weights(model, sweep / "train" / trial_id / f"step-{STEPS:08d}")
+        norms[trial_id] = model.get_input_embeddings().weight.detach().norm(dim=1).numpy()
+    ratio = norms["nano-wd1.0-s0-fa0.5-ls0.1-do0.1"] / norms["nano-wd1.0-s0-ls0.1-do0.1"]
+    median = np.median(counts[counts > 0])
+    rare, frequent = (counts > 0) & (counts < median), counts > 4 * median
+    assert rare.any() and frequent.any()
+    assert ratio[rare].mean() > 1 > ratio[frequent].mean(), (ratio[rare].mean(), ratio[frequent].mean())
+
+
+def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
+    """A trial that runs out of retries (a worker dies, no restarts allowed) fails the command:
+    exit 1, a last line naming the trial, the report of what did finish above it."""
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(
+        tmp_path / "runs", name="fails", grid={"weight_decay": [1.0], "scale": ["nano"], "seed": [0]},
+        failure={"max_failures": 0, "trial_max_failures": 0, "inject_crash_at_step": 10}))
+    result = run_cli(["sweep", str(spec)], tmp_path, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("raysweep sweep: error: 1 of 1 trials failed (first: nano-wd1.0-s0: "), last
+    assert "sweep dir:" in result.stdout

@@ -79,11 +79,33 @@ def test_override_reaches_nested_fields():
 def test_demo_spec_is_valid_and_expands_to_a_grid():
     """examples/demo.yaml → at least 2 weight decays x 2 scales, unique trial ids."""
     spec = load_spec(REPO / "examples" / "demo.yaml")
-    points = grid_points(spec.grid)
+    points = grid_points(spec)
     assert len(spec.grid.weight_decay) >= 2 and len(spec.grid.scale) >= 2
     assert len({p.trial_id for p in points}) == len(points) == (
         len(spec.grid.weight_decay) * len(spec.grid.scale) * len(spec.grid.seed))
     assert all(s in PRESETS for s in spec.grid.scale)
+
+
+def test_regularizer_axes_multiply_the_grid_and_name_their_trials():
+    """Each regularizer axis multiplies the grid; plain AdamW keeps the short id, every other
+    setting shows in the id and in the regularizer that pairs a trial with its lambda = 0 baseline."""
+    spec = parse_spec({"name": "r", "grid": {
+        "weight_decay": [0.0, 1.0], "seed": [0, 1], "decay_policy": ["all_matrices", "embeddings_only"],
+        "freq_decay_alpha": [0.0, 0.5], "label_smoothing": [0.1], "dropout": [0.0, 0.2]}})
+    points = grid_points(spec)
+    assert len(points) == 2 * 2 * 2 * 2 * 1 * 2
+    assert len({p.trial_id for p in points}) == len(points)
+    by_id = {p.trial_id: p for p in points}
+    point = by_id["tiny-wd1.0-s1-embeddings_only-fa0.5-ls0.1-do0.2"]
+    assert (point.decay_policy, point.freq_decay_alpha, point.label_smoothing, point.dropout) == \
+        ("embeddings_only", 0.5, 0.1, 0.2)
+    assert point.regularizer == "adamw embeddings_only freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.2"
+    assert by_id["tiny-wd0.0-s0-ls0.1"].regularizer == "adamw label_smoothing=0.1"
+    plain = grid_points(parse_spec({"name": "p", "train": {"label_smoothing": 0.0}}))
+    assert [p.trial_id for p in plain] == ["tiny-wd0.0-s0", "tiny-wd1.0-s0"]
+    assert {p.regularizer for p in plain} == {"adamw"}
+    single = grid_points(parse_spec({"name": "s", "model": {"dropout": 0.1}}))
+    assert all(p.dropout == 0.1 and p.trial_id.endswith("-do0.1") for p in single)
 
 
 def test_missing_spec_file_names_the_file(tmp_path):

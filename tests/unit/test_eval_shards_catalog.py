@@ -109,7 +109,8 @@ def _fake_sweep(root):
                    root / "data" / "k1" / "token_freq.parquet")
     (root / "data" / "k1" / "meta.json").write_text('{"data_key": "k1"}')  # marks the data dir complete
     trial = {"scale": "nano", "seed": 0, "steps": 10, "data_key": "k1", "status": "TERMINATED",
-             "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices", "n_params": 1,
+             "decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0, "dropout": 0.0,
+                               "regularizer": "adamw", "n_params": 1,
              "flops_per_token": 6, "lr": 1e-3, "error": None}
     pq.write_table(pa.Table.from_pylist([{**trial, "trial_id": "a", "weight_decay": 0.0},
                                          {**trial, "trial_id": "b", "weight_decay": 1.0}],

@@ -1,13 +1,15 @@
-"""Model presets (every one builds, counts are right) and the weight-decay split."""
+"""Model presets (every one builds, counts are right), the weight-decay split and the regularizers."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from raysweep.config import TrainConfig
 from raysweep.model import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
-from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
+from raysweep.train.loop import train_step
+from raysweep.train.optim import build_optimizer, decay_mask, lr_at, max_row_decay_factor, summarize_mask
 
 CPU_PRESETS = [name for name, p in PRESETS.items() if p.family is None]
 
@@ -89,3 +91,65 @@ def test_cpu_peak_is_a_measured_matmul():
     assert "measured" in source and 1e8 < peak < 1e14  # a CPU: between 0.1 GFLOP/s and 100 TFLOP/s
     again = measured_matmul_flops(torch.device("cpu"), torch.float32, 768, 8)
     assert 0.2 < again / peak < 5  # the same measurement twice agrees to within noise
+
+
+def _tiny_model(vocab: int = 64):
+    return build_model(build_config("nano", vocab_size=vocab), seed=0)
+
+
+def test_frequency_aware_decay_scales_each_embedding_row():
+    """With zero gradients Adam moves nothing, so one step is pure decoupled decay: embedding rows
+    shrink by 1 - lr * lambda * (count / median) ** alpha, other matrices by 1 - lr * lambda."""
+    model = _tiny_model()
+    counts = np.arange(64) * 3  # token 0 unseen (counts as 1), median of the seen = 96
+    cfg = TrainConfig(lr=0.01, freq_decay_alpha=0.5)
+    optimizer = build_optimizer(model, 2.0, cfg, token_counts=counts)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    row_scale = (np.maximum(counts, 1) / np.median(counts[counts > 0])) ** 0.5
+    expected_rows = torch.tensor(1 - 0.01 * 2.0 * row_scale, dtype=torch.float32).unsqueeze(1)
+    params = dict(model.named_parameters())
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.allclose(params[name], before[name] * expected_rows, rtol=0, atol=1e-7), name
+    attention = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.allclose(params[attention], before[attention] * (1 - 0.01 * 2.0), rtol=0, atol=1e-7)
+    norm = "model.norm.weight"
+    assert torch.equal(params[norm], before[norm])
+
+
+def test_frequency_aware_decay_with_flat_counts_is_adamw():
+    """Every type at the median count: per-row decay is AdamW's own decay, over real steps."""
+    torch.manual_seed(0)
+    batch = torch.randint(0, 64, (4, 16))
+    models = [_tiny_model(), _tiny_model()]
+    optimizers = [build_optimizer(models[0], 1.0, TrainConfig(lr=0.01)),
+                  build_optimizer(models[1], 1.0, TrainConfig(lr=0.01, freq_decay_alpha=1.0),
+                                  token_counts=np.full(64, 7))]
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers):
+            train_step(model, optimizer, batch, lr=0.01, grad_clip=1.0)
+    for (name, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), name
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    """train_step's loss is the smoothed cross-entropy of the next token; 0 gives the model's own loss."""
+    batch = torch.randint(0, 64, (2, 12))
+    model = _tiny_model()
+    logits = model(input_ids=batch).logits[:, :-1].reshape(-1, 64)
+    smoothed = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1), label_smoothing=0.2)
+    plain = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1))
+    got = train_step(model, build_optimizer(model, 0.0, TrainConfig()), batch, 0.0, 0.0, label_smoothing=0.2)
+    assert got.item() == pytest.approx(smoothed.item(), rel=1e-5) and smoothed.item() > plain.item()
+    model = _tiny_model()
+    got = train_step(model, build_optimizer(model, 0.0, TrainConfig()), batch, 0.0, 0.0)
+    assert got.item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_row_decay_that_would_flip_rows_is_refused():
+    """lr x lambda x the largest row multiplier >= 1 would flip a row's sign every step."""
+    counts = np.array([1, 1, 1, 10_000])
+    assert max_row_decay_factor(counts, alpha=1.0, lr=1e-3, weight_decay=1.0) == pytest.approx(10.0)
+    assert max_row_decay_factor(counts, alpha=0.5, lr=1e-3, weight_decay=1.0) == pytest.approx(0.1)
