@@ -9,17 +9,21 @@ from pathlib import Path
 
 
 def _print_results(sweep_dir, command: str) -> int:
-    """The report of a finished sweep run; exit status 1 when any trial ended in error."""
+    """The report of a finished sweep run; exit status 1 when a trial of its grid ended in error
+    (rows of earlier grids in trials.parquet are not this run's)."""
     import ray
 
     from raysweep.catalog import build_catalog, format_report, report_table
+    from raysweep.config import grid_points
     from raysweep.storage import read_parquet_table
+    from raysweep.sweep import load_sweep_spec
 
     ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
     catalog = build_catalog(sweep_dir)
     print(format_report(report_table(sweep_dir)))
     print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
-    trials = read_parquet_table(sweep_dir / "trials.parquet").to_pylist()
+    in_grid = {p.trial_id for p in grid_points(load_sweep_spec(sweep_dir))}
+    trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]
     failed = [t for t in trials if t["status"] == "ERROR"]
     if failed:
         print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials failed (first: "

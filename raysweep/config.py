@@ -229,7 +229,8 @@ class SweepSpec(_Section):
         policies = self.grid.decay_policy or [self.train.decay_policy]
         alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
         if "no_embeddings" in policies and any(alphas):
-            problems.append("train.freq_decay_alpha: acts on the embedding rows, which decay policy "
+            field = "grid.freq_decay_alpha" if self.grid.freq_decay_alpha else "train.freq_decay_alpha"
+            problems.append(f"{field}: acts on the embedding rows, which decay policy "
                             "'no_embeddings' never decays; drop one of the two from the spec")
         if problems:
             raise SpecError(problems)

@@ -25,8 +25,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raysweep.cluster import DRIVER_RESOURCE
-from raysweep.config import (SpecError, SweepSpec, TrialPoint, grid_points, parse_spec, regularizer_axes,
-                             spec_to_yaml)
+from raysweep.config import (REGULARIZER_AXES, SpecError, SweepSpec, TrialPoint, grid_points, parse_spec,
+                             regularizer_axes, spec_to_yaml)
 from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
@@ -192,13 +192,31 @@ def _check_existing_sweep(spec: SweepSpec) -> bool:
     spec_file = spec.sweep_dir / "spec.yaml"
     if not spec_file.exists():
         return False
-    old = yaml.safe_load(spec_file.read_text())
+    raw = yaml.safe_load(spec_file.read_text())
+    _check_ids_unchanged(spec, raw)
+    try:  # fields added since the sweep was written take their defaults on both sides
+        old = SweepSpec.model_validate(raw).model_dump(mode="json")
+    except (ValueError, TypeError):
+        old = raw
     new = spec.model_dump(mode="json")
     diffs = [d for d in _spec_differences(old, new) if not d.startswith("grid.")]
     if diffs:
         raise SweepDirError(f"{spec.sweep_dir}: holds a sweep with a different spec ({'; '.join(diffs)}); "
                             f"use another `name` or `storage`, or the original values")
     return old == new
+
+
+def _check_ids_unchanged(spec: SweepSpec, old_raw: dict) -> None:
+    """Trial ids name a non-default decay policy or dropout since the regularizer axes exist; a
+    sweep written before them with such a setting has its results under the old ids."""
+    if "freq_decay_alpha" in (old_raw.get("train") or {}):
+        return  # written by a version with the axes: same ids
+    policy = (old_raw.get("train") or {}).get("decay_policy", "all_matrices")
+    dropout = (old_raw.get("model") or {}).get("dropout", 0.0)
+    if policy != "all_matrices" or dropout:
+        raise SweepDirError(f"{spec.sweep_dir}: was written by an older raysweep whose trial ids did not name "
+                            f"decay_policy={policy!r} / dropout={dropout!r}; finish it with that version, or "
+                            "run the spec under another `name`")
 
 
 def _check_storage(sweep_dir: StoragePath) -> None:
@@ -355,6 +373,13 @@ def _finish(spec: SweepSpec, results, data: PreparedData) -> None:
     write_trials_table(spec, data, statuses)
 
 
+def _current_regularizer(row: dict) -> dict:
+    """A trials row of an earlier grid with the regularizer columns as this version writes them
+    (rows from before the axes lack them), so excess_loss still pairs it with its baseline."""
+    point = TrialPoint.model_validate({k: row[k] for k in TrialPoint.model_fields if row.get(k) is not None})
+    return row | {axis: getattr(point, axis) for axis in REGULARIZER_AXES} | {"regularizer": point.regularizer}
+
+
 def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> StoragePath:
     """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
     rows = []
@@ -377,7 +402,8 @@ def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> S
     path = spec.sweep_dir / TRIALS_FILE
     if path.exists():  # keep trials of earlier grids of this sweep
         earlier = read_parquet_table(path)
-        keep = [r for r in earlier.to_pylist() if r["trial_id"] not in {x["trial_id"] for x in rows}]
+        keep = [_current_regularizer(r) for r in earlier.to_pylist()
+                if r["trial_id"] not in {x["trial_id"] for x in rows}]
         table = pa.Table.from_pylist(keep + rows, schema=TRIALS_SCHEMA)
     write_parquet(table, path)
     return path

@@ -1,0 +1,39 @@
+"""A sweep dir written by the version before the regularizer axes: it resumes when its trial ids
+are unchanged, and is refused (one line) when they would be."""
+
+import pytest
+import yaml
+
+from raysweep.config import parse_spec, spec_to_yaml
+from raysweep.sweep import SweepDirError, _check_existing_sweep, _current_regularizer
+
+
+def _write_pre_axes_spec(spec) -> None:
+    """spec.yaml as the earlier version wrote it: no freq_decay_alpha, label_smoothing or grid axes."""
+    raw = yaml.safe_load(spec_to_yaml(spec))
+    for field in ("freq_decay_alpha", "label_smoothing"):
+        raw["train"].pop(field)
+    for axis in ("decay_policy", "freq_decay_alpha", "label_smoothing", "dropout"):
+        raw["grid"].pop(axis)
+    spec.sweep_dir.mkdir(parents=True)
+    (spec.sweep_dir / "spec.yaml").write_text(yaml.safe_dump(raw))
+
+
+def test_pre_axes_sweep_with_plain_adamw_resumes(tmp_path):
+    spec = parse_spec({"name": "old", "storage": str(tmp_path)})
+    _write_pre_axes_spec(spec)
+    assert _check_existing_sweep(spec) is True
+
+
+def test_pre_axes_sweep_whose_ids_would_change_is_refused(tmp_path):
+    spec = parse_spec({"name": "old", "storage": str(tmp_path), "train": {"decay_policy": "no_embeddings"}})
+    _write_pre_axes_spec(spec)
+    with pytest.raises(SweepDirError, match="older raysweep whose trial ids did not name decay_policy='no_embeddings'"):
+        _check_existing_sweep(spec)
+
+
+def test_trials_rows_of_earlier_grids_get_this_versions_regularizer():
+    old_row = {"trial_id": "tiny-wd0.0-s0", "weight_decay": 0.0, "scale": "tiny", "seed": 0,
+               "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices"}
+    row = _current_regularizer(old_row)
+    assert row["regularizer"] == "adamw" and row["dropout"] == 0.0 and row["trial_id"] == "tiny-wd0.0-s0"
