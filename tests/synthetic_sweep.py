@@ -19,6 +19,8 @@ COUNTS = [0, 0, 1, 1, 2, 3, 3, 4, 8, 9, 9, 10, 26, 27, 28, 80, 81, 200, 243, 500
 VOCAB = len(COUNTS)
 STEPS = (10, 20, 30)
 MISSING = ("s1-wd0.5-s1", 20)  # this trial has no shards at step 20 (a failed eval)
+# Byte-level BPE pieces as decoded: a leading space starts a word; lengths 1 to 8 characters.
+PIECES = [(" " if i % 3 == 0 else "") + "abcdefgh"[: 1 + i * 5 % 8] for i in range(VOCAB)]
 
 
 def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight_decays=(0.0, 0.5, 1.0),
@@ -32,8 +34,7 @@ def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight
     rank[order] = np.arange(1, VOCAB + 1)
     pq.write_table(pa.table({"token_id": pa.array(range(VOCAB), pa.int32()), "count": counts,
                              "rank": rank, "share": counts / counts.sum(),
-                             "piece": [f"p{i}" for i in range(VOCAB)],
-                             "n_chars": pa.array([2] * VOCAB, pa.int32())}),
+                             "piece": PIECES, "n_chars": pa.array([len(p) for p in PIECES], pa.int32())}),
                    data_dir / "token_freq.parquet")
     (data_dir / "meta.json").write_text(json.dumps({"data_key": data_key}))  # the data dir's completeness marker
     trials = []

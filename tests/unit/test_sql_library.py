@@ -111,6 +111,48 @@ def test_bin_loss_with_unseen_bin_and_ties(sweep, frames):
     assert bins == freq["bin"].tolist()
 
 
+def test_bin_loss_min_occurrences_drops_thinly_seen_types(sweep, frames):
+    tokens, freq, _ = frames
+    got = query(sweep, "SELECT * FROM bin_loss_min_occurrences(min_occurrences := 6)")
+    typed = _type_loss(tokens, _final)
+    kept = tokens.merge(typed[typed["n_occurrences"] >= 6][["trial_id", "step", "split", "token_id"]])
+    assert_frames_match(got, _bin_loss(kept, freq, _final), ["trial_id", "split", "bin"])
+    everything = query(sweep, "SELECT sum(n_types) AS n FROM bin_loss()")["n"][0]
+    assert 0 < got["n_types"].sum() < everything  # the filter bites on this data, and keeps some
+
+
+def _length_class(piece: str) -> str:
+    n = len(piece.lstrip(" "))
+    return "1" if n <= 1 else "2-3" if n <= 3 else "4-6" if n <= 6 else "7+"
+
+
+def test_bin_loss_by_token_shape(sweep, frames):
+    tokens, freq, _ = frames
+    shapes = freq.assign(starts_word=freq["piece"].str.startswith(" "),
+                         length_class=freq["piece"].map(_length_class))
+    typed = _type_loss(tokens, _final).merge(shapes[["token_id", "bin", "starts_word", "length_class"]])
+    want = typed.groupby(["trial_id", "step", "split", "bin", "starts_word", "length_class"]).agg(
+        n_types=("token_id", "size"), n_occurrences=("n_occurrences", "sum"),
+        type_mean_loss=("mean_loss", "mean")).reset_index()
+    got = query(sweep, "SELECT * FROM bin_loss_by_token_shape()")
+    assert_frames_match(got, want, ["trial_id", "split", "bin", "starts_word", "length_class"])
+    assert got["starts_word"].nunique() == 2 and got["length_class"].nunique() == 4
+
+
+def test_split_gap_puts_train_and_heldout_side_by_side(sweep, frames):
+    tokens, freq, _ = frames
+    bins = _bin_loss(tokens, freq, _final)
+    wide = bins.pivot_table(index=["trial_id", "step", "bin"], columns="split",
+                            values=["type_mean_loss", "n_types"]).reset_index()
+    want = pd.DataFrame({"trial_id": wide["trial_id"], "step": wide["step"], "bin": wide["bin"],
+                         "train_loss": wide[("type_mean_loss", "train")],
+                         "heldout_loss": wide[("type_mean_loss", "heldout")],
+                         "train_types": wide[("n_types", "train")],
+                         "heldout_types": wide[("n_types", "heldout")]})
+    want["gap"] = want["heldout_loss"] - want["train_loss"]
+    assert_frames_match(query(sweep, "SELECT * FROM split_gap()"), want, ["trial_id", "bin"])
+
+
 def test_balanced_vs_average(sweep, frames):
     tokens, _, _ = frames
     typed = _type_loss(tokens, _final)

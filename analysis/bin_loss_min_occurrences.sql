@@ -1,0 +1,24 @@
+-- name: bin_loss_min_occurrences
+-- description: bin_loss restricted to the types with at least `min_occurrences` occurrences in the eval split (per trial and step): a type seen once or twice in the eval set has a noisy mean loss, so this checks that a rare-bin penalty is not that noise (a reviewer's confound).
+-- params: min_occurrences := 5, step := 'final'  -- occurrences of a type in the eval split; step as in token_type_loss
+-- columns: trial_id, step, split, bin, n_types, n_occurrences, type_mean_loss, occurrence_loss, accuracy
+WITH typed AS (
+    SELECT * FROM token_type_loss(step := step) WHERE n_occurrences >= min_occurrences
+),
+binned AS (
+    SELECT typed.*, f.bin
+    FROM typed
+    JOIN trials tr ON tr.trial_id = typed.trial_id
+    JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = typed.token_id
+),
+final AS (
+    SELECT b.trial_id, b.step, b.split, b.bin,
+           count(*) AS n_types,
+           CAST(sum(b.n_occurrences) AS BIGINT) AS n_occurrences,
+           avg(b.mean_loss) AS type_mean_loss,
+           sum(b.mean_loss * b.n_occurrences) / sum(b.n_occurrences) AS occurrence_loss,
+           sum(b.accuracy * b.n_occurrences) / sum(b.n_occurrences) AS accuracy
+    FROM binned b
+    GROUP BY b.trial_id, b.step, b.split, b.bin
+)
+SELECT * FROM final
