@@ -86,6 +86,13 @@ def test_demo_spec_is_valid_and_expands_to_a_grid():
     assert all(s in PRESETS for s in spec.grid.scale)
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_every_example_spec_is_valid(example):
+    """Each shipped spec validates and expands to a grid with unique trial ids."""
+    points = grid_points(load_spec(REPO / "examples" / example))
+    assert points and len({p.trial_id for p in points}) == len(points)
+
+
 def test_regularizer_axes_multiply_the_grid_and_name_their_trials():
     """Each regularizer axis multiplies the grid; plain AdamW keeps the short id, every other
     setting shows in the id and in the regularizer that pairs a trial with its lambda = 0 baseline."""
