@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raysweep-installed
 
-.PHONY: install demo test stress clean
+.PHONY: install demo test stress study clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: install
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
 stress: install
 	$(PY) -m pytest -m stress -s tests/slow
+
+# The CPU study (issue 7): 24 trials, about 50 min on 2 cores; tables and figures into docs/study.
+study: install
+	$(VENV)/bin/raysweep sweep examples/study-cpu.yaml
+	$(VENV)/bin/raysweep tables runs/study-cpu --out docs/study
+	$(VENV)/bin/raysweep plot runs/study-cpu --out docs/study/figures
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,12 +5,6 @@
 WITH per_seed AS (
     SELECT * FROM excess_loss(step := step)
 ),
-t_quantile(df, t) AS (   -- t(0.975, df); 1.96 beyond the table
-    VALUES (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365),
-           (8, 2.306), (9, 2.262), (10, 2.228), (11, 2.201), (12, 2.179), (13, 2.160), (14, 2.145),
-           (15, 2.131), (16, 2.120), (17, 2.110), (18, 2.101), (19, 2.093), (20, 2.086), (25, 2.060),
-           (30, 2.042)
-),
 grouped AS (
     SELECT p.scale, p.regularizer, p.split, p.bin, p.weight_decay,
            count(*) AS n_seeds, avg(p.excess_loss) AS mean_excess,
@@ -23,6 +17,6 @@ final AS (
            g.mean_excess - coalesce(q.t, 1.96) * g.standard_error AS ci95_low,
            g.mean_excess + coalesce(q.t, 1.96) * g.standard_error AS ci95_high
     FROM grouped g
-    LEFT JOIN t_quantile q ON q.df = (SELECT max(df) FROM t_quantile WHERE df <= g.n_seeds - 1)
+    LEFT JOIN t_quantile() q ON q.df = (SELECT max(df) FROM t_quantile() WHERE df <= g.n_seeds - 1)
 )
 SELECT * FROM final

@@ -166,6 +166,15 @@ def _plot(args) -> int:
     return 0
 
 
+def _tables(args) -> int:
+    from raysweep.storage import location
+    from raysweep.tables import write_tables
+
+    for path in write_tables(args.sweep_dir, args.out or location(args.sweep_dir) / "tables"):
+        print(path)
+    return 0
+
+
 def _verify(args) -> int:
     from raysweep.data.prepare import PreparedData, data_key
     from raysweep.sweep import load_sweep_spec
@@ -231,6 +240,7 @@ COMMANDS = {
                ["sweep_dir"]),
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
     "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
+    "tables": (_tables, "write the study's tables (CSV each, and tables.md)", ["sweep_dir"]),
     "status": (_status, "every trial's Tune state, last step, retries and error; or a submitted "
                         "job's state", ["sweep_dir"]),
     "cluster": (_cluster, "validate cluster configs offline: `raysweep cluster validate clusters/*.yaml`",
@@ -270,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("files", nargs="+", metavar="CLUSTER.yaml")
         if name == "plot":
             sub.add_argument("--out", help="directory for the figures (default <sweep>/figures)")
+        if name == "tables":
+            sub.add_argument("--out", help="directory for the tables (default <sweep>/tables)")
         if name == "report":
             sub.add_argument("--html", action="store_true", help="write a self-contained HTML page")
             sub.add_argument("--out", help="HTML file (default <sweep>/report.html)")

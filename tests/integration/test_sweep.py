@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
@@ -178,6 +179,11 @@ def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
     page = Path(run_cli(["report", str(reference), "--html", "--out", str(tmp_path / "r.html")],
                         tmp_path).stdout.strip()).read_text()
     assert page.count("data:image/png;base64,") == 7 and "nano-wd1.0-s0" in page
+    # the study's tables (make study's last step), scaled down: one seed, so no interval yet
+    tables = run_cli(["tables", str(reference), "--out", str(tmp_path / "tables")], tmp_path).stdout.split()
+    assert len(tables) == 9 and all(Path(p).stat().st_size > 50 for p in tables)
+    table1 = pd.read_csv(tmp_path / "tables" / "table1_balanced_vs_average.csv")
+    assert sorted(table1["weight_decay"]) == [0.0, 0.0, 1.0, 1.0] and table1["balanced_ci95"].isna().all()
 
 
 def test_sql_cli_is_read_only_and_exports(reference, tmp_path):

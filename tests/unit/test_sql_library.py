@@ -169,6 +169,21 @@ def test_balanced_vs_average(sweep, frames):
                         ["trial_id", "split"])
 
 
+def test_balanced_vs_average_ci_over_seeds(sweep, frames):
+    """mean over seeds and the t-interval half-width (2 seeds: t(0.975, 1) = 12.7062)."""
+    per_trial = query(sweep, "SELECT * FROM balanced_vs_average()").merge(frames[2], on="trial_id")
+    got = query(sweep, "SELECT * FROM balanced_vs_average_ci()")
+    assert len(got) == per_trial.groupby(["scale", "split", "weight_decay"]).ngroups
+    for _, row in got.iterrows():
+        seeds = per_trial[(per_trial["split"] == row["split"]) & (per_trial["weight_decay"] == row["weight_decay"])]
+        assert row["n_seeds"] == len(seeds) == 2
+        for metric in ("average_loss", "balanced_loss", "accuracy"):
+            values = seeds[metric].to_numpy()
+            assert row[metric] == pytest.approx(values.mean())
+            half = 12.7062 * values.std(ddof=1) / np.sqrt(len(values))
+            assert row[metric.replace("_loss", "") + "_ci95"] == pytest.approx(half, rel=1e-3)
+
+
 def test_learning_speed_handles_a_missing_step(sweep, frames):
     tokens, freq, _ = frames
     typed = _type_loss(tokens, lambda t: t["step"] > 0)
@@ -274,3 +289,26 @@ def test_loader_rejects_malformed_queries():
         parse_query(good, "other.sql")
     with pytest.raises(QueryError, match="header lacks -- columns:"):
         parse_query(good.replace("-- columns: a\n", ""), "q.sql")
+
+
+def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
+    """`raysweep tables`: one CSV per table plus tables.md; the excess table equals the bin table's
+    difference to λ = 0, and the CI table's means equal balanced_vs_average averaged over seeds."""
+    from raysweep import cli
+    from raysweep.tables import TABLES
+
+    assert cli.main(["tables", str(sweep), "--out", str(tmp_path / "t")]) == 0
+    tables = {name: pd.read_csv(tmp_path / "t" / f"{name}.csv") for name in TABLES}
+    page = (tmp_path / "t" / "tables.md").read_text()
+    assert all(title in page for title, _ in TABLES.values())
+    assert all(len(frame) > 0 for frame in tables.values())
+    bins = tables["bin_loss"].set_index(["split", "scale", "regularizer", "weight_decay", "bin"])["type_mean_loss"]
+    for row in tables["excess_loss_by_bin"].itertuples():
+        here, base = (row.split, row.scale, row.regularizer, row.weight_decay, row.bin), \
+            (row.split, row.scale, row.regularizer, 0.0, row.bin)
+        assert row.mean_excess == pytest.approx(bins[here] - bins[base], abs=1e-9)
+    per_trial = query(sweep, "SELECT * FROM balanced_vs_average()").merge(
+        pd.read_parquet(sweep / "trials.parquet"), on="trial_id")
+    means = per_trial.groupby(["split", "weight_decay"])["balanced_loss"].mean()
+    for row in tables["table1_balanced_vs_average"].itertuples():
+        assert row.balanced_loss == pytest.approx(means[(row.split, row.weight_decay)])

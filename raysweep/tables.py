@@ -1,0 +1,87 @@
+"""The study's tables as files: each one SQL over the catalog, mostly a named query of the library
+aggregated over seeds, written as CSV (for tools) and gathered on one Markdown page (for people).
+
+`raysweep tables SWEEP_DIR --out docs/study` writes `<name>.csv` per table and `tables.md`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from raysweep.sql import connect
+from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, location
+
+_BY = "tr.scale, tr.regularizer, tr.weight_decay"  # a trial's place in the grid, seeds pooled
+
+# name -> (title, SQL)
+TABLES = {
+    "table1_balanced_vs_average": (
+        "Average vs token-balanced loss and accuracy (final step), mean over seeds ± 95% CI half-width",
+        "SELECT * FROM balanced_vs_average_ci() ORDER BY split, scale, regularizer, weight_decay"),
+    "excess_loss_by_bin": (
+        "Excess token-balanced loss of each frequency bin over the paired λ = 0 trial, mean over seeds with 95% CI",
+        "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0 ORDER BY split, scale, regularizer, weight_decay, bin"),
+    "bin_loss": (
+        "Token-balanced loss per frequency bin (bin k: 3^k <= training count < 3^(k+1); -1 unseen), mean over seeds",
+        f"""SELECT b.split, {_BY}, b.bin, count(*) AS n_seeds, avg(b.n_types) AS n_types,
+                   avg(b.type_mean_loss) AS type_mean_loss, avg(b.accuracy) AS accuracy
+            FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL ORDER BY ALL"""),
+    "bin_loss_min5": (
+        "Confound: per-bin loss over types seen at least 5 times in the eval split, mean over seeds",
+        f"""SELECT b.split, {_BY}, b.bin, avg(b.n_types) AS n_types, avg(b.type_mean_loss) AS type_mean_loss
+            FROM bin_loss_min_occurrences(min_occurrences := 5) b JOIN trials tr ON tr.trial_id = b.trial_id
+            GROUP BY ALL ORDER BY ALL"""),
+    "bin_loss_by_token_shape": (
+        "Confound: per-bin loss by word start and piece length (train sample), mean over seeds",
+        f"""SELECT {_BY}, b.bin, b.starts_word, b.length_class, avg(b.n_types) AS n_types,
+                   avg(b.type_mean_loss) AS type_mean_loss
+            FROM bin_loss_by_token_shape() b JOIN trials tr ON tr.trial_id = b.trial_id
+            WHERE b.split = 'train' GROUP BY ALL ORDER BY ALL"""),
+    "split_gap": (
+        "Train sample vs held-out text per bin, mean over seeds",
+        f"""SELECT {_BY}, g.bin, avg(g.train_loss) AS train_loss, avg(g.heldout_loss) AS heldout_loss,
+                   avg(g.gap) AS gap
+            FROM split_gap() g JOIN trials tr ON tr.trial_id = g.trial_id GROUP BY ALL ORDER BY ALL"""),
+    "learning_speed_by_bin": (
+        "Learning speed per bin (1 - mean over evals of loss / loss at the first eval), mean over seeds",
+        f"""SELECT l.split, {_BY}, l.bin, avg(l.learning_speed) AS learning_speed
+            FROM learning_speed_bins() l JOIN trials tr ON tr.trial_id = l.trial_id GROUP BY ALL ORDER BY ALL"""),
+    "embedding_norms_by_bin": (
+        "Mean input / output embedding row norm per bin (final step), mean over seeds",
+        f"""SELECT {_BY}, e.bin, avg(e.input_norm) AS input_norm, avg(e.output_norm) AS output_norm
+            FROM embedding_norms() e JOIN trials tr ON tr.trial_id = e.trial_id GROUP BY ALL ORDER BY ALL"""),
+}
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> list[StoragePath]:
+    """Every table as `<name>.csv` under `out_dir`, and all of them on `tables.md`."""
+    sweep_dir, out_dir = location(sweep_dir), location(out_dir)
+    ensure_dir(out_dir)
+    written, page = [], [f"# Tables of sweep `{sweep_dir.name}`", "",
+                         "Written by `raysweep tables`; each table is one SQL over the catalog "
+                         "(`raysweep/tables.py`), the seeds of each grid point pooled.", ""]
+    with connect([sweep_dir]) as con:
+        for name, (title, sql) in TABLES.items():
+            frame = con.execute(sql).df()
+            path = out_dir / f"{name}.csv"
+            atomic_write_text(path, frame.to_csv(index=False))
+            written.append(path)
+            page += [f"## {title}", "", f"`{name}.csv`", "", _markdown(frame), ""]
+    atomic_write_text(out_dir / "tables.md", "\n".join(page))
+    return written + [out_dir / "tables.md"]
+
+
+__all__ = ["TABLES", "write_tables"]
