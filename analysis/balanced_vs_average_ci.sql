@@ -1,21 +1,21 @@
 -- name: balanced_vs_average_ci
--- description: The paper's Table 1 over seeds: per scale, regularizer, split and weight decay, the mean over seeds of average loss, token-balanced loss and accuracy, each with the half-width of its two-sided 95% Student-t confidence interval (NULL with one seed).
+-- description: The paper's Table 1 over seeds: per scale, vocabulary size, regularizer, split and weight decay, the mean over seeds of average loss, token-balanced loss and accuracy, each with the half-width of its two-sided 95% Student-t confidence interval (NULL with one seed).
 -- params: step := 'final'  -- as in token_type_loss
--- columns: scale, regularizer, split, weight_decay, n_seeds, average_loss, average_ci95, balanced_loss, balanced_ci95, accuracy, accuracy_ci95
+-- columns: scale, vocab_size, regularizer, split, weight_decay, n_seeds, average_loss, average_ci95, balanced_loss, balanced_ci95, accuracy, accuracy_ci95
 WITH per_seed AS (
-    SELECT b.*, tr.scale, tr.regularizer, tr.weight_decay
+    SELECT b.*, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay
     FROM balanced_vs_average(step := step) b JOIN trials tr ON tr.trial_id = b.trial_id
 ),
 grouped AS (
-    SELECT p.scale, p.regularizer, p.split, p.weight_decay, count(*) AS n_seeds,
+    SELECT p.scale, p.vocab_size, p.regularizer, p.split, p.weight_decay, count(*) AS n_seeds,
            avg(p.average_loss) AS average_loss, stddev_samp(p.average_loss) / sqrt(count(*)) AS average_se,
            avg(p.balanced_loss) AS balanced_loss, stddev_samp(p.balanced_loss) / sqrt(count(*)) AS balanced_se,
            avg(p.accuracy) AS accuracy, stddev_samp(p.accuracy) / sqrt(count(*)) AS accuracy_se
     FROM per_seed p
-    GROUP BY p.scale, p.regularizer, p.split, p.weight_decay
+    GROUP BY p.scale, p.vocab_size, p.regularizer, p.split, p.weight_decay
 ),
 final AS (
-    SELECT g.scale, g.regularizer, g.split, g.weight_decay, g.n_seeds,
+    SELECT g.scale, g.vocab_size, g.regularizer, g.split, g.weight_decay, g.n_seeds,
            g.average_loss, coalesce(q.t, 1.96) * g.average_se AS average_ci95,
            g.balanced_loss, coalesce(q.t, 1.96) * g.balanced_se AS balanced_ci95,
            g.accuracy, coalesce(q.t, 1.96) * g.accuracy_se AS accuracy_ci95

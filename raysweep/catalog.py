@@ -98,6 +98,22 @@ def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> lis
     return [shard for shard, keys in keyed if final_step.get(keys["trial"]) == int(keys["step"])]
 
 
+# trials columns added after the first release, with the value they had before (plain AdamW)
+_LATER_TRIALS_COLUMNS = {"freq_decay_alpha": "DOUBLE DEFAULT 0.0", "label_smoothing": "DOUBLE DEFAULT 0.0",
+                         "dropout": "DOUBLE DEFAULT 0.0", "vocab_size": "BIGINT"}
+
+
+def _add_columns_of_later_versions(con) -> None:
+    """A trials table written before a column existed gets it, so every query reads one shape; a
+    missing vocabulary size is the row count of the trial's token_freq (one row per token id)."""
+    present = {row[0] for row in con.execute("DESCRIBE trials").fetchall()}
+    for name, definition in _LATER_TRIALS_COLUMNS.items():
+        if name not in present:
+            con.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
+    con.execute("UPDATE trials SET vocab_size = (SELECT count(*) FROM token_freq f "
+                "WHERE f.data_key = trials.data_key) WHERE vocab_size IS NULL")
+
+
 def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
     """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
     sweep_dir = location(sweep_dir)
@@ -153,6 +169,7 @@ def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePa
                    token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
             FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
         con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
+        _add_columns_of_later_versions(con)
         for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
                                        disable=None):  # disable=None: only on a terminal
             shards = complete_shards(sweep_dir / "shards" / subdir)
@@ -168,38 +185,41 @@ def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePa
 
 REPORT_SQL = """
 WITH overall AS (
-    SELECT b.split, tr.scale, tr.regularizer, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
            avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
     FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.regularizer, tr.weight_decay
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay
 ),
 bins AS (
-    SELECT b.split, tr.scale, tr.regularizer, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
     FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.regularizer, tr.weight_decay, b.bin
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, b.bin
 )
-SELECT * FROM overall JOIN bins USING (split, scale, regularizer, weight_decay)
-ORDER BY split, scale, regularizer, weight_decay, bin
+SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, weight_decay)
+ORDER BY split, scale, vocab_size, regularizer, weight_decay, bin
 """
 
 
 def report_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    """Final-step table: per split x scale (x regularizer, when the sweep has more than plain
-    AdamW) x weight decay, average and token-balanced loss and the token-balanced loss of each
+    """Final-step table: per split x scale (x vocabulary size and regularizer, when the sweep has
+    more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
     frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
     with open_catalog(sweep_dir) as con:
         long = con.execute(REPORT_SQL).df()
     if long.empty:
         return long
-    keys = ["split", "scale", "regularizer", "weight_decay", "n_seeds", "average_loss", "balanced_loss"]
+    keys = ["split", "scale", "vocab_size", "regularizer", "weight_decay", "n_seeds", "average_loss",
+            "balanced_loss"]
     wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
     wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
                     for c in wide.columns]
     bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
-    if wide["regularizer"].nunique() == 1:
-        keys.remove("regularizer")  # one regularizer: the column would say nothing
+    for column in ("vocab_size", "regularizer"):
+        if wide[column].nunique() == 1:
+            keys.remove(column)  # a single value: the column would say nothing
     ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
-    return wide.sort_values(["split", "scale", "regularizer", "weight_decay"])[ordered].reset_index(drop=True)
+    return wide.sort_values(["split", "scale", "vocab_size", "regularizer", "weight_decay"])[ordered] \
+        .reset_index(drop=True)
 
 
 def format_report(table: pd.DataFrame) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _print_results(sweep_dir, command: str) -> int:
-    """The report of a finished sweep run; exit status 1 when a trial of its grid ended in error
+    """The report of a finished sweep run; exit status 1 when a trial of its grid did not finish
     (rows of earlier grids in trials.parquet are not this run's)."""
     import ray
 
@@ -24,10 +24,11 @@ def _print_results(sweep_dir, command: str) -> int:
     print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
     in_grid = {p.trial_id for p in grid_points(load_sweep_spec(sweep_dir))}
     trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]
-    failed = [t for t in trials if t["status"] == "ERROR"]
+    failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, or PENDING: never ran
     if failed:
         print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials failed (first: "
-              f"{failed[0]['trial_id']}: {failed[0]['error']}); `raysweep status {sweep_dir}` lists them, "
+              f"{failed[0]['trial_id']}: {failed[0]['error'] or failed[0]['status']}); "
+              f"`raysweep status {sweep_dir}` lists them, "
               f"`raysweep resume {sweep_dir}` retries them", file=sys.stderr)
         return 1
     return 0
@@ -176,13 +177,11 @@ def _tables(args) -> int:
 
 
 def _verify(args) -> int:
-    from raysweep.data.prepare import PreparedData, data_key
-    from raysweep.sweep import load_sweep_spec
+    from raysweep.sweep import load_prepared, load_sweep_spec
     from raysweep.verify import verify_sweep
 
     spec = load_sweep_spec(args.sweep_dir)
-    data = PreparedData.load(spec.sweep_dir / "data" / data_key(spec.data, spec.eval))
-    report = verify_sweep(spec, data)
+    report = verify_sweep(spec, load_prepared(spec))
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

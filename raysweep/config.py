@@ -129,6 +129,9 @@ class GridConfig(_Section):
     """Label smoothing values (train.label_smoothing as an axis)."""
     dropout: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = Field(None, min_length=1)
     """Dropout values (model.dropout as an axis)."""
+    vocab_size: Optional[list[Annotated[int, Field(ge=260)]]] = Field(None, min_length=1)
+    """BPE vocabulary sizes (data.tokenizer.vocab_size as an axis): one tokenizer and data dir
+    per size, every other grid axis crossed with each."""
 
     @model_validator(mode="after")
     def _check(self) -> "GridConfig":
@@ -138,7 +141,7 @@ class GridConfig(_Section):
 
         problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"
                      for i, v in enumerate(self.scale) if v not in PRESETS]
-        for field in ("weight_decay", "scale", "seed", *REGULARIZER_AXES):
+        for field in ("weight_decay", "scale", "seed", "vocab_size", *REGULARIZER_AXES):
             values = getattr(self, field) or []
             if len(set(values)) != len(values):
                 problems.append(f"grid.{field}: duplicate values in {values!r}")
@@ -226,6 +229,13 @@ class SweepSpec(_Section):
             if getattr(self.grid, axis) is not None and single != default:
                 problems.append(f"grid.{axis}: {section}.{field} is set too ({single!r}); keep one of "
                                 f"them (the grid's list, or {section}.{field} for a single value)")
+        if self.grid.vocab_size is not None:
+            if tok.kind != "bpe":
+                problems.append("grid.vocab_size: needs data.tokenizer.kind 'bpe' (a tokenizer file has "
+                                "one fixed vocabulary)")
+            elif tok.vocab_size != TokenizerConfig.model_fields["vocab_size"].default:
+                problems.append(f"grid.vocab_size: data.tokenizer.vocab_size is set too ({tok.vocab_size}); "
+                                "keep one of them")
         policies = self.grid.decay_policy or [self.train.decay_policy]
         alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
         if "no_embeddings" in policies and any(alphas):
@@ -347,6 +357,8 @@ class TrialPoint(_Section):
     freq_decay_alpha: float = 0.0
     label_smoothing: float = 0.0
     dropout: float = 0.0
+    vocab_size: Optional[int] = None
+    """The BPE size asked of the grid's vocab axis; None: the spec's tokenizer (no axis)."""
 
     def _regularizer_parts(self) -> list[tuple[str, str]]:
         """(id suffix, description) of each regularizer setting that is not plain AdamW's."""
@@ -360,8 +372,9 @@ class TrialPoint(_Section):
 
     @property
     def trial_id(self) -> str:
+        vocab = f"-v{self.vocab_size}" if self.vocab_size is not None else ""
         suffix = "".join(f"-{short}" for short, _ in self._regularizer_parts())
-        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{suffix}"
+        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{vocab}{suffix}"
 
     @property
     def regularizer(self) -> str:
@@ -376,14 +389,28 @@ def regularizer_axes(spec: SweepSpec) -> dict[str, list]:
             for axis, (section, field) in REGULARIZER_AXES.items()}
 
 
+def vocab_axis(spec: SweepSpec) -> list[Optional[int]]:
+    """The grid's BPE sizes, or [None]: the spec's one tokenizer."""
+    return list(spec.grid.vocab_size) if spec.grid.vocab_size else [None]
+
+
+def data_config(spec: SweepSpec, vocab_size: Optional[int]) -> DataConfig:
+    """The data settings of the trials at one point of the vocab axis."""
+    if vocab_size is None:
+        return spec.data
+    tokenizer = spec.data.tokenizer.model_copy(update={"vocab_size": vocab_size})
+    return spec.data.model_copy(update={"tokenizer": tokenizer})
+
+
 def grid_points(spec: SweepSpec) -> list[TrialPoint]:
-    """Every trial of the spec's grid (scale x weight decay x seed x regularizer axes)."""
+    """Every trial of the spec's grid (scale x weight decay x seed x vocab x regularizer axes)."""
     axes = regularizer_axes(spec)
     points = []
     for scale in spec.grid.scale:
         for wd in spec.grid.weight_decay:
             for seed in spec.grid.seed:
-                for values in itertools.product(*axes.values()):
-                    points.append(TrialPoint(weight_decay=wd, scale=scale, seed=seed,
-                                             **dict(zip(axes, values))))
+                for vocab in vocab_axis(spec):
+                    for values in itertools.product(*axes.values()):
+                        points.append(TrialPoint(weight_decay=wd, scale=scale, seed=seed, vocab_size=vocab,
+                                                 **dict(zip(axes, values))))
     return points

@@ -19,10 +19,11 @@ BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
 
 def _panel(alias: str = "") -> str:
-    """SQL for the panel key `scale`: the scale, plus the regularizer when it is not plain AdamW,
-    so a sweep with a regularizer axis gets a panel per (scale, regularizer)."""
-    return (f"{alias}scale || CASE WHEN {alias}regularizer = 'adamw' THEN '' "
-            f"ELSE ' / ' || {alias}regularizer END AS scale")
+    """SQL for the panel key `scale`: the scale, plus the vocabulary size when the sweep has several
+    and the regularizer when it is not plain AdamW, so each grid axis gets its own panels."""
+    return (f"{alias}scale || CASE WHEN (SELECT count(DISTINCT vocab_size) FROM trials) > 1 "
+            f"THEN ' / vocab ' || {alias}vocab_size ELSE '' END "
+            f"|| CASE WHEN {alias}regularizer = 'adamw' THEN '' ELSE ' / ' || {alias}regularizer END AS scale")
 
 
 def _query(sweep_dir: StoragePath, sql: str) -> pd.DataFrame:

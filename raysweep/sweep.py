@@ -25,8 +25,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raysweep.cluster import DRIVER_RESOURCE
-from raysweep.config import (REGULARIZER_AXES, SpecError, SweepSpec, TrialPoint, grid_points, parse_spec,
-                             regularizer_axes, spec_to_yaml)
+from raysweep.config import (REGULARIZER_AXES, SpecError, SweepSpec, TrialPoint, data_config, grid_points,
+                             parse_spec, regularizer_axes, spec_to_yaml, vocab_axis)
 from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
@@ -46,7 +46,8 @@ TRIALS_SCHEMA = pa.schema([
     ("seed", pa.int64()), ("decay_policy", pa.string()), ("freq_decay_alpha", pa.float64()),
     ("label_smoothing", pa.float64()), ("dropout", pa.float64()), ("regularizer", pa.string()),
     ("n_params", pa.int64()), ("flops_per_token", pa.int64()), ("lr", pa.float64()),
-    ("steps", pa.int64()), ("data_key", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("steps", pa.int64()), ("data_key", pa.string()), ("vocab_size", pa.int64()),
+    ("status", pa.string()), ("error", pa.string()),
 ])
 
 
@@ -62,10 +63,11 @@ def _trial_from_config(config: dict) -> TrialPoint:
 
 # [2] The trial driver -------------------------------------------------------------------------
 
-def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
+def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     """Tune function trainable: run (or resume) one trial's TorchTrainer to completion.
 
-    `config` holds only the grid point; the spec and data dir come from `tune.with_parameters`.
+    `config` holds only the grid point; the spec and the data dirs (one per point of the vocab axis,
+    keyed by `_data_slot`) come from `tune.with_parameters`.
     """
     spec = SweepSpec.model_validate(spec_dict)
     trial = _trial_from_config(config)
@@ -77,7 +79,8 @@ def run_trial(config: dict, spec_dict: dict, data_dir: str) -> None:
     resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec_dict, "trial": trial.model_dump(), "data_dir": data_dir,
+        train_loop_config={"spec": spec_dict, "trial": trial.model_dump(),
+                           "data_dir": data_dirs[_data_slot(trial.vocab_size)],
                            "driver_started_at": time.time()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
@@ -154,15 +157,21 @@ def _check_cluster_can_hold(spec: SweepSpec, cluster: dict | None = None) -> Non
         raise SpecError(problems)
 
 
-def _trainable(spec: SweepSpec, data: PreparedData):
+def _data_slot(vocab_size: int | None) -> str:
+    return "" if vocab_size is None else str(vocab_size)
+
+
+def _trainable(spec: SweepSpec, datas: dict):
     trainable = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
-                                     data_dir=str(data.data_dir))
+                                     data_dirs={_data_slot(v): str(d.data_dir) for v, d in datas.items()})
     return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: 1})
 
 
 def _param_space(spec: SweepSpec) -> dict:
     axes = {"weight_decay": spec.grid.weight_decay, "scale": spec.grid.scale, "seed": spec.grid.seed,
             **regularizer_axes(spec)}
+    if spec.grid.vocab_size:  # absent otherwise: trial configs (and ids) of sweeps without the axis stay as they were
+        axes["vocab_size"] = spec.grid.vocab_size
     return {name: tune.grid_search(list(values)) for name, values in axes.items()}
 
 
@@ -252,9 +261,10 @@ def _check_data_unchanged(spec: SweepSpec) -> None:
     if not (spec.sweep_dir / "spec.yaml").exists():
         return  # never started: a data dir left by a failed first attempt binds nothing
     built = sorted((spec.sweep_dir / "data").glob("*/meta.json"), key=lambda m: m.stat().st_mtime)
-    key = data_key(spec.data, spec.eval)
-    if not built or any(meta.parent.name == key for meta in built):
+    keys = {data_key(data_config(spec, v), spec.eval) for v in vocab_axis(spec)}
+    if not built or any(meta.parent.name in keys for meta in built):
         return
+    key = data_key(spec.data, spec.eval)
     old = json.loads(built[-1].read_text())  # the newest: what the sweep ran on last
     tok = spec.data.tokenizer
     if tok.kind == "file":
@@ -270,9 +280,11 @@ def _check_data_unchanged(spec: SweepSpec) -> None:
                         "sweep under another name")
 
 
-def _prepare(spec: SweepSpec) -> PreparedData:
+def _prepare(spec: SweepSpec) -> dict:
+    """The data dir of every point of the vocab axis ({None: dir} without one), built or reused."""
     try:
-        return prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+        return {v: prepare_data(data_config(spec, v), spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
+                for v in vocab_axis(spec)}
     except OSError as exc:  # disk full, quota, file-size limit: nothing half-built is kept
         where = exc.filename or spec.sweep_dir / "data"
         if is_remote(spec.sweep_dir):  # s3fs / gcsfs raise OSErrors for refused or failed requests
@@ -284,16 +296,23 @@ def _prepare(spec: SweepSpec) -> PreparedData:
                             "elsewhere (--set storage=PATH)") from None
 
 
-def _check_row_decay(spec: SweepSpec, data: PreparedData) -> None:
+def load_prepared(spec: SweepSpec) -> dict:
+    """The data dirs a sweep was run on ({vocab axis point: PreparedData}), without building any."""
+    return {v: PreparedData.load(spec.sweep_dir / "data" / data_key(data_config(spec, v), spec.eval))
+            for v in vocab_axis(spec)}
+
+
+def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
     """Frequency-aware decay must shrink every embedding row: lr x lambda x (count / median) **
     alpha >= 1 for the most frequent type would flip its row each step. Needs the data's counts,
     so it is checked after data prep, before any trial starts."""
     points = [p for p in grid_points(spec) if p.freq_decay_alpha and p.weight_decay]
     if not points:
         return
-    counts = read_token_counts(data.data_dir, data.vocab_size)
     field = "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha"
     for point in points:
+        data = datas[point.vocab_size]
+        counts = read_token_counts(data.data_dir, data.vocab_size)
         factor = max_row_decay_factor(counts, point.freq_decay_alpha, spec.train.lr, point.weight_decay)
         if factor >= 1:
             raise SpecError([f"{field}: alpha {point.freq_decay_alpha!r} with weight decay "
@@ -310,8 +329,8 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
     if not os.environ.get("RAY_ADDRESS"):
         _check_cluster_can_hold(spec, _local_resources())
     _check_data_unchanged(spec)
-    data = _prepare(spec)
-    _check_row_decay(spec, data)
+    datas = _prepare(spec)
+    _check_row_decay(spec, datas)
     atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)
@@ -320,7 +339,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
         log.warning("resuming the sweep in %s", sweep_dir)
         return resume_sweep(sweep_dir)
     tuner = tune.Tuner(
-        _trainable(spec, data),
+        _trainable(spec, datas),
         param_space=_param_space(spec),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec),
                                     trial_name_creator=_trial_name,
@@ -330,7 +349,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
             failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
             verbose=1),
     )
-    _finish(spec, tuner.fit(), data)
+    _finish(spec, tuner.fit(), datas)
     return sweep_dir
 
 
@@ -353,24 +372,24 @@ def resume_sweep(sweep_dir: str | StoragePath) -> StoragePath:
     if not tune.Tuner.can_restore(str(tune_path)):
         raise SweepDirError(f"{sweep_dir}: no Tune experiment state to resume under {tune_path}; "
                             "start it with `raysweep sweep`")
-    data = _prepare(spec)
+    datas = _prepare(spec)
     init_ray(spec)
     _check_cluster_can_hold(spec)
-    tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec, data),
+    tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec, datas),
                                  resume_errored=True)
-    _finish(spec, tuner.fit(), data)
+    _finish(spec, tuner.fit(), datas)
     return spec.sweep_dir
 
 
 # The trials table -----------------------------------------------------------------------------
 
-def _finish(spec: SweepSpec, results, data: PreparedData) -> None:
+def _finish(spec: SweepSpec, results, datas: dict) -> None:
     statuses = {}
     for result in results:
         trial = _trial_from_config(result.config)
         statuses[trial.trial_id] = ("ERROR", str(result.error).splitlines()[0]) if result.error \
             else ("TERMINATED", None)
-    write_trials_table(spec, data, statuses)
+    write_trials_table(spec, datas, statuses)
 
 
 def _current_regularizer(row: dict) -> dict:
@@ -380,10 +399,11 @@ def _current_regularizer(row: dict) -> dict:
     return row | {axis: getattr(point, axis) for axis in REGULARIZER_AXES} | {"regularizer": point.regularizer}
 
 
-def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> StoragePath:
+def write_trials_table(spec: SweepSpec, datas: dict, statuses: dict) -> StoragePath:
     """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
     rows = []
     for trial in grid_points(spec):
+        data = datas[trial.vocab_size]
         model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
                                     trial.dropout, data.eos_id)
         complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
@@ -396,6 +416,7 @@ def write_trials_table(spec: SweepSpec, data: PreparedData, statuses: dict) -> S
             "n_params": count_params(model_config),
             "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
             "lr": spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,
+            "vocab_size": data.vocab_size,
             "status": status, "error": error,
         })
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)

@@ -13,16 +13,16 @@ import pandas as pd
 from raysweep.sql import connect
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, location
 
-_BY = "tr.scale, tr.regularizer, tr.weight_decay"  # a trial's place in the grid, seeds pooled
+_BY = "tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay"  # a trial's place in the grid, seeds pooled
 
 # name -> (title, SQL)
 TABLES = {
     "table1_balanced_vs_average": (
         "Average vs token-balanced loss and accuracy (final step), mean over seeds ± 95% CI half-width",
-        "SELECT * FROM balanced_vs_average_ci() ORDER BY split, scale, regularizer, weight_decay"),
+        "SELECT * FROM balanced_vs_average_ci() ORDER BY split, scale, vocab_size, regularizer, weight_decay"),
     "excess_loss_by_bin": (
         "Excess token-balanced loss of each frequency bin over the paired λ = 0 trial, mean over seeds with 95% CI",
-        "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0 ORDER BY split, scale, regularizer, weight_decay, bin"),
+        "SELECT * FROM excess_loss_ci() WHERE weight_decay > 0 ORDER BY split, scale, vocab_size, regularizer, weight_decay, bin"),
     "bin_loss": (
         "Token-balanced loss per frequency bin (bin k: 3^k <= training count < 3^(k+1); -1 unseen), mean over seeds",
         f"""SELECT b.split, {_BY}, b.bin, count(*) AS n_seeds, avg(b.n_types) AS n_types,

@@ -73,14 +73,15 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
         report.partial.append(f"{path} (row count differs from its manifest)")
 
 
-def verify_sweep(spec: SweepSpec, data: PreparedData) -> VerifyReport:
+def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
+    """`datas`: the sweep's PreparedData per point of the vocab axis (sweep.load_prepared)."""
     report = VerifyReport()
     expected: set[str] = set()
     for trial in grid_points(spec):
         run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
         if not (run_dir / TRIAL_DONE_FILE).exists():
             continue  # unfinished trials are `raysweep status`'s business, not corruption
-        shards = expected_shards(spec, data, trial.trial_id)
+        shards = expected_shards(spec, datas[trial.vocab_size], trial.trial_id)
         expected |= {str(p) for p in shards}
         for path in shards:
             _check_shard(path, report)

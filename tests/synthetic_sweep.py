@@ -44,8 +44,10 @@ def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight
                 trial_id = f"{scale}-wd{wd!r}-s{seed}"
                 trials.append({"trial_id": trial_id, "weight_decay": wd, "scale": scale, "seed": seed,
                                "decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0,
-                               "dropout": 0.0, "regularizer": "adamw", "n_params": 100, "flops_per_token": 600, "lr": 1e-3, "steps": STEPS[-1],
-                               "data_key": data_key, "status": "TERMINATED", "error": None})
+                               "dropout": 0.0, "regularizer": "adamw", "n_params": 100, "flops_per_token": 600,
+                               "lr": 1e-3, "steps": STEPS[-1],
+                               "data_key": data_key, "vocab_size": VOCAB, "status": "TERMINATED",
+                               "error": None})
                 _write_trial_shards(root, trial_id, wd, rng)
     pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), root / "trials.parquet")
     return root

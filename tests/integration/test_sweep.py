@@ -284,3 +284,26 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("raysweep sweep: error: 1 of 1 trials failed (first: nano-wd1.0-s0: "), last
     assert "sweep dir:" in result.stdout
+
+
+def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path):
+    """grid.vocab_size: one BPE and data dir per size, each trial's model sized to its vocabulary,
+    the frequency profile and per-vocab report rows, and verify finds every shard."""
+    grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "vocab_size": [300, 512]}
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # the axis replaces the tokenizer's single size
+        tmp_path / "runs", name="vocab", grid=grid, data={"tokenizer": {"kind": "bpe", "min_frequency": 2}}))
+    result = run_cli(["sweep", str(spec)], tmp_path)
+    sweep = tmp_path / "runs" / "vocab"
+    assert "vocab_size" in result.stdout  # two sizes: the report says which row is which
+    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+        trials = con.execute("SELECT trial_id, vocab_size, data_key FROM trials ORDER BY trial_id").fetchall()
+        profile = con.execute("SELECT data_key, vocab_size FROM vocab_frequency_profile()").fetchall()
+        max_token = dict(con.execute("SELECT trial_id, max(token_id) FROM tokens GROUP BY 1").fetchall())
+    assert [t[0] for t in trials] == ["nano-wd1.0-s0-v300", "nano-wd1.0-s0-v512"]
+    assert trials[0][2] != trials[1][2] and trials[0][1] <= 300 < trials[1][1] <= 512
+    assert sorted(profile) == sorted((key, vocab) for _, vocab, key in trials)
+    assert all(max_token[trial_id] < vocab for trial_id, vocab, _ in trials)  # each scored its own ids
+    for trial_id, vocab, key in trials:
+        model = build_model(build_config("nano", vocab), seed=1)  # loads only at its own size
+        load_model_weights(model, sweep / "train" / trial_id / f"step-{STEPS:08d}")
+    assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0

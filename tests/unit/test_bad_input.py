@@ -104,6 +104,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
                                                                       grid={"decay_policy": ["no_embeddings"]})],
         "spec-alpha-flips-rows": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [1.0],
                                                                     "freq_decay_alpha": [4.0]})],
+        "spec-vocab-axis-with-tokenizer-file": lambda: ["sweep", _spec(tmp, grid={"vocab_size": [300]}, data={
+            "tokenizer": {"kind": "file", "path": str(tmp / "tokenizer.json")}})],
         "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],
         "spec-seq-len-too-long": lambda: ["sweep", _spec(tmp, data={"seq_len": 4096})],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5})],

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.config import SpecError, grid_points, load_spec, parse_spec
+from raysweep.config import SpecError, data_config, grid_points, load_spec, parse_spec, vocab_axis
 from raysweep.model import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +113,19 @@ def test_regularizer_axes_multiply_the_grid_and_name_their_trials():
     assert {p.regularizer for p in plain} == {"adamw"}
     single = grid_points(parse_spec({"name": "s", "model": {"dropout": 0.1}}))
     assert all(p.dropout == 0.1 and p.trial_id.endswith("-do0.1") for p in single)
+
+
+def test_vocab_axis_crosses_the_grid_with_one_data_config_per_size():
+    spec = parse_spec({"name": "v", "grid": {"vocab_size": [300, 1000], "freq_decay_alpha": [0.0, 0.5]}})
+    points = grid_points(spec)
+    assert len(points) == 2 * 2 * 2 and len({p.trial_id for p in points}) == 8
+    assert {p.trial_id for p in points if p.weight_decay == 1.0 and p.freq_decay_alpha == 0.5} == \
+        {"tiny-wd1.0-s0-v300-fa0.5", "tiny-wd1.0-s0-v1000-fa0.5"}
+    assert [data_config(spec, v).tokenizer.vocab_size for v in vocab_axis(spec)] == [300, 1000]
+    assert data_config(spec, None) == spec.data
+    with pytest.raises(SpecError, match="grid.vocab_size: needs data.tokenizer.kind 'bpe'"):
+        parse_spec({"name": "v", "grid": {"vocab_size": [300]},
+                    "data": {"tokenizer": {"kind": "file", "path": "/x/tokenizer.json"}}})
 
 
 def test_missing_spec_file_names_the_file(tmp_path):

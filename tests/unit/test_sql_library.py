@@ -153,6 +153,19 @@ def test_split_gap_puts_train_and_heldout_side_by_side(sweep, frames):
     assert_frames_match(query(sweep, "SELECT * FROM split_gap()"), want, ["trial_id", "bin"])
 
 
+def test_vocab_frequency_profile(sweep, frames):
+    _, freq, _ = frames
+    got = query(sweep, "SELECT * FROM vocab_frequency_profile(max_count := 9)")
+    counts = freq["count"].to_numpy()
+    seen, low = counts[counts > 0], counts[(counts >= 1) & (counts <= 9)]
+    assert got.to_dict("records") == [{
+        "data_key": "k1", "vocab_size": len(counts), "n_seen_types": len(seen),
+        "n_unseen_types": int((counts == 0).sum()), "n_low_frequency_types": len(low),
+        "low_frequency_type_share": pytest.approx(len(low) / len(seen)),
+        "low_frequency_occurrence_share": pytest.approx(low.sum() / counts.sum()),
+        "median_count": pytest.approx(float(np.median(seen)))}]
+
+
 def test_balanced_vs_average(sweep, frames):
     tokens, _, _ = frames
     typed = _type_loss(tokens, _final)
