@@ -27,14 +27,15 @@ def write_html_report(sweep_dir: str | StoragePath, out: StoragePath | None = No
     out = out or sweep_dir / "report.html"
     with connect([sweep_dir]) as con:
         trials = con.execute("SELECT trial_id, weight_decay, scale, seed, regularizer, n_params, status, "
-                             "error FROM trials ORDER BY scale, regularizer, weight_decay, seed").df()
-        table1 = con.execute("""SELECT b.split, tr.scale, tr.regularizer, tr.weight_decay, count(*) AS n_seeds,
+                             "error FROM trials ORDER BY scale, vocab_size, regularizer, weight_decay, seed").df()
+        table1 = con.execute("""SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay,
+                count(*) AS n_seeds,
                 avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss,
                 avg(b.ratio) AS ratio, avg(b.accuracy) AS accuracy
             FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
             GROUP BY ALL ORDER BY ALL""").df()
         excess = con.execute("SELECT * FROM excess_loss_ci() WHERE weight_decay > 0 "
-                             "ORDER BY split, scale, regularizer, weight_decay, bin").df()
+                             "ORDER BY split, scale, vocab_size, regularizer, weight_decay, bin").df()
     sections = [f"<h1>raysweep: {html.escape(sweep_dir.name)}</h1>",
                 "<h2>Per frequency bin, final step</h2>",
                 f"<pre>{html.escape(format_report(report_table(sweep_dir)))}</pre>",
