@@ -128,7 +128,7 @@ def _is_dir(target: str) -> bool:
 
     try:
         return location(target).is_dir()
-    except StorageError:  # e.g. a query that mentions 'x://'
+    except (StorageError, OSError):  # a query that mentions 'x://', or longer than a file name may be
         return False
 
 

@@ -325,3 +325,14 @@ def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
     means = per_trial.groupby(["split", "weight_decay"])["balanced_loss"].mean()
     for row in tables["table1_balanced_vs_average"].itertuples():
         assert row.balanced_loss == pytest.approx(means[(row.split, row.weight_decay)])
+
+
+def test_sql_cli_takes_a_query_longer_than_a_file_name(sweep, capsys):
+    """The last argument is a sweep dir, a .sql file or a query; a query past 255 characters is not
+    a path to stat (the OS refuses the name)."""
+    from raysweep import cli
+
+    query_text = "SELECT count(*) AS n FROM tokens WHERE " + " OR ".join(f"token_id = {i}" for i in range(40))
+    assert len(query_text) > 255
+    assert cli.main(["sql", str(sweep), query_text]) == 0
+    assert "n" in capsys.readouterr().out
