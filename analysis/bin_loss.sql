@@ -1,9 +1,9 @@
 -- name: bin_loss
 -- description: Per trial, step, split and training-frequency bin (floor(log3(count)); -1 = types unseen in training): number of types, occurrences, mean of per-type mean loss (token-balanced), occurrence-weighted loss, accuracy.
--- params: step := 'final'  -- as in token_type_loss
+-- params: step := 'final', min_occurrences := 1  -- step as in token_type_loss; min_occurrences > 1 keeps only types seen that often in the eval split (a type seen once or twice has a noisy mean loss: a reviewer's confound)
 -- columns: trial_id, step, split, bin, n_types, n_occurrences, type_mean_loss, occurrence_loss, accuracy
 WITH typed AS (
-    SELECT * FROM token_type_loss(step := step)
+    SELECT * FROM token_type_loss(step := step) WHERE n_occurrences >= min_occurrences
 ),
 binned AS (
     SELECT typed.*, f.bin

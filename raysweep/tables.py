@@ -31,7 +31,7 @@ TABLES = {
     "bin_loss_min5": (
         "Confound: per-bin loss over types seen at least 5 times in the eval split, mean over seeds",
         f"""SELECT b.split, {_BY}, b.bin, avg(b.n_types) AS n_types, avg(b.type_mean_loss) AS type_mean_loss
-            FROM bin_loss_min_occurrences(min_occurrences := 5) b JOIN trials tr ON tr.trial_id = b.trial_id
+            FROM bin_loss(min_occurrences := 5) b JOIN trials tr ON tr.trial_id = b.trial_id
             GROUP BY ALL ORDER BY ALL"""),
     "bin_loss_by_token_shape": (
         "Confound: per-bin loss by word start and piece length (train sample), mean over seeds",

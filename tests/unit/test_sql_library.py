@@ -111,9 +111,9 @@ def test_bin_loss_with_unseen_bin_and_ties(sweep, frames):
     assert bins == freq["bin"].tolist()
 
 
-def test_bin_loss_min_occurrences_drops_thinly_seen_types(sweep, frames):
+def test_bin_loss_with_min_occurrences_drops_thinly_seen_types(sweep, frames):
     tokens, freq, _ = frames
-    got = query(sweep, "SELECT * FROM bin_loss_min_occurrences(min_occurrences := 6)")
+    got = query(sweep, "SELECT * FROM bin_loss(min_occurrences := 6)")
     typed = _type_loss(tokens, _final)
     kept = tokens.merge(typed[typed["n_occurrences"] >= 6][["trial_id", "step", "split", "token_id"]])
     assert_frames_match(got, _bin_loss(kept, freq, _final), ["trial_id", "split", "bin"])
