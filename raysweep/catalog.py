@@ -15,9 +15,11 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import yaml
 from tqdm import tqdm
 
-from raysweep.queries import install_queries
+from raysweep.queries import install_queries, query_with_callees
 from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
                              partition_keys)
 from raysweep.storage import (StoragePath, fetch_file, is_remote, location, read_parquet_schema,
@@ -164,23 +166,85 @@ def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePa
     with duckdb.connect(str(tmp)) as con:
         register_filesystems(con, [sweep_dir])
         con.execute(_MACROS)
-        con.execute(f"""CREATE TABLE token_freq AS
-            SELECT regexp_extract(filename, '/data/([^/]+)/token_freq.parquet$', 1) AS data_key,
-                   token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
-            FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
+        _create_token_freq(con, freq_files)
         con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
         _add_columns_of_later_versions(con)
         for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
                                        disable=None):  # disable=None: only on a terminal
             shards = complete_shards(sweep_dir / "shards" / subdir)
             _check_shards(name, shards)
-            con.execute(_shard_view(name, shards))
             if name == "tokens":
-                # Listing the final-step files up front lets DuckDB skip the other steps' files at plan
-                # time; a join against `trials` would read every file's rows before filtering them.
-                final_step = dict(con.execute("SELECT trial_id, steps FROM trials").fetchall())
-                con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
+                _create_token_views(con, shards)
+            else:
+                con.execute(_shard_view(name, shards))
         install_queries(con)
+        search = search_settings(sweep_dir)
+        if search is not None:
+            con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(*search)}")
+
+
+def _create_token_freq(con, freq_files: list[StoragePath]) -> None:
+    con.execute(f"""CREATE TABLE token_freq AS
+        SELECT regexp_extract(filename, '/data/([^/]+)/token_freq.parquet$', 1) AS data_key,
+               token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
+        FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
+
+
+def _create_token_views(con, shards: list[StoragePath]) -> None:
+    """`tokens`, and `final_tokens` over the files of each trial's last step (trials.steps): listing
+    them up front lets DuckDB skip the other steps' files at plan time; a join against `trials`
+    would read every file's rows before filtering them."""
+    con.execute(_shard_view("tokens", shards))
+    final_step = dict(con.execute("SELECT trial_id, steps FROM trials").fetchall())
+    con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
+
+
+# Searched fields shown beside the objectives in `pareto_front`
+_SEARCH_COLUMNS = "tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing, tr.dropout"
+
+
+def pareto_front_sql(objectives: list[str], split: str) -> str:
+    """The finished trials no other trial dominates (<= on every objective, < on one), on `split`
+    at the final step, with their searched fields: the search's Pareto front."""
+    at_most = " AND ".join(f"other.{o} <= o.{o}" for o in objectives)
+    below = " OR ".join(f"other.{o} < o.{o}" for o in objectives)
+    return f"""WITH o AS (
+            SELECT o.trial_id, {', '.join(f'o.{x}' for x in objectives)}, {_SEARCH_COLUMNS}
+            FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
+            WHERE o.split = '{split}' AND tr.status = 'TERMINATED')
+        SELECT * FROM o
+        WHERE NOT EXISTS (SELECT 1 FROM o AS other WHERE {at_most} AND ({below}))
+        ORDER BY {', '.join(objectives)}, trial_id"""
+
+
+def search_settings(sweep_dir: StoragePath) -> tuple[list[str], str] | None:
+    """(objectives, split) of a `search: optuna` sweep, from its spec.yaml; None for a grid. Read
+    as written (a full dump of the validated spec), not re-validated: that would import torch."""
+    spec_file = sweep_dir / "spec.yaml"
+    raw = yaml.safe_load(spec_file.read_text()) if spec_file.exists() else {}
+    if raw.get("search") != "optuna":
+        return None
+    return list(raw["optuna"]["objectives"]), raw["optuna"]["split"]
+
+
+def trial_objectives(sweep_dir: str | StoragePath, trial_row: pa.Table, freq_file: StoragePath) -> dict:
+    """The `trial_objectives` query on one finished trial, per split ({split: {objective: value}}),
+    over an in-memory catalog of just that trial: what its driver reports to the search."""
+    sweep_dir = location(sweep_dir)
+    trial_id = trial_row.column("trial_id")[0].as_py()
+    tokens_dir = sweep_dir / "shards" / "tokens"
+    shards = sorted(s for split_dir in (tokens_dir.glob("split=*") if tokens_dir.exists() else [])
+                    for s in complete_shards(split_dir / f"trial={trial_id}"))
+    with duckdb.connect() as con:
+        register_filesystems(con, [sweep_dir])
+        con.execute(_MACROS)
+        _create_token_freq(con, [freq_file])
+        con.register("trial_row", trial_row)
+        con.execute("CREATE TABLE trials AS SELECT * FROM trial_row")
+        _create_token_views(con, shards)
+        install_queries(con, query_with_callees("trial_objectives"))
+        frame = con.execute("SELECT * FROM trial_objectives()").df()
+    return {row.pop("split"): row for row in frame.drop(columns=["trial_id", "step"]).to_dict("records")}
 
 
 REPORT_SQL = """
@@ -229,3 +293,10 @@ def format_report(table: pd.DataFrame) -> str:
               "occurrences; balanced = over types; binK = types with 3^K <= train count < 3^(K+1).")
     return header + "\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}",
                                            na_rep="-")
+
+
+def pareto_front_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
+    """The catalog's `pareto_front` table (a `search: optuna` sweep's; empty for a grid)."""
+    with open_catalog(sweep_dir) as con:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        return con.execute("SELECT * FROM pareto_front").df() if "pareto_front" in tables else pd.DataFrame()

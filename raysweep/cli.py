@@ -13,8 +13,8 @@ def _print_results(sweep_dir, command: str) -> int:
     (rows of earlier grids in trials.parquet are not this run's)."""
     import ray
 
-    from raysweep.catalog import build_catalog, format_report, report_table
-    from raysweep.config import grid_points
+    from raysweep.catalog import build_catalog, format_report, pareto_front_table, report_table
+    from raysweep.search import is_search, sweep_points
     from raysweep.storage import read_parquet_table
     from raysweep.sweep import load_sweep_spec
 
@@ -22,7 +22,12 @@ def _print_results(sweep_dir, command: str) -> int:
     catalog = build_catalog(sweep_dir)
     print(format_report(report_table(sweep_dir)))
     print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
-    in_grid = {p.trial_id for p in grid_points(load_sweep_spec(sweep_dir))}
+    spec = load_sweep_spec(sweep_dir)
+    if is_search(spec):
+        print(f"\nPareto front of the search (final step, split {spec.optuna.split!r}; "
+              f"`SELECT * FROM pareto_front` in the catalog):")
+        print(pareto_front_table(sweep_dir).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    in_grid = {p.trial_id for p in sweep_points(spec)}
     trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]
     failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, or PENDING: never ran
     if failed:

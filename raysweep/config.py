@@ -19,6 +19,13 @@ from raysweep.cluster import STORAGE_ENV
 from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
+# What `search: optuna` may vary, and the bounds each field allows: (low, high, high is exclusive)
+SEARCH_BOUNDS = {"weight_decay": (0.0, math.inf, True), "lr": (0.0, math.inf, True),
+                 "freq_decay_alpha": (-4.0, 4.0, False), "label_smoothing": (0.0, 1.0, True),
+                 "dropout": (0.0, 1.0, True)}
+SearchParam = Literal["weight_decay", "lr", "freq_decay_alpha", "label_smoothing", "dropout"]
+# Each is measured on the trial's final-step shards by the `trial_objectives` query, and minimized.
+Objective = Literal["average_loss", "balanced_loss", "lowest_bin_loss"]
 # grid axis -> (spec section, field) holding its single value when the axis is left out
 REGULARIZER_AXES = {"decay_policy": ("train", "decay_policy"), "freq_decay_alpha": ("train", "freq_decay_alpha"),
                     "label_smoothing": ("train", "label_smoothing"), "dropout": ("model", "dropout")}
@@ -150,6 +157,50 @@ class GridConfig(_Section):
         return self
 
 
+class SearchRange(_Section):
+    low: float
+    high: float
+    log: bool = False
+    """Sample log-uniformly (needs low > 0), as for a learning rate."""
+
+
+class OptunaConfig(_Section):
+    """`search: optuna`: Optuna's sampler, through Ray Tune, picks each trial's point in `space`;
+    scale, seed and every field not in `space` keep the grid's single value."""
+
+    num_samples: int = Field(12, ge=1)
+    """Trials to run."""
+    objectives: list[Objective] = Field(["average_loss", "balanced_loss"], min_length=1)
+    """Minimized together (two or more: multi-objective, and the catalog keeps the Pareto front)."""
+    split: Literal["train", "heldout"] = "train"
+    """Eval split the objectives are measured on (`train`: the paper's train sample)."""
+    space: dict[SearchParam, SearchRange] = {}
+    """Field -> {low, high, log}: weight_decay, lr, freq_decay_alpha, label_smoothing, dropout."""
+    n_startup_trials: int = Field(4, ge=1)
+    """Random points before the TPE sampler starts modelling the results."""
+    seed: int = 0
+    """Seed of the sampler (the trials' own seed is grid.seed)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptunaConfig":
+        problems = []
+        if len(set(self.objectives)) != len(self.objectives):
+            problems.append(f"optuna.objectives: duplicate values in {self.objectives!r}")
+        for name, span in self.space.items():
+            low, high, open_high = SEARCH_BOUNDS[name]
+            where = f"optuna.space.{name}"
+            if not span.low < span.high:
+                problems.append(f"{where}: low ({span.low!r}) must be < high ({span.high!r})")
+            if span.low < low or (span.high >= high if open_high else span.high > high):
+                problems.append(f"{where}: must lie within [{low:g}, {high:g}{')' if open_high else ']'}, "
+                                f"got [{span.low!r}, {span.high!r}]")
+            if span.log and span.low <= 0:
+                problems.append(f"{where}: log needs low > 0, got {span.low!r}; raise low or set log: false")
+        if problems:
+            raise SpecError(problems)
+        return self
+
+
 class ResourcesConfig(_Section):
     workers_per_trial: int = Field(2, ge=1)
     """Ray Train workers (FSDP2 ranks) per trial."""
@@ -184,6 +235,9 @@ class SweepSpec(_Section):
     relative path resolves against the working dir when the spec is loaded, so Ray workers (whose
     working dir differs) write to the same place. Left out: $RAYSWEEP_STORAGE (what a cluster's
     nodes name as shared storage), else `runs`."""
+    search: Literal["grid", "optuna"] = "grid"
+    """`grid`: every point of `grid`; `optuna`: `optuna.num_samples` points chosen by Optuna."""
+    optuna: OptunaConfig = OptunaConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -236,15 +290,41 @@ class SweepSpec(_Section):
             elif tok.vocab_size != TokenizerConfig.model_fields["vocab_size"].default:
                 problems.append(f"grid.vocab_size: data.tokenizer.vocab_size is set too ({tok.vocab_size}); "
                                 "keep one of them")
+        problems += self._search_problems()
         policies = self.grid.decay_policy or [self.train.decay_policy]
         alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
+        if "freq_decay_alpha" in self.optuna.space:
+            alphas = [self.optuna.space["freq_decay_alpha"].low, self.optuna.space["freq_decay_alpha"].high]
         if "no_embeddings" in policies and any(alphas):
-            field = "grid.freq_decay_alpha" if self.grid.freq_decay_alpha else "train.freq_decay_alpha"
+            field = ("optuna.space.freq_decay_alpha" if "freq_decay_alpha" in self.optuna.space
+                     else "grid.freq_decay_alpha" if self.grid.freq_decay_alpha else "train.freq_decay_alpha")
             problems.append(f"{field}: acts on the embedding rows, which decay policy "
                             "'no_embeddings' never decays; drop one of the two from the spec")
         if problems:
             raise SpecError(problems)
         return self
+
+    def _search_problems(self) -> list[str]:
+        if self.search == "grid":
+            if self.optuna != OptunaConfig():
+                return ["optuna: is set but search is 'grid'; add `search: optuna` or drop the optuna section"]
+            return []
+        problems = []
+        if not self.optuna.space:
+            problems.append("optuna.space: empty; give at least one field to search, e.g. "
+                            "weight_decay: {low: 0.0, high: 1.0}")
+        fixed = ["scale", "seed"] + ([] if "weight_decay" in self.optuna.space else ["weight_decay"])
+        for axis in fixed:
+            values = getattr(self.grid, axis)
+            if len(values) != 1:
+                problems.append(f"grid.{axis}: search: optuna runs one value of it, got {values!r}; give one "
+                                "value (one search per value)" + (", or search it in optuna.space"
+                                                                  if axis == "weight_decay" else ""))
+        for axis in (*REGULARIZER_AXES, "vocab_size"):
+            if getattr(self.grid, axis) is not None:
+                problems.append(f"grid.{axis}: axes are for search: grid; with search: optuna give a single "
+                                "value in its train/model/data field, or search it in optuna.space")
+        return problems
 
     @property
     def sweep_dir(self) -> StoragePath:
@@ -254,6 +334,8 @@ class SweepSpec(_Section):
 def _field_path(loc: tuple) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad key of a mapping: the key itself names it
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
@@ -359,6 +441,8 @@ class TrialPoint(_Section):
     dropout: float = 0.0
     vocab_size: Optional[int] = None
     """The BPE size asked of the grid's vocab axis; None: the spec's tokenizer (no axis)."""
+    lr: Optional[float] = Field(None, gt=0)
+    """A searched peak learning rate; None: train.lr."""
 
     def _regularizer_parts(self) -> list[tuple[str, str]]:
         """(id suffix, description) of each regularizer setting that is not plain AdamW's."""
@@ -374,7 +458,8 @@ class TrialPoint(_Section):
     def trial_id(self) -> str:
         vocab = f"-v{self.vocab_size}" if self.vocab_size is not None else ""
         suffix = "".join(f"-{short}" for short, _ in self._regularizer_parts())
-        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{vocab}{suffix}"
+        lr = f"-lr{self.lr!r}" if self.lr is not None else ""
+        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{vocab}{suffix}{lr}"
 
     @property
     def regularizer(self) -> str:

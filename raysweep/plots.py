@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from raysweep.catalog import search_settings
 from raysweep.sql import connect
 from raysweep.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
@@ -189,6 +190,27 @@ def training_curves(sweep_dir: StoragePath):
     return fig
 
 
+def pareto_front(sweep_dir: StoragePath):
+    """Figure 8 (`search: optuna`): every finished trial on each pair of objectives, coloured by λ,
+    with the catalog's Pareto front ringed and joined."""
+    objectives, split = search_settings(sweep_dir)
+    front = _query(sweep_dir, "SELECT * FROM pareto_front")
+    data = _query(sweep_dir, f"""
+        SELECT o.*, tr.weight_decay FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
+        WHERE tr.status = 'TERMINATED' AND o.split = '{split}'""")
+    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]] or [("weight_decay", objectives[0])]
+    fig, axes = _panels(pairs)
+    for ax, (x, y) in zip(axes, pairs):
+        points = ax.scatter(data[x], data[y], c=data["weight_decay"], cmap="viridis", s=28)
+        on_front = front.sort_values(x)
+        ax.plot(on_front[x], on_front[y], color="crimson", linewidth=1, drawstyle="steps-post")
+        ax.scatter(on_front[x], on_front[y], facecolors="none", edgecolors="crimson", s=90, label="Pareto front")
+        ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title=f"search trials, {split} split, final step")
+        ax.legend(fontsize=8)
+        fig.colorbar(points, ax=ax, label="AdamW weight decay λ")
+    return fig
+
+
 FIGURES = {
     "1_loss_vs_rank": loss_vs_rank,
     "2_bin_loss_accuracy": bin_bars,
@@ -198,6 +220,7 @@ FIGURES = {
     "6_rarest_bin_heatmap": lowest_bin_heatmap,
     "7_training_curves": training_curves,
 }
+NEEDS_BASELINE = {"3_excess_loss", "6_rarest_bin_heatmap"}  # pair each trial with its λ = 0 trial
 
 
 def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None) -> list[StoragePath]:
@@ -207,7 +230,10 @@ def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = No
     out_dir = out_dir or sweep_dir / "figures"
     ensure_dir(out_dir)
     written = []
-    for name, draw in tqdm(FIGURES.items(), desc="figures", unit="fig", disable=None):
+    figures = FIGURES
+    if search_settings(sweep_dir) is not None:  # no λ = 0 baseline to pair with; a front instead
+        figures = {k: v for k, v in FIGURES.items() if k not in NEEDS_BASELINE} | {"8_pareto_front": pareto_front}
+    for name, draw in tqdm(figures.items(), desc="figures", unit="fig", disable=None):
         fig = draw(sweep_dir)
         fig.tight_layout()
         for suffix in ("png", "svg"):

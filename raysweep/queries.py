@@ -98,6 +98,20 @@ def load_queries(directory: Path | None = None) -> list[Query]:
     return ordered
 
 
+def query_with_callees(name: str) -> list[Query]:
+    """A query and every query it calls, callees first: all that a connection holding only some of
+    the catalog's views (macros bind their tables when created) needs to run it."""
+    queries = load_queries()
+    by_name = {q.name: q for q in queries}
+    needed, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in needed:
+            needed.add(current)
+            todo += by_name[current].calls(set(by_name))
+    return [q for q in queries if q.name in needed]
+
+
 def install_queries(con, queries: list[Query] | None = None) -> None:
     """Create every query as a table macro on a DuckDB connection."""
     for query in queries if queries is not None else load_queries():

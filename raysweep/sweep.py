@@ -3,7 +3,8 @@
 Three layers, as in Ray's Train/Tune interop guide:
   [1] `train_loop_per_worker` (raysweep.train.loop): one FSDP2 rank.
   [2] `run_trial`: the Tune function trainable; builds a TorchTrainer named after the trial id.
-  [3] `run_sweep` / `resume_sweep`: the Tuner over weight_decay x scale x seed.
+  [3] `run_sweep` / `resume_sweep`: the Tuner over the grid (weight_decay x scale x seed x ...), or
+      over `optuna.num_samples` points that Optuna chooses (raysweep.search).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
 from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
+from raysweep.search import (corner_points, is_search, param_space, point_from_config, record_point,
+                             searcher, sweep_points)
+from raysweep.catalog import trial_objectives
 from raysweep.storage import (StoragePath, atomic_write_text, is_remote, location, read_parquet_table,
                               write_parquet)
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
@@ -55,9 +59,11 @@ class SweepDirError(ValueError):
     """A sweep directory that cannot be used as asked."""
 
 
-def _trial_from_config(config: dict) -> TrialPoint:
-    """The grid point of a Tune trial config (configs of sweeps from before an axis existed lack
-    its key: the default, plain AdamW's, applies)."""
+def _trial_from_config(spec: SweepSpec, config: dict) -> TrialPoint:
+    """The point of a Tune trial config (configs of sweeps from before an axis existed lack its
+    key: the default, plain AdamW's, applies)."""
+    if is_search(spec):
+        return point_from_config(spec, config)
     return TrialPoint.model_validate({k: v for k, v in config.items() if k in TrialPoint.model_fields})
 
 
@@ -70,17 +76,20 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     keyed by `_data_slot`) come from `tune.with_parameters`.
     """
     spec = SweepSpec.model_validate(spec_dict)
-    trial = _trial_from_config(config)
+    trial = _trial_from_config(spec, config)
     marker = trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE
     if marker.exists():  # finished in an earlier run of this sweep dir: nothing to redo
         tune.report(json.loads(marker.read_text()))
         return
+    data_dir = data_dirs[_data_slot(trial.vocab_size)]
+    if is_search(spec):
+        record_point(spec, trial)
     use_gpu = spec.resources.use_gpu
     resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec_dict, "trial": trial.model_dump(),
-                           "data_dir": data_dirs[_data_slot(trial.vocab_size)],
+                           "data_dir": data_dir,
                            "driver_started_at": time.time()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
@@ -95,12 +104,20 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
                 max_preemption_failures=spec.failure.max_preemption_failures,
                 controller_failure_limit=spec.failure.controller_failure_limit),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=[TuneReportCallback()],
+            # A search's sampler needs its objectives in every result Tune sees, and they exist only
+            # once the trial has finished: Tune then sees the one final report below.
+            callbacks=[] if is_search(spec) else [TuneReportCallback()],
         ),
     )
     result = trainer.fit()
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
+    if is_search(spec):
+        data = PreparedData.load(location(data_dir))
+        row = pa.Table.from_pylist([trial_row(spec, trial, data, "TERMINATED", None)], schema=TRIALS_SCHEMA)
+        final |= trial_objectives(spec.sweep_dir, row, data.data_dir / "token_freq.parquet")[spec.optuna.split]
     atomic_write_text(marker, json.dumps(final))
+    if is_search(spec):
+        tune.report(final)
 
 
 # [3] The Tuner --------------------------------------------------------------------------------
@@ -168,6 +185,8 @@ def _trainable(spec: SweepSpec, datas: dict):
 
 
 def _param_space(spec: SweepSpec) -> dict:
+    if is_search(spec):
+        return param_space(spec)
     axes = {"weight_decay": spec.grid.weight_decay, "scale": spec.grid.scale, "seed": spec.grid.seed,
             **regularizer_axes(spec)}
     if spec.grid.vocab_size:  # absent otherwise: trial configs (and ids) of sweeps without the axis stay as they were
@@ -175,8 +194,13 @@ def _param_space(spec: SweepSpec) -> dict:
     return {name: tune.grid_search(list(values)) for name, values in axes.items()}
 
 
-def _trial_name(trial) -> str:
-    return _trial_from_config(trial.config).trial_id
+def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
+    def trial_name(trial) -> str:
+        return _trial_from_config(spec, trial.config).trial_id
+
+    search = {"search_alg": searcher(spec), "num_samples": spec.optuna.num_samples} if is_search(spec) else {}
+    return tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec), trial_name_creator=trial_name,
+                           trial_dirname_creator=trial_name, **search)
 
 
 def _spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -306,19 +330,24 @@ def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
     """Frequency-aware decay must shrink every embedding row: lr x lambda x (count / median) **
     alpha >= 1 for the most frequent type would flip its row each step. Needs the data's counts,
     so it is checked after data prep, before any trial starts."""
-    points = [p for p in grid_points(spec) if p.freq_decay_alpha and p.weight_decay]
+    points = corner_points(spec) if is_search(spec) else grid_points(spec)
+    points = [p for p in points if p.freq_decay_alpha and p.weight_decay]
     if not points:
         return
-    field = "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha"
+    field = ("optuna.space" if is_search(spec) else
+             "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha")
+    counts = {}  # one read per data dir
     for point in points:
         data = datas[point.vocab_size]
-        counts = read_token_counts(data.data_dir, data.vocab_size)
-        factor = max_row_decay_factor(counts, point.freq_decay_alpha, spec.train.lr, point.weight_decay)
+        if data.data_key not in counts:
+            counts[data.data_key] = read_token_counts(data.data_dir, data.vocab_size)
+        lr = point.lr or spec.train.lr
+        factor = max_row_decay_factor(counts[data.data_key], point.freq_decay_alpha, lr, point.weight_decay)
         if factor >= 1:
             raise SpecError([f"{field}: alpha {point.freq_decay_alpha!r} with weight decay "
-                             f"{point.weight_decay!r} and lr {spec.train.lr!r} decays the most frequent "
+                             f"{point.weight_decay!r} and lr {lr!r} decays the most frequent "
                              f"type's embedding rows by {factor:.3g} per step (>= 1 flips them); lower alpha, "
-                             "the weight decay or train.lr"])
+                             "the weight decay or the lr"])
 
 
 def run_sweep(spec: SweepSpec) -> StoragePath:
@@ -341,9 +370,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
     tuner = tune.Tuner(
         _trainable(spec, datas),
         param_space=_param_space(spec),
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec),
-                                    trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
+        tune_config=_tune_config(spec),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(sweep_dir),
             failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
@@ -386,7 +413,7 @@ def resume_sweep(sweep_dir: str | StoragePath) -> StoragePath:
 def _finish(spec: SweepSpec, results, datas: dict) -> None:
     statuses = {}
     for result in results:
-        trial = _trial_from_config(result.config)
+        trial = _trial_from_config(spec, result.config)
         statuses[trial.trial_id] = ("ERROR", str(result.error).splitlines()[0]) if result.error \
             else ("TERMINATED", None)
     write_trials_table(spec, datas, statuses)
@@ -395,30 +422,34 @@ def _finish(spec: SweepSpec, results, datas: dict) -> None:
 def _current_regularizer(row: dict) -> dict:
     """A trials row of an earlier grid with the regularizer columns as this version writes them
     (rows from before the axes lack them), so excess_loss still pairs it with its baseline."""
-    point = TrialPoint.model_validate({k: row[k] for k in TrialPoint.model_fields if row.get(k) is not None})
+    point = TrialPoint.model_validate({k: row[k] for k in TrialPoint.model_fields
+                                       if row.get(k) is not None and k != "lr"})
     return row | {axis: getattr(point, axis) for axis in REGULARIZER_AXES} | {"regularizer": point.regularizer}
 
 
+def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: str, error: str | None) -> dict:
+    """The trial's row of the trials table (TRIALS_SCHEMA)."""
+    model_config = build_config(trial.scale, data.vocab_size, spec.model.family, trial.dropout, data.eos_id)
+    return {
+        "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
+        "seed": trial.seed, "decay_policy": trial.decay_policy,
+        "freq_decay_alpha": trial.freq_decay_alpha, "label_smoothing": trial.label_smoothing,
+        "dropout": trial.dropout, "regularizer": trial.regularizer,
+        "n_params": count_params(model_config),
+        "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
+        "lr": trial.lr or spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,
+        "vocab_size": data.vocab_size,
+        "status": status, "error": error,
+    }
+
+
 def write_trials_table(spec: SweepSpec, datas: dict, statuses: dict) -> StoragePath:
-    """trials.parquet: one row per trial of this grid, merged with earlier grids of the sweep."""
+    """trials.parquet: one row per trial of this grid (or search), merged with earlier grids of the sweep."""
     rows = []
-    for trial in grid_points(spec):
-        data = datas[trial.vocab_size]
-        model_config = build_config(trial.scale, data.vocab_size, spec.model.family,
-                                    trial.dropout, data.eos_id)
+    for trial in sweep_points(spec):
         complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
         status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
-        rows.append({
-            "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
-            "seed": trial.seed, "decay_policy": trial.decay_policy,
-            "freq_decay_alpha": trial.freq_decay_alpha, "label_smoothing": trial.label_smoothing,
-            "dropout": trial.dropout, "regularizer": trial.regularizer,
-            "n_params": count_params(model_config),
-            "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
-            "lr": spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,
-            "vocab_size": data.vocab_size,
-            "status": status, "error": error,
-        })
+        rows.append(trial_row(spec, trial, datas[trial.vocab_size], status, error))
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
     path = spec.sweep_dir / TRIALS_FILE
     if path.exists():  # keep trials of earlier grids of this sweep

@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from raysweep.catalog import search_settings
 from raysweep.sql import connect
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, location
 
@@ -54,6 +55,10 @@ TABLES = {
             FROM embedding_norms() e JOIN trials tr ON tr.trial_id = e.trial_id GROUP BY ALL ORDER BY ALL"""),
 }
 
+SEARCH_TRIALS_SQL = """SELECT o.split, tr.trial_id, tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing,
+           tr.dropout, o.average_loss, o.balanced_loss, o.lowest_bin, o.lowest_bin_loss, o.accuracy
+    FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id ORDER BY o.split, tr.trial_id"""
+
 
 def _markdown(frame: pd.DataFrame) -> str:
     def cell(value) -> str:
@@ -73,8 +78,13 @@ def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> li
     written, page = [], [f"# Tables of sweep `{sweep_dir.name}`", "",
                          "Written by `raysweep tables`; each table is one SQL over the catalog "
                          "(`raysweep/tables.py`), the seeds of each grid point pooled.", ""]
+    tables = dict(TABLES)
+    if search_settings(sweep_dir) is not None:
+        tables["pareto_front"] = ("Pareto front of the search: finished trials no other trial dominates on "
+                                  "the objectives (final step)", "SELECT * FROM pareto_front")
+        tables["search_trials"] = ("Every trial of the search with its objectives (final step)", SEARCH_TRIALS_SQL)
     with connect([sweep_dir]) as con:
-        for name, (title, sql) in TABLES.items():
+        for name, (title, sql) in tables.items():
             frame = con.execute(sql).df()
             path = out_dir / f"{name}.csv"
             atomic_write_text(path, frame.to_csv(index=False))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from raysweep.config import SweepSpec, grid_points
+from raysweep.config import SweepSpec
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
 from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, partition_keys,
                              token_shard_path, train_metrics_path)
+from raysweep.search import sweep_points
 from raysweep.storage import StoragePath, read_parquet_metadata
 from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
                                        trial_run_dir)
@@ -77,7 +78,7 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
     """`datas`: the sweep's PreparedData per point of the vocab axis (sweep.load_prepared)."""
     report = VerifyReport()
     expected: set[str] = set()
-    for trial in grid_points(spec):
+    for trial in sweep_points(spec):
         run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
         if not (run_dir / TRIAL_DONE_FILE).exists():
             continue  # unfinished trials are `raysweep status`'s business, not corruption

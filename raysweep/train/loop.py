@@ -70,10 +70,11 @@ def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: 
 
 
 def trial_train_config(spec: SweepSpec, trial: TrialPoint):
-    """spec.train with this trial's regularizer settings (the grid's axes) in place."""
+    """spec.train with this trial's regularizer settings (the grid's axes) and a searched lr in place."""
     return spec.train.model_copy(update={"decay_policy": trial.decay_policy,
                                          "freq_decay_alpha": trial.freq_decay_alpha,
-                                         "label_smoothing": trial.label_smoothing})
+                                         "label_smoothing": trial.label_smoothing,
+                                         "lr": trial.lr or spec.train.lr})
 
 
 def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int) -> None:
@@ -137,8 +138,9 @@ def train_loop_per_worker(config: dict) -> None:
     apply_fsdp(model, mesh, spec.resources.use_gpu)
     arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
     train_cfg = trial_train_config(spec, trial)
+    row_decay = bool(train_cfg.freq_decay_alpha and trial.weight_decay)  # the only user of the counts
     optimizer = build_optimizer(model, trial.weight_decay, train_cfg,
-                                token_counts=read_token_counts(arrays_dir, data.vocab_size))
+                                token_counts=read_token_counts(arrays_dir, data.vocab_size) if row_decay else None)
 
     # [3] Resume from the newest complete checkpoint, if this is a restart.
     start_step = 0
@@ -174,7 +176,7 @@ def train_loop_per_worker(config: dict) -> None:
         rows = batch_rows(step, trial.seed, len(train_rows), spec.train.batch_size)
         local = rows[rank * per_rank:(rank + 1) * per_rank]
         input_ids = torch.from_numpy(train_rows[np.sort(local)].astype(np.int64)).to(device)
-        lr = lr_at(step, spec.train)
+        lr = lr_at(step, train_cfg)
         torch.manual_seed(hash((trial.seed, step, rank)) & 0x7FFFFFFF)  # dropout replays on resume
         loss = train_step(model, optimizer, input_ids, lr, spec.train.grad_clip, trial.label_smoothing)
         done = step + 1

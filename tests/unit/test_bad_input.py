@@ -53,6 +53,14 @@ def _spec(tmp: Path, **sections) -> str:
     return str(write_spec(tmp / "spec.yaml", tiny_spec_dict(tmp / "runs", name="new", **sections)))
 
 
+WD_SPACE = {"weight_decay": {"low": 0.0, "high": 1.0}}
+
+
+def _search_spec(tmp: Path, space: dict, seed=(0,)) -> str:
+    return _spec(tmp, search="optuna", optuna={"space": space},
+                 grid={"weight_decay": [0.0], "scale": ["nano"], "seed": list(seed)})
+
+
 def _raw_spec(tmp: Path, text: str) -> str:
     (tmp / "spec.yaml").write_text(text)
     return str(tmp / "spec.yaml")
@@ -104,6 +112,14 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
                                                                       grid={"decay_policy": ["no_embeddings"]})],
         "spec-alpha-flips-rows": lambda: ["sweep", _spec(tmp, grid={"weight_decay": [1.0],
                                                                     "freq_decay_alpha": [4.0]})],
+        "spec-search-empty-space": lambda: ["sweep", _search_spec(tmp, {})],
+        "spec-search-bad-range": lambda: ["sweep", _search_spec(tmp, {"lr": {"low": 0.01, "high": 0.001}})],
+        "spec-search-log-from-zero": lambda: ["sweep", _search_spec(
+            tmp, {"weight_decay": {"low": 0.0, "high": 1.0, "log": True}})],
+        "spec-search-unknown-field": lambda: ["sweep", _search_spec(tmp, {"beta2": {"low": 0.9, "high": 0.99}})],
+        "spec-search-with-axes": lambda: ["sweep", _search_spec(tmp, WD_SPACE, seed=[0, 1])],
+        "spec-search-alpha-flips-rows": lambda: ["sweep", _search_spec(
+            tmp, WD_SPACE | {"freq_decay_alpha": {"low": 0.0, "high": 4.0}})],
         "spec-vocab-axis-with-tokenizer-file": lambda: ["sweep", _spec(tmp, grid={"vocab_size": [300]}, data={
             "tokenizer": {"kind": "file", "path": str(tmp / "tokenizer.json")}})],
         "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],

@@ -1,0 +1,176 @@
+"""`search: optuna`: the spec section's checks, the points a search turns into trials, and the
+objectives and Pareto front as SQL over a synthetic sweep, against pandas."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from ray import tune
+
+from raysweep.catalog import build_catalog, pareto_front_sql, trial_objectives
+from raysweep.config import SpecError, TrialPoint, parse_spec
+from raysweep.search import corner_points, param_space, point_from_config, record_point, sweep_points
+from raysweep.sql import connect
+from tests.synthetic_sweep import write_synthetic_sweep
+
+SEARCH = {"name": "s", "search": "optuna", "grid": {"weight_decay": [0.0], "scale": ["tiny"], "seed": [3]},
+          "optuna": {"space": {"weight_decay": {"low": 0.0, "high": 1.0},
+                               "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}}}
+
+
+def _problems(raw: dict, *overrides: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, overrides)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (("optuna.space={}",), "optuna.space: empty"),
+    (("optuna.space.lr.low=0.02",), "optuna.space.lr: low (0.02) must be < high (0.01)"),
+    (("optuna.space.weight_decay.low=-0.5",), "optuna.space.weight_decay: must lie within [0, inf)"),
+    (("optuna.space.dropout={low: 0.0, high: 1.0}",), "optuna.space.dropout: must lie within [0, 1)"),
+    (("optuna.space.weight_decay.log=true",), "optuna.space.weight_decay: log needs low > 0"),
+    (("optuna.space.beta2={low: 0.9, high: 0.99}",), "optuna.space.beta2: must be one of 'weight_decay'"),
+    (("optuna.objectives=[balanced_loss, balanced_loss]",), "optuna.objectives: duplicate values"),
+    (("optuna.objectives=[perplexity]",), "optuna.objectives[0]: must be one of"),
+    (("grid.seed=[0, 1]",), "grid.seed: search: optuna runs one value of it"),
+    (("grid.decay_policy=[all_matrices, no_embeddings]",), "grid.decay_policy: axes are for search: grid"),
+    (("search=grid",), "optuna: is set but search is 'grid'"),
+    (("train.decay_policy=no_embeddings", "optuna.space.freq_decay_alpha={low: 0.0, high: 1.0}"),
+     "optuna.space.freq_decay_alpha: acts on the embedding rows"),
+])
+def test_search_spec_errors_name_the_field(overrides, expected):
+    problems = _problems(SEARCH, *overrides)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_fixed_weight_decay_must_be_one_value_when_not_searched():
+    raw = {**SEARCH, "grid": {"weight_decay": [0.0, 1.0], "scale": ["tiny"], "seed": [0]},
+           "optuna": {"space": {"lr": {"low": 1e-4, "high": 1e-2}}}}
+    assert any(p.startswith("grid.weight_decay: search: optuna runs one value") for p in _problems(raw))
+
+
+def test_param_space_has_distributions_for_searched_fields_and_constants_for_the_rest():
+    spec = parse_spec(SEARCH, ("train.label_smoothing=0.1",))
+    space = param_space(spec)
+    assert isinstance(space["weight_decay"], tune.search.sample.Float)
+    assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
+    assert (space["scale"], space["seed"], space["label_smoothing"], space["decay_policy"]) == \
+        ("tiny", 3, 0.1, "all_matrices")
+    assert not isinstance(space.get("lr"), float)
+
+
+def test_sampled_point_is_rounded_so_id_row_and_run_agree():
+    spec = parse_spec(SEARCH)
+    config = {**param_space(spec), "weight_decay": 0.123456789, "lr": 0.00314159265}
+    point = point_from_config(spec, config)
+    assert (point.weight_decay, point.lr) == (0.1235, 0.003142)
+    assert point.trial_id == "tiny-wd0.1235-s3-lr0.003142"
+    # Two samples that round alike are the same trial (and find each other's results).
+    assert point_from_config(spec, {**config, "weight_decay": 0.12349}).trial_id == point.trial_id
+
+
+def test_grid_trial_ids_are_unchanged_by_the_lr_field():
+    assert TrialPoint(weight_decay=0.1, scale="tiny", seed=0).trial_id == "tiny-wd0.1-s0"
+
+
+def test_search_points_come_from_the_trials_started(tmp_path):
+    spec = parse_spec(SEARCH, (f"storage={tmp_path}",))
+    assert sweep_points(spec) == []
+    started = [TrialPoint(weight_decay=w, scale="tiny", seed=3, lr=lr) for w, lr in ((0.5, 1e-3), (0.0, 2e-3))]
+    for point in started:
+        record_point(spec, point)
+    assert sorted(p.trial_id for p in sweep_points(spec)) == sorted(p.trial_id for p in started)
+
+
+def test_corner_points_span_the_box():
+    spec = parse_spec(SEARCH, ("optuna.space.freq_decay_alpha={low: -1.0, high: 2.0}",))
+    corners = {(p.weight_decay, p.lr, p.freq_decay_alpha) for p in corner_points(spec)}
+    assert corners == set(itertools.product((0.0, 1.0), (1e-4, 1e-2), (-1.0, 2.0)))
+
+
+# The objectives and the front as SQL --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def search_sweep(tmp_path_factory):
+    """The synthetic sweep as a search: five λ, one seed, spec.yaml saying `search: optuna`."""
+    root = write_synthetic_sweep(tmp_path_factory.mktemp("search") / "srch", seeds=(0,),
+                                 weight_decays=(0.0, 0.25, 0.5, 0.75, 1.0), rng_seed=7)
+    spec = parse_spec({**SEARCH, "name": "srch", "optuna": {**SEARCH["optuna"],
+                       "objectives": ["average_loss", "lowest_bin_loss"]}}, (f"storage={root.parent}",))
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    build_catalog(root)
+    return root
+
+
+def _objectives_by_pandas(con) -> dict:
+    """Average, token-balanced and lowest-seen-bin loss per (trial, split), from the raw rows."""
+    tokens = con.execute("SELECT t.*, f.bin FROM final_tokens t JOIN trials tr USING (trial_id) "
+                         "JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = t.token_id").df()
+    out = {}
+    for (trial, split), rows in tokens.groupby(["trial_id", "split"]):
+        per_type = rows.groupby("token_id").agg(loss=("loss", "mean"), bin=("bin", "first"))
+        seen = per_type[per_type["bin"] >= 0]
+        lowest = seen["bin"].min()
+        out[trial, split] = {"average_loss": rows["loss"].astype(np.float64).mean(),
+                             "balanced_loss": per_type["loss"].mean(), "lowest_bin": lowest,
+                             "lowest_bin_loss": seen[seen["bin"] == lowest]["loss"].mean()}
+    return out
+
+
+def test_trial_objectives_match_pandas(search_sweep):
+    with connect([search_sweep]) as con:
+        want = _objectives_by_pandas(con)
+        got = con.execute("SELECT * FROM trial_objectives()").df()
+    assert len(got) == len(want) == 10
+    for row in got.to_dict("records"):
+        for name, value in want[row["trial_id"], row["split"]].items():
+            assert row[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_one_trial_catalog_scores_a_trial_as_the_full_catalog_does(search_sweep):
+    """What a search trial's driver reports equals what the sweep's catalog computes later."""
+    trials = pa.parquet.read_table(search_sweep / "trials.parquet")
+    with connect([search_sweep]) as con:
+        full = con.execute("SELECT * FROM trial_objectives()").df()
+    for i in (0, 3):
+        row = trials.slice(i, 1)
+        trial_id = row.column("trial_id")[0].as_py()
+        got = trial_objectives(search_sweep, row, search_sweep / "data" / "k1" / "token_freq.parquet")
+        assert set(got) == {"train", "heldout"}
+        for split, values in got.items():
+            expected = full[(full["trial_id"] == trial_id) & (full["split"] == split)].iloc[0]
+            for name in ("average_loss", "balanced_loss", "lowest_bin_loss"):
+                assert values[name] == pytest.approx(expected[name], rel=1e-9)
+
+
+def test_pareto_front_is_the_non_dominated_set(search_sweep):
+    with connect([search_sweep]) as con:
+        front = con.execute("SELECT * FROM pareto_front").df()
+        objectives = con.execute("SELECT * FROM trial_objectives() WHERE split = 'train'").df()
+    points = {r.trial_id: (r.average_loss, r.lowest_bin_loss) for r in objectives.itertuples()}
+    dominated = {a for a, pa_ in points.items() for b, pb in points.items()
+                 if all(x <= y for x, y in zip(pb, pa_)) and pb != pa_}
+    assert set(front["trial_id"]) == set(points) - dominated
+    assert list(front.columns[:3]) == ["trial_id", "average_loss", "lowest_bin_loss"]
+    assert front["average_loss"].is_monotonic_increasing
+
+
+def test_pareto_front_sql_keeps_ties_and_drops_the_dominated():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE trials AS SELECT * FROM (VALUES ('a', 'TERMINATED'), ('b', 'TERMINATED'), "
+                "('c', 'TERMINATED'), ('d', 'TERMINATED'), ('e', 'ERROR')) t(trial_id, status)")
+    for column in ("weight_decay", "lr", "freq_decay_alpha", "label_smoothing", "dropout"):
+        con.execute(f"ALTER TABLE trials ADD COLUMN {column} DOUBLE DEFAULT 0")
+    # a and b tie, c is dominated by a, d trades off; e would dominate all but did not finish
+    con.execute("CREATE MACRO trial_objectives() AS TABLE SELECT * FROM (VALUES ('a', 'train', 1.0, 2.0), "
+                "('b', 'train', 1.0, 2.0), ('c', 'train', 1.0, 3.0), ('d', 'train', 0.5, 4.0), "
+                "('e', 'train', 0.1, 0.1)) t(trial_id, split, x, y)")
+    front = con.execute(pareto_front_sql(["x", "y"], "train")).df()
+    assert list(front["trial_id"]) == ["d", "a", "b"]
