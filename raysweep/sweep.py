@@ -219,7 +219,7 @@ def _spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _check_existing_sweep(spec: SweepSpec) -> bool:
     """True if this sweep dir already ran exactly this spec (so it resumes).
 
-    A spec that differs only in its grid extends the sweep (finished trials are kept); any
+    A grid spec that differs only in its grid extends the sweep (finished trials are kept); any
     other difference is refused, because the trials would no longer be comparable.
     """
     spec_file = spec.sweep_dir / "spec.yaml"
@@ -232,7 +232,8 @@ def _check_existing_sweep(spec: SweepSpec) -> bool:
     except (ValueError, TypeError):
         old = raw
     new = spec.model_dump(mode="json")
-    diffs = [d for d in _spec_differences(old, new) if not d.startswith("grid.")]
+    # A search's grid holds its fixed values: another seed or scale is another search.
+    diffs = [d for d in _spec_differences(old, new) if is_search(spec) or not d.startswith("grid.")]
     if diffs:
         raise SweepDirError(f"{spec.sweep_dir}: holds a sweep with a different spec ({'; '.join(diffs)}); "
                             f"use another `name` or `storage`, or the original values")

@@ -37,3 +37,21 @@ def test_trials_rows_of_earlier_grids_get_this_versions_regularizer():
                "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices"}
     row = _current_regularizer(old_row)
     assert row["regularizer"] == "adamw" and row["dropout"] == 0.0 and row["trial_id"] == "tiny-wd0.0-s0"
+
+
+def test_a_search_dir_refuses_another_seed_where_a_grid_would_extend(tmp_path):
+    grid = {"name": "g", "storage": str(tmp_path)}
+    spec = parse_spec(grid)
+    spec.sweep_dir.mkdir(parents=True)
+    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    assert _check_existing_sweep(parse_spec(grid, ("grid.seed=[0, 1]",))) is False  # extends the grid
+
+    search = {"name": "s", "storage": str(tmp_path), "search": "optuna", "grid": {"weight_decay": [0.0]},
+              "optuna": {"space": {"weight_decay": {"low": 0.0, "high": 1.0}}}}
+    spec = parse_spec(search)
+    spec.sweep_dir.mkdir(parents=True)
+    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    assert _check_existing_sweep(spec) is True  # the same search resumes
+    for change in ("grid.seed=[1]", "optuna.num_samples=20"):
+        with pytest.raises(SweepDirError, match="holds a sweep with a different spec"):
+            _check_existing_sweep(parse_spec(search, (change,)))
