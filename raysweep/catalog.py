@@ -221,7 +221,7 @@ def search_settings(sweep_dir: StoragePath) -> tuple[list[str], str] | None:
     """(objectives, split) of a `search: optuna` sweep, from its spec.yaml; None for a grid. Read
     as written (a full dump of the validated spec), not re-validated: that would import torch."""
     spec_file = sweep_dir / "spec.yaml"
-    raw = yaml.safe_load(spec_file.read_text()) if spec_file.exists() else {}
+    raw = (yaml.safe_load(spec_file.read_text()) if spec_file.exists() else None) or {}
     if raw.get("search") != "optuna":
         return None
     return list(raw["optuna"]["objectives"]), raw["optuna"]["split"]
@@ -249,40 +249,40 @@ def trial_objectives(sweep_dir: str | StoragePath, trial_row: pa.Table, freq_fil
 
 REPORT_SQL = """
 WITH overall AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
            avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
     FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay
 ),
 bins AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
     FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay, b.bin
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin
 )
-SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, weight_decay)
-ORDER BY split, scale, vocab_size, regularizer, weight_decay, bin
+SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, lr, weight_decay)
+ORDER BY split, scale, vocab_size, regularizer, lr, weight_decay, bin
 """
 
 
 def report_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    """Final-step table: per split x scale (x vocabulary size and regularizer, when the sweep has
+    """Final-step table: per split x scale (x vocabulary size, regularizer and lr, when the sweep has
     more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
     frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
     with open_catalog(sweep_dir) as con:
         long = con.execute(REPORT_SQL).df()
     if long.empty:
         return long
-    keys = ["split", "scale", "vocab_size", "regularizer", "weight_decay", "n_seeds", "average_loss",
+    keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",
             "balanced_loss"]
     wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
     wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
                     for c in wide.columns]
     bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
-    for column in ("vocab_size", "regularizer"):
+    for column in ("vocab_size", "regularizer", "lr"):
         if wide[column].nunique() == 1:
             keys.remove(column)  # a single value: the column would say nothing
     ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
-    return wide.sort_values(["split", "scale", "vocab_size", "regularizer", "weight_decay"])[ordered] \
+    return wide.sort_values(["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay"])[ordered] \
         .reset_index(drop=True)
 
 

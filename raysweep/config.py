@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from raysweep.cluster import STORAGE_ENV
 from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
-# What `search: optuna` may vary, and the bounds each field allows: (low, high, high is exclusive)
-SEARCH_BOUNDS = {"weight_decay": (0.0, math.inf, True), "lr": (0.0, math.inf, True),
-                 "freq_decay_alpha": (-4.0, 4.0, False), "label_smoothing": (0.0, 1.0, True),
-                 "dropout": (0.0, 1.0, True)}
+# What `search: optuna` may vary; each bound must pass the constraints of the field it stands for.
 SearchParam = Literal["weight_decay", "lr", "freq_decay_alpha", "label_smoothing", "dropout"]
 # Each is measured on the trial's final-step shards by the `trial_objectives` query, and minimized.
 Objective = Literal["average_loss", "balanced_loss", "lowest_bin_loss"]
@@ -157,6 +154,19 @@ class GridConfig(_Section):
         return self
 
 
+def _bound_problem(name: str, value: float) -> Optional[str]:
+    """Why `value` is not a valid value of the searched field `name` (None if it is), by the field's
+    own constraints: a searched value must be one the spec would accept as a single value."""
+    if name == "weight_decay":  # a grid list, checked by GridConfig
+        return None if 0 <= value < math.inf else f"must be a finite number >= 0, got {value!r}"
+    model = ModelConfig if name == "dropout" else TrainConfig
+    try:
+        TypeAdapter(Annotated[float, *model.model_fields[name].metadata]).validate_python(value)
+    except ValidationError as exc:
+        return _describe(exc.errors()[0])
+    return None
+
+
 class SearchRange(_Section):
     low: float
     high: float
@@ -165,8 +175,9 @@ class SearchRange(_Section):
 
 
 class OptunaConfig(_Section):
-    """`search: optuna`: Optuna's sampler, through Ray Tune, picks each trial's point in `space`;
-    scale, seed and every field not in `space` keep the grid's single value."""
+    """`search: optuna`: Optuna's sampler, through Ray Tune, picks each trial's point in `space`.
+    Scale and seed take the grid's single value, and so does weight decay when not searched; every
+    other field not in `space` keeps its single train/model value."""
 
     num_samples: int = Field(12, ge=1)
     """Trials to run."""
@@ -187,13 +198,13 @@ class OptunaConfig(_Section):
         if len(set(self.objectives)) != len(self.objectives):
             problems.append(f"optuna.objectives: duplicate values in {self.objectives!r}")
         for name, span in self.space.items():
-            low, high, open_high = SEARCH_BOUNDS[name]
             where = f"optuna.space.{name}"
             if not span.low < span.high:
                 problems.append(f"{where}: low ({span.low!r}) must be < high ({span.high!r})")
-            if span.low < low or (span.high >= high if open_high else span.high > high):
-                problems.append(f"{where}: must lie within [{low:g}, {high:g}{')' if open_high else ']'}, "
-                                f"got [{span.low!r}, {span.high!r}]")
+            for end in ("low", "high"):
+                reason = _bound_problem(name, getattr(span, end))
+                if reason:
+                    problems.append(f"{where}.{end}: {reason}")
             if span.log and span.low <= 0:
                 problems.append(f"{where}: log needs low > 0, got {span.low!r}; raise low or set log: false")
         if problems:
@@ -310,6 +321,9 @@ class SweepSpec(_Section):
                 return ["optuna: is set but search is 'grid'; add `search: optuna` or drop the optuna section"]
             return []
         problems = []
+        if self.optuna.split == "heldout" and self.eval.n_heldout_sequences == 0:
+            problems.append("optuna.split: 'heldout' needs eval.n_heldout_sequences > 0; evaluate held-out "
+                            "sequences or search on split 'train'")
         if not self.optuna.space:
             problems.append("optuna.space: empty; give at least one field to search, e.g. "
                             "weight_decay: {low: 0.0, high: 1.0}")

@@ -176,15 +176,20 @@ def lowest_bin_heatmap(sweep_dir: StoragePath):
 
 
 def training_curves(sweep_dir: StoragePath):
-    """Figure 7: training loss per step, one line per trial, panels per scale."""
-    data = _query(sweep_dir, f"SELECT * REPLACE ({_panel()}) FROM train_curves()")
+    """Figure 7: training loss per step, one line per trial, panels per scale (a search's trials,
+    whose regularizer and lr vary continuously, share one panel per scale)."""
+    panel = "scale AS scale" if search_settings(sweep_dir) is not None else _panel()
+    data = _query(sweep_dir, f"SELECT * REPLACE ({panel}) FROM train_curves()")
     keys = sorted(data["scale"].unique())
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
     for ax, scale in zip(axes, keys):
-        for (wd, seed), group in data[data["scale"] == scale].groupby(["weight_decay", "seed"]):
+        labelled = set()
+        for _, group in data[data["scale"] == scale].groupby("trial_id"):
+            wd = group["weight_decay"].iloc[0]
             ax.plot(group["step"], group["loss"], color=colors[wd], linewidth=0.8,
-                    label=f"λ={wd:g}" if seed == data["seed"].min() else None)
+                    label=None if wd in labelled else f"λ={wd:g}")
+            labelled.add(wd)
         ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (nats, log scale)", title=scale)
         ax.legend(title="weight decay", fontsize=8)
     return fig
@@ -198,7 +203,9 @@ def pareto_front(sweep_dir: StoragePath):
     data = _query(sweep_dir, f"""
         SELECT o.*, tr.weight_decay FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
         WHERE tr.status = 'TERMINATED' AND o.split = '{split}'""")
-    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]] or [("weight_decay", objectives[0])]
+    searched = [c for c in front.columns if c not in objectives and c != "trial_id" and front[c].nunique() > 1]
+    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]] or \
+        [(searched[0] if searched else "weight_decay", objectives[0])]  # one objective: against a searched field
     fig, axes = _panels(pairs)
     for ax, (x, y) in zip(axes, pairs):
         points = ax.scatter(data[x], data[y], c=data["weight_decay"], cmap="viridis", s=28)
@@ -220,7 +227,6 @@ FIGURES = {
     "6_rarest_bin_heatmap": lowest_bin_heatmap,
     "7_training_curves": training_curves,
 }
-NEEDS_BASELINE = {"3_excess_loss", "6_rarest_bin_heatmap"}  # pair each trial with its λ = 0 trial
 
 
 def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None) -> list[StoragePath]:
@@ -231,8 +237,10 @@ def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = No
     ensure_dir(out_dir)
     written = []
     figures = FIGURES
-    if search_settings(sweep_dir) is not None:  # no λ = 0 baseline to pair with; a front instead
-        figures = {k: v for k, v in FIGURES.items() if k not in NEEDS_BASELINE} | {"8_pareto_front": pareto_front}
+    if search_settings(sweep_dir) is not None:
+        # Per-grid-point figures pool trials that differ in a searched lr or alpha: a search gets its
+        # curves and its front.
+        figures = {"7_training_curves": training_curves, "8_pareto_front": pareto_front}
     for name, draw in tqdm(figures.items(), desc="figures", unit="fig", disable=None):
         fig = draw(sweep_dir)
         fig.tight_layout()

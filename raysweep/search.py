@@ -3,16 +3,17 @@
 A grid sweep knows its trials from the spec; a search learns them as it goes, so each trial's
 driver records its point as `train/<trial_id>/point.json` before training, and `sweep_points`
 reads those back for the trials table, verify and the exit status. Sampled values are rounded to
-`SIGNIFICANT_DIGITS` before they become a trial: the point that ran, its id and the row in
-`trials` are then one and the same, and two samples that round alike are one trial (the second
-finds the first's results).
+`SIGNIFICANT_DIGITS` (and kept inside the space) before they become a trial: the point that ran,
+its id and the row in `trials` are then one and the same. Two samples that round alike are one
+trial id: run one after the other, the second finds the first's results; run at the same time (a
+1e-4 coincidence), both would train into the same dir, with identical results.
 """
 
 from __future__ import annotations
 
 import json
 
-from raysweep.config import REGULARIZER_AXES, SweepSpec, TrialPoint, grid_points
+from raysweep.config import SweepSpec, TrialPoint, grid_points, regularizer_axes
 from raysweep.storage import atomic_write_text, ensure_dir
 from raysweep.train.checkpoint import trial_run_dir
 
@@ -27,7 +28,7 @@ def is_search(spec: SweepSpec) -> bool:
 def fixed_values(spec: SweepSpec) -> dict:
     """Every TrialPoint field a search does not vary: the grid's single values, the spec's fields."""
     values = {"scale": spec.grid.scale[0], "seed": spec.grid.seed[0], "weight_decay": spec.grid.weight_decay[0]}
-    values |= {axis: getattr(getattr(spec, section), field) for axis, (section, field) in REGULARIZER_AXES.items()}
+    values |= {axis: single for axis, (single,) in regularizer_axes(spec).items()}  # a search refuses axes
     return {name: value for name, value in values.items() if name not in spec.optuna.space}
 
 
@@ -40,14 +41,18 @@ def param_space(spec: SweepSpec) -> dict:
     return space | fixed_values(spec)
 
 
-def _rounded(value: float) -> float:
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+def _rounded(value: float, low: float, high: float) -> float:
+    """`value` to SIGNIFICANT_DIGITS, clamped to [low, high]: rounding must not leave the space
+    (0.999991 in a dropout space ending at 0.99999 would round to 1.0)."""
+    return min(high, max(low, float(f"{value:.{SIGNIFICANT_DIGITS}g}")))
 
 
 def point_from_config(spec: SweepSpec, config: dict) -> TrialPoint:
     """The trial a Tune config stands for (searched values rounded, see the module docstring)."""
     values = {k: v for k, v in config.items() if k in TrialPoint.model_fields}
-    values |= {name: _rounded(values[name]) for name in spec.optuna.space if name in values}
+    for name, span in spec.optuna.space.items():
+        if name in values:
+            values[name] = _rounded(values[name], span.low, span.high)
     return TrialPoint.model_validate(values)
 
 

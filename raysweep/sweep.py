@@ -114,7 +114,11 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     if is_search(spec):
         data = PreparedData.load(location(data_dir))
         row = pa.Table.from_pylist([trial_row(spec, trial, data, "TERMINATED", None)], schema=TRIALS_SCHEMA)
-        final |= trial_objectives(spec.sweep_dir, row, data.data_dir / "token_freq.parquet")[spec.optuna.split]
+        scores = trial_objectives(spec.sweep_dir, row, data.data_dir / "token_freq.parquet")
+        if spec.optuna.split not in scores:
+            raise SweepDirError(f"optuna.split: trial {trial.trial_id} has no final-step shards of split "
+                                f"{spec.optuna.split!r} to score; search on a split the data has")
+        final |= scores[spec.optuna.split]
     atomic_write_text(marker, json.dumps(final))
     if is_search(spec):
         tune.report(final)
@@ -335,8 +339,10 @@ def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
     points = [p for p in points if p.freq_decay_alpha and p.weight_decay]
     if not points:
         return
-    field = ("optuna.space" if is_search(spec) else
+    field = ("optuna.space.freq_decay_alpha" if "freq_decay_alpha" in spec.optuna.space else
              "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha")
+    if is_search(spec):
+        field += " (at a corner of optuna.space)"
     counts = {}  # one read per data dir
     for point in points:
         data = datas[point.vocab_size]
@@ -351,6 +357,13 @@ def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
                              "the weight decay or the lr"])
 
 
+def _check_search_split(spec: SweepSpec, datas: dict) -> None:
+    """The split a search scores must have eval sequences (a small corpus may pack no held-out one)."""
+    if is_search(spec) and not all(d.n_eval_sequences[spec.optuna.split] for d in datas.values()):
+        raise SpecError([f"optuna.split: the data has no {spec.optuna.split!r} eval sequences to score the "
+                         "search on; use a larger corpus or data.heldout_fraction, or search on split 'train'"])
+
+
 def run_sweep(spec: SweepSpec) -> StoragePath:
     """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
     sweep_dir = spec.sweep_dir
@@ -361,6 +374,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
     _check_data_unchanged(spec)
     datas = _prepare(spec)
     _check_row_decay(spec, datas)
+    _check_search_split(spec, datas)
     atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)

@@ -55,9 +55,21 @@ TABLES = {
             FROM embedding_norms() e JOIN trials tr ON tr.trial_id = e.trial_id GROUP BY ALL ORDER BY ALL"""),
 }
 
-SEARCH_TRIALS_SQL = """SELECT o.split, tr.trial_id, tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing,
-           tr.dropout, o.average_loss, o.balanced_loss, o.lowest_bin, o.lowest_bin_loss, o.accuracy
-    FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id ORDER BY o.split, tr.trial_id"""
+_SEARCHED = "tr.trial_id, tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing, tr.dropout"
+SEARCH_TABLES = {
+    "pareto_front": (
+        "Pareto front of the search: finished trials no other trial dominates on the objectives (final step)",
+        "SELECT * FROM pareto_front"),
+    "search_trials": (
+        "Every trial of the search with its objectives (final step)",
+        f"""SELECT o.split, {_SEARCHED}, o.average_loss, o.balanced_loss, o.lowest_bin, o.lowest_bin_loss,
+                   o.accuracy
+            FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id ORDER BY o.split, tr.trial_id"""),
+    "search_bin_loss": (
+        "Token-balanced loss per frequency bin of every trial of the search (final step)",
+        f"""SELECT b.split, {_SEARCHED}, b.bin, b.n_types, b.type_mean_loss, b.accuracy
+            FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id ORDER BY b.split, tr.trial_id, b.bin"""),
+}
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -78,11 +90,8 @@ def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> li
     written, page = [], [f"# Tables of sweep `{sweep_dir.name}`", "",
                          "Written by `raysweep tables`; each table is one SQL over the catalog "
                          "(`raysweep/tables.py`), the seeds of each grid point pooled.", ""]
-    tables = dict(TABLES)
-    if search_settings(sweep_dir) is not None:
-        tables["pareto_front"] = ("Pareto front of the search: finished trials no other trial dominates on "
-                                  "the objectives (final step)", "SELECT * FROM pareto_front")
-        tables["search_trials"] = ("Every trial of the search with its objectives (final step)", SEARCH_TRIALS_SQL)
+    # The grid's tables pool the seeds of a grid point; a search's trials each have their own point.
+    tables = SEARCH_TABLES if search_settings(sweep_dir) is not None else TABLES
     with connect([sweep_dir]) as con:
         for name, (title, sql) in tables.items():
             frame = con.execute(sql).df()

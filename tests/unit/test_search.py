@@ -31,8 +31,11 @@ def _problems(raw: dict, *overrides: str) -> list[str]:
 @pytest.mark.parametrize("overrides, expected", [
     (("optuna.space={}",), "optuna.space: empty"),
     (("optuna.space.lr.low=0.02",), "optuna.space.lr: low (0.02) must be < high (0.01)"),
-    (("optuna.space.weight_decay.low=-0.5",), "optuna.space.weight_decay: must lie within [0, inf)"),
-    (("optuna.space.dropout={low: 0.0, high: 1.0}",), "optuna.space.dropout: must lie within [0, 1)"),
+    (("optuna.space.weight_decay.low=-0.5",), "optuna.space.weight_decay.low: must be a finite number >= 0"),
+    (("optuna.space.dropout={low: 0.0, high: 1.0}",), "optuna.space.dropout.high: must be < 1.0, got 1.0"),
+    (("optuna.space.lr.low=0.0", "optuna.space.lr.log=false"), "optuna.space.lr.low: must be > 0.0, got 0.0"),
+    (("optuna.space.freq_decay_alpha={low: 0.0, high: 5.0}",), "optuna.space.freq_decay_alpha.high: must be <= 4.0"),
+    (("optuna.split=heldout", "eval.n_heldout_sequences=0"), "optuna.split: 'heldout' needs eval.n_heldout_sequences > 0"),
     (("optuna.space.weight_decay.log=true",), "optuna.space.weight_decay: log needs low > 0"),
     (("optuna.space.beta2={low: 0.9, high: 0.99}",), "optuna.space.beta2: must be one of 'weight_decay'"),
     (("optuna.objectives=[balanced_loss, balanced_loss]",), "optuna.objectives: duplicate values"),
@@ -174,3 +177,20 @@ def test_pareto_front_sql_keeps_ties_and_drops_the_dominated():
                 "('e', 'train', 0.1, 0.1)) t(trial_id, split, x, y)")
     front = con.execute(pareto_front_sql(["x", "y"], "train")).df()
     assert list(front["trial_id"]) == ["d", "a", "b"]
+
+
+def test_search_tables_are_per_trial_and_agree_with_the_catalog(search_sweep, tmp_path):
+    """A search's tables: the front, every trial's objectives, every trial's bins; none pooled."""
+    import pandas as pd
+
+    from raysweep.tables import SEARCH_TABLES, write_tables
+
+    written = write_tables(search_sweep, tmp_path)
+    assert sorted(p.name for p in written) == sorted([f"{n}.csv" for n in SEARCH_TABLES] + ["tables.md"])
+    trials = pd.read_csv(tmp_path / "search_trials.csv")
+    front = pd.read_csv(tmp_path / "pareto_front.csv")
+    bins = pd.read_csv(tmp_path / "search_bin_loss.csv")
+    assert len(trials) == 2 * 5 and set(front["trial_id"]) <= set(trials["trial_id"])
+    lowest = bins[bins["bin"] >= 0].sort_values("bin").groupby(["split", "trial_id"]).first()["type_mean_loss"]
+    for row in trials.itertuples():
+        assert row.lowest_bin_loss == pytest.approx(lowest[row.split, row.trial_id], rel=1e-9)
