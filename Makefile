@@ -29,8 +29,9 @@ test: install
 stress: install
 	$(PY) -m pytest -m stress -s tests/slow
 
-# The CPU study (issue 7), about 2 h 15 min on 2 cores: the main grid (24 trials), the decay-policy
-# axis at lambda = 1 (18) and the Optuna search (12); tables and figures into docs/study.
+# The CPU study (issue 7), about 2 h 30 min on 2 cores: the main grid (24 trials), the decay-policy
+# axis at lambda = 1 (18), the Optuna search (12) and the 2x-longer check (4); tables and figures
+# into docs/study.
 define study_run
 	$(VENV)/bin/raysweep sweep examples/$(1).yaml
 	$(VENV)/bin/raysweep tables runs/$(1) --out $(2)
@@ -41,6 +42,7 @@ study: install
 	$(call study_run,study-cpu,docs/study)
 	$(call study_run,study-cpu-policy,docs/study/policy)
 	$(call study_run,study-cpu-search,docs/study/search)
+	$(call study_run,study-cpu-long,docs/study/long)
 
 clean:
 	rm -rf runs .pytest_cache
