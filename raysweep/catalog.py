@@ -19,6 +19,7 @@ import pyarrow as pa
 import yaml
 from tqdm import tqdm
 
+from raysweep.config import OBJECTIVE_METRICS
 from raysweep.queries import install_queries, query_with_callees
 from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
                              partition_keys)
@@ -180,7 +181,7 @@ def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePa
         install_queries(con)
         search = search_settings(sweep_dir)
         if search is not None:
-            con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(*search)}")
+            con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(search)}")
 
 
 def _create_token_freq(con, freq_files: list[StoragePath]) -> None:
@@ -203,33 +204,40 @@ def _create_token_views(con, shards: list[StoragePath]) -> None:
 _SEARCH_COLUMNS = "tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing, tr.dropout"
 
 
-def pareto_front_sql(objectives: list[str], split: str) -> str:
-    """The finished trials no other trial dominates (<= on every objective, < on one), on `split`
-    at the final step, with their searched fields: the search's Pareto front."""
+def search_objectives_sql(objectives: list[str]) -> str:
+    """One row per finished trial: its `<split>_<metric>` objectives (final step) and searched fields."""
+    columns = ", ".join(f"max(o.{o.split('_', 1)[1]}) FILTER (WHERE o.split = '{o.split('_', 1)[0]}') AS {o}"
+                        for o in objectives)
+    return f"""SELECT o.trial_id, {columns}, {_SEARCH_COLUMNS}
+        FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
+        WHERE tr.status = 'TERMINATED'
+        GROUP BY ALL"""
+
+
+def pareto_front_sql(objectives: list[str]) -> str:
+    """The finished trials no other trial dominates (<= on every objective, < on one), with their
+    searched fields: the search's Pareto front."""
     at_most = " AND ".join(f"other.{o} <= o.{o}" for o in objectives)
     below = " OR ".join(f"other.{o} < o.{o}" for o in objectives)
-    return f"""WITH o AS (
-            SELECT o.trial_id, {', '.join(f'o.{x}' for x in objectives)}, {_SEARCH_COLUMNS}
-            FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
-            WHERE o.split = '{split}' AND tr.status = 'TERMINATED')
+    return f"""WITH o AS ({search_objectives_sql(objectives)})
         SELECT * FROM o
         WHERE NOT EXISTS (SELECT 1 FROM o AS other WHERE {at_most} AND ({below}))
         ORDER BY {', '.join(objectives)}, trial_id"""
 
 
-def search_settings(sweep_dir: StoragePath) -> tuple[list[str], str] | None:
-    """(objectives, split) of a `search: optuna` sweep, from its spec.yaml; None for a grid. Read
+def search_settings(sweep_dir: StoragePath) -> list[str] | None:
+    """The objectives of a `search: optuna` sweep, from its spec.yaml; None for a grid. Read
     as written (a full dump of the validated spec), not re-validated: that would import torch."""
     spec_file = sweep_dir / "spec.yaml"
     raw = (yaml.safe_load(spec_file.read_text()) if spec_file.exists() else None) or {}
     if raw.get("search") != "optuna":
         return None
-    return list(raw["optuna"]["objectives"]), raw["optuna"]["split"]
+    return list(raw["optuna"]["objectives"])
 
 
 def trial_objectives(sweep_dir: str | StoragePath, trial_row: pa.Table, freq_file: StoragePath) -> dict:
-    """The `trial_objectives` query on one finished trial, per split ({split: {objective: value}}),
-    over an in-memory catalog of just that trial: what its driver reports to the search."""
+    """The `trial_objectives` query on one finished trial ({`<split>_<metric>`: value} for every split
+    it has), over an in-memory catalog of just that trial: what its driver reports to the search."""
     sweep_dir = location(sweep_dir)
     trial_id = trial_row.column("trial_id")[0].as_py()
     tokens_dir = sweep_dir / "shards" / "tokens"
@@ -243,8 +251,8 @@ def trial_objectives(sweep_dir: str | StoragePath, trial_row: pa.Table, freq_fil
         con.execute("CREATE TABLE trials AS SELECT * FROM trial_row")
         _create_token_views(con, shards)
         install_queries(con, query_with_callees("trial_objectives"))
-        frame = con.execute("SELECT * FROM trial_objectives()").df()
-    return {row.pop("split"): row for row in frame.drop(columns=["trial_id", "step"]).to_dict("records")}
+        rows = con.execute("SELECT * FROM trial_objectives()").df().to_dict("records")
+    return {f"{row['split']}_{metric}": row[metric] for row in rows for metric in OBJECTIVE_METRICS}
 
 
 REPORT_SQL = """

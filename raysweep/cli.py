@@ -24,8 +24,7 @@ def _print_results(sweep_dir, command: str) -> int:
     print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
     spec = load_sweep_spec(sweep_dir)
     if is_search(spec):
-        print(f"\nPareto front of the search (final step, split {spec.optuna.split!r}; "
-              f"`SELECT * FROM pareto_front` in the catalog):")
+        print("\nPareto front of the search (final step; `SELECT * FROM pareto_front` in the catalog):")
         print(pareto_front_table(sweep_dir).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     in_grid = {p.trial_id for p in sweep_points(spec)}
     trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]

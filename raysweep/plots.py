@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from raysweep.catalog import search_settings
+from raysweep.catalog import search_objectives_sql, search_settings
 from raysweep.sql import connect
 from raysweep.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
@@ -198,11 +198,9 @@ def training_curves(sweep_dir: StoragePath):
 def pareto_front(sweep_dir: StoragePath):
     """Figure 8 (`search: optuna`): every finished trial on each pair of objectives, coloured by λ,
     with the catalog's Pareto front ringed and joined."""
-    objectives, split = search_settings(sweep_dir)
+    objectives = search_settings(sweep_dir)
     front = _query(sweep_dir, "SELECT * FROM pareto_front")
-    data = _query(sweep_dir, f"""
-        SELECT o.*, tr.weight_decay FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
-        WHERE tr.status = 'TERMINATED' AND o.split = '{split}'""")
+    data = _query(sweep_dir, search_objectives_sql(objectives))
     searched = [c for c in front.columns if c not in objectives and c != "trial_id" and front[c].nunique() > 1]
     pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]] or \
         [(searched[0] if searched else "weight_decay", objectives[0])]  # one objective: against a searched field
@@ -212,7 +210,7 @@ def pareto_front(sweep_dir: StoragePath):
         on_front = front.sort_values(x)
         ax.plot(on_front[x], on_front[y], color="crimson", linewidth=1, drawstyle="steps-post")
         ax.scatter(on_front[x], on_front[y], facecolors="none", edgecolors="crimson", s=90, label="Pareto front")
-        ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title=f"search trials, {split} split, final step")
+        ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="search trials, final step")
         ax.legend(fontsize=8)
         fig.colorbar(points, ax=ax, label="AdamW weight decay λ")
     return fig

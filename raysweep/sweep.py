@@ -115,10 +115,11 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
         data = PreparedData.load(location(data_dir))
         row = pa.Table.from_pylist([trial_row(spec, trial, data, "TERMINATED", None)], schema=TRIALS_SCHEMA)
         scores = trial_objectives(spec.sweep_dir, row, data.data_dir / "token_freq.parquet")
-        if spec.optuna.split not in scores:
-            raise SweepDirError(f"optuna.split: trial {trial.trial_id} has no final-step shards of split "
-                                f"{spec.optuna.split!r} to score; search on a split the data has")
-        final |= scores[spec.optuna.split]
+        missing = [o for o in spec.optuna.objectives if o not in scores]
+        if missing:
+            raise SweepDirError(f"optuna.objectives: trial {trial.trial_id} has no final-step shards to score "
+                                f"{missing[0]}; use objectives of a split the data has")
+        final |= scores
     atomic_write_text(marker, json.dumps(final))
     if is_search(spec):
         tune.report(final)
@@ -359,9 +360,11 @@ def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
 
 def _check_search_split(spec: SweepSpec, datas: dict) -> None:
     """The split a search scores must have eval sequences (a small corpus may pack no held-out one)."""
-    if is_search(spec) and not all(d.n_eval_sequences[spec.optuna.split] for d in datas.values()):
-        raise SpecError([f"optuna.split: the data has no {spec.optuna.split!r} eval sequences to score the "
-                         "search on; use a larger corpus or data.heldout_fraction, or search on split 'train'"])
+    for objective in spec.optuna.objectives if is_search(spec) else []:
+        split = objective.split("_", 1)[0]
+        if not all(d.n_eval_sequences[split] for d in datas.values()):
+            raise SpecError([f"optuna.objectives: the data has no {split!r} eval sequences to score {objective}; "
+                             "use a larger corpus or data.heldout_fraction, or objectives of the other split"])
 
 
 def run_sweep(spec: SweepSpec) -> StoragePath:

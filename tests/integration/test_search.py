@@ -32,7 +32,8 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
     spec_dict = tiny_spec_dict(tmp_path / "runs", name="search", search="optuna",
                                grid={"weight_decay": [0.0], "scale": ["nano"], "seed": [0]},
                                optuna={"num_samples": N_SAMPLES, "n_startup_trials": 2, "space": SPACE,
-                                       "objectives": ["average_loss", "balanced_loss"], "seed": 11})
+                                       "objectives": ["heldout_average_loss", "train_lowest_bin_loss"],
+                                       "seed": 11})
     spec = write_spec(tmp_path / "spec.yaml", spec_dict)
     result = run_cli(["sweep", str(spec)], tmp_path)
     sweep = tmp_path / "runs" / "search"
@@ -40,7 +41,7 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
 
     with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
         trials = con.execute("SELECT * FROM trials ORDER BY trial_id").df()
-        objectives = con.execute("SELECT * FROM trial_objectives() WHERE split = 'train'").df()
+        objectives = con.execute("SELECT * FROM trial_objectives()").df()
         front = con.execute("SELECT * FROM pareto_front").df()
         peak_lr = dict(con.execute("SELECT trial_id, max(lr) FROM train_metrics GROUP BY 1").fetchall())
     assert len(trials) == N_SAMPLES and set(trials["status"]) == {"TERMINATED"}
@@ -54,9 +55,10 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
         assert peak_lr[row.trial_id] == pytest.approx(row.lr, rel=1e-12)
         # what the driver reported to Tune is what the catalog computes from every shard
         reported = json.loads((sweep / "train" / row.trial_id / "complete.json").read_text())
-        recomputed = objectives[objectives["trial_id"] == row.trial_id].iloc[0]
-        for name in ("average_loss", "balanced_loss"):
-            assert reported[name] == pytest.approx(recomputed[name], rel=1e-9), name
+        for split in ("train", "heldout"):
+            recomputed = objectives[(objectives["trial_id"] == row.trial_id) & (objectives["split"] == split)].iloc[0]
+            for name in ("average_loss", "balanced_loss", "lowest_bin_loss"):
+                assert reported[f"{split}_{name}"] == pytest.approx(recomputed[name], rel=1e-9), name
 
     study = _optuna_study(sweep / "tune")
     assert len(study.trials) == N_SAMPLES

@@ -35,10 +35,11 @@ def _problems(raw: dict, *overrides: str) -> list[str]:
     (("optuna.space.dropout={low: 0.0, high: 1.0}",), "optuna.space.dropout.high: must be < 1.0, got 1.0"),
     (("optuna.space.lr.low=0.0", "optuna.space.lr.log=false"), "optuna.space.lr.low: must be > 0.0, got 0.0"),
     (("optuna.space.freq_decay_alpha={low: 0.0, high: 5.0}",), "optuna.space.freq_decay_alpha.high: must be <= 4.0"),
-    (("optuna.split=heldout", "eval.n_heldout_sequences=0"), "optuna.split: 'heldout' needs eval.n_heldout_sequences > 0"),
+    (("optuna.objectives=[heldout_average_loss, train_lowest_bin_loss]", "eval.n_heldout_sequences=0"),
+     "optuna.objectives: heldout_average_loss needs eval.n_heldout_sequences > 0"),
     (("optuna.space.weight_decay.log=true",), "optuna.space.weight_decay: log needs low > 0"),
     (("optuna.space.beta2={low: 0.9, high: 0.99}",), "optuna.space.beta2: must be one of 'weight_decay'"),
-    (("optuna.objectives=[balanced_loss, balanced_loss]",), "optuna.objectives: duplicate values"),
+    (("optuna.objectives=[train_balanced_loss, train_balanced_loss]",), "optuna.objectives: duplicate values"),
     (("optuna.objectives=[perplexity]",), "optuna.objectives[0]: must be one of"),
     (("grid.seed=[0, 1]",), "grid.seed: search: optuna runs one value of it"),
     (("grid.decay_policy=[all_matrices, no_embeddings]",), "grid.decay_policy: axes are for search: grid"),
@@ -104,7 +105,7 @@ def search_sweep(tmp_path_factory):
     root = write_synthetic_sweep(tmp_path_factory.mktemp("search") / "srch", seeds=(0,),
                                  weight_decays=(0.0, 0.25, 0.5, 0.75, 1.0), rng_seed=7)
     spec = parse_spec({**SEARCH, "name": "srch", "optuna": {**SEARCH["optuna"],
-                       "objectives": ["average_loss", "lowest_bin_loss"]}}, (f"storage={root.parent}",))
+                       "objectives": ["heldout_average_loss", "train_lowest_bin_loss"]}}, (f"storage={root.parent}",))
     (root / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     build_catalog(root)
     return root
@@ -144,23 +145,27 @@ def test_one_trial_catalog_scores_a_trial_as_the_full_catalog_does(search_sweep)
         row = trials.slice(i, 1)
         trial_id = row.column("trial_id")[0].as_py()
         got = trial_objectives(search_sweep, row, search_sweep / "data" / "k1" / "token_freq.parquet")
-        assert set(got) == {"train", "heldout"}
-        for split, values in got.items():
+        assert len(got) == 2 * 3
+        for split in ("train", "heldout"):
             expected = full[(full["trial_id"] == trial_id) & (full["split"] == split)].iloc[0]
             for name in ("average_loss", "balanced_loss", "lowest_bin_loss"):
-                assert values[name] == pytest.approx(expected[name], rel=1e-9)
+                assert got[f"{split}_{name}"] == pytest.approx(expected[name], rel=1e-9)
 
 
 def test_pareto_front_is_the_non_dominated_set(search_sweep):
     with connect([search_sweep]) as con:
         front = con.execute("SELECT * FROM pareto_front").df()
-        objectives = con.execute("SELECT * FROM trial_objectives() WHERE split = 'train'").df()
-    points = {r.trial_id: (r.average_loss, r.lowest_bin_loss) for r in objectives.itertuples()}
+        objectives = con.execute("SELECT * FROM trial_objectives()").df()
+    by_split = {s: objectives[objectives["split"] == s].set_index("trial_id") for s in ("train", "heldout")}
+    points = {t: (by_split["heldout"].loc[t, "average_loss"], by_split["train"].loc[t, "lowest_bin_loss"])
+              for t in by_split["train"].index}
     dominated = {a for a, pa_ in points.items() for b, pb in points.items()
                  if all(x <= y for x, y in zip(pb, pa_)) and pb != pa_}
     assert set(front["trial_id"]) == set(points) - dominated
-    assert list(front.columns[:3]) == ["trial_id", "average_loss", "lowest_bin_loss"]
-    assert front["average_loss"].is_monotonic_increasing
+    assert list(front.columns[:3]) == ["trial_id", "heldout_average_loss", "train_lowest_bin_loss"]
+    assert front["heldout_average_loss"].is_monotonic_increasing
+    for row in front.itertuples():  # the front carries each trial's own values
+        assert (row.heldout_average_loss, row.train_lowest_bin_loss) == pytest.approx(points[row.trial_id])
 
 
 def test_pareto_front_sql_keeps_ties_and_drops_the_dominated():
@@ -174,8 +179,8 @@ def test_pareto_front_sql_keeps_ties_and_drops_the_dominated():
     # a and b tie, c is dominated by a, d trades off; e would dominate all but did not finish
     con.execute("CREATE MACRO trial_objectives() AS TABLE SELECT * FROM (VALUES ('a', 'train', 1.0, 2.0), "
                 "('b', 'train', 1.0, 2.0), ('c', 'train', 1.0, 3.0), ('d', 'train', 0.5, 4.0), "
-                "('e', 'train', 0.1, 0.1)) t(trial_id, split, x, y)")
-    front = con.execute(pareto_front_sql(["x", "y"], "train")).df()
+                "('e', 'train', 0.1, 0.1), ('a', 'heldout', 9.0, 9.0)) t(trial_id, split, x_loss, y_loss)")
+    front = con.execute(pareto_front_sql(["train_x_loss", "train_y_loss"])).df()
     assert list(front["trial_id"]) == ["d", "a", "b"]
 
 
