@@ -160,16 +160,20 @@ def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
-def test_node_holding_the_workers_removed_mid_training(uninterrupted, tmp_path):
+def test_node_holding_the_workers_removed_mid_training(uninterrupted, tmp_path, monkeypatch):
     """A head (trial drivers only) and two 2-CPU worker nodes; the node running the trial's
     workers is killed without warning. The trial finishes on the other node."""
     from ray.cluster_utils import Cluster
 
     rng = random.Random(SEED + 2)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {"trial_driver": 4}, "include_dashboard": True,
-        "temp_dir": cli_env(tmp_path)["TMPDIR"]})
+    ray_tmp = cli_env(tmp_path)["TMPDIR"]
+    # Cluster writes its address to $RAY_TMPDIR/ray/ray_current_cluster (default /tmp/ray, which a
+    # fresh machine lacks, and which would point other Ray clients on the machine at this cluster).
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    os.makedirs(os.path.join(ray_tmp, "ray"), exist_ok=True)
+    cluster = Cluster(initialize_head=False)
     try:
+        cluster.add_node(num_cpus=0, resources={"trial_driver": 4}, include_dashboard=True, temp_dir=ray_tmp)
         worker_nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
         cluster.wait_for_nodes()
         spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
