@@ -30,8 +30,8 @@ stress: install
 	$(PY) -m pytest -m stress -s tests/slow
 
 # The CPU study (issue 7), about 2 h 30 min on 2 cores: the main grid (24 trials), the decay-policy
-# axis at lambda = 1 (18), the Optuna search (12) and the 2x-longer check (4); tables and figures
-# into docs/study.
+# axis at lambda = 1 (18), the Optuna search (12), the 2x-longer check (4) and alpha alone (6);
+# tables and figures into docs/study.
 define study_run
 	$(VENV)/bin/raysweep sweep examples/$(1).yaml
 	$(VENV)/bin/raysweep tables runs/$(1) --out $(2)
@@ -43,6 +43,7 @@ study: install
 	$(call study_run,study-cpu-policy,docs/study/policy)
 	$(call study_run,study-cpu-search,docs/study/search)
 	$(call study_run,study-cpu-long,docs/study/long)
+	$(call study_run,study-cpu-alpha,docs/study/alpha)
 
 clean:
 	rm -rf runs .pytest_cache
