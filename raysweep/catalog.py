@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import typing
 from pathlib import Path
 
 import duckdb
@@ -19,7 +20,7 @@ import pyarrow as pa
 import yaml
 from tqdm import tqdm
 
-from raysweep.config import OBJECTIVE_METRICS
+from raysweep.config import OBJECTIVE_METRICS, SearchParam
 from raysweep.queries import install_queries, query_with_callees
 from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
                              partition_keys)
@@ -200,15 +201,15 @@ def _create_token_views(con, shards: list[StoragePath]) -> None:
     con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
 
 
-# Searched fields shown beside the objectives in `pareto_front`
-_SEARCH_COLUMNS = "tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing, tr.dropout"
+# The fields a search may vary, shown beside the objectives in `pareto_front` and the search tables
+SEARCH_COLUMNS = ", ".join(f"tr.{field}" for field in typing.get_args(SearchParam))
 
 
 def search_objectives_sql(objectives: list[str]) -> str:
     """One row per finished trial: its `<split>_<metric>` objectives (final step) and searched fields."""
     columns = ", ".join(f"max(o.{o.split('_', 1)[1]}) FILTER (WHERE o.split = '{o.split('_', 1)[0]}') AS {o}"
                         for o in objectives)
-    return f"""SELECT o.trial_id, {columns}, {_SEARCH_COLUMNS}
+    return f"""SELECT o.trial_id, {columns}, {SEARCH_COLUMNS}
         FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
         WHERE tr.status = 'TERMINATED'
         GROUP BY ALL"""

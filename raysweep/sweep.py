@@ -25,6 +25,7 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from raysweep.catalog import trial_objectives
 from raysweep.cluster import DRIVER_RESOURCE
 from raysweep.config import (REGULARIZER_AXES, SpecError, SweepSpec, TrialPoint, data_config, grid_points,
                              parse_spec, regularizer_axes, spec_to_yaml, vocab_axis)
@@ -35,7 +36,6 @@ from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
 from raysweep.search import (corner_points, is_search, param_space, point_from_config, record_point,
                              searcher, sweep_points)
-from raysweep.catalog import trial_objectives
 from raysweep.storage import (StoragePath, atomic_write_text, is_remote, location, read_parquet_table,
                               write_parquet)
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir

@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from raysweep.catalog import search_settings
+from raysweep.catalog import SEARCH_COLUMNS, search_settings
 from raysweep.sql import connect
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, location
 
@@ -55,7 +55,7 @@ TABLES = {
             FROM embedding_norms() e JOIN trials tr ON tr.trial_id = e.trial_id GROUP BY ALL ORDER BY ALL"""),
 }
 
-_SEARCHED = "tr.trial_id, tr.weight_decay, tr.lr, tr.freq_decay_alpha, tr.label_smoothing, tr.dropout"
+_SEARCHED = f"tr.trial_id, {SEARCH_COLUMNS}"
 SEARCH_TABLES = {
     "pareto_front": (
         "Pareto front of the search: finished trials no other trial dominates on the objectives (final step)",
