@@ -29,9 +29,9 @@ test: install
 stress: install
 	$(PY) -m pytest -m stress -s tests/slow
 
-# The CPU study (issue 7), about 2 h 30 min on 2 cores: the main grid (24 trials), the decay-policy
-# axis at lambda = 1 (18), the Optuna search (12), the 2x-longer check (4) and alpha alone (6);
-# tables and figures into docs/study.
+# The CPU study (issue 7), about 3 h 20 min on 2 cores: the main grid (24 trials), the same grid trained
+# to a flat loss (24), the decay-policy axis at lambda = 1 (18), the Optuna search (12), the 2x-longer
+# check (4) and alpha alone (6); tables and figures into docs/study.
 define study_run
 	$(VENV)/bin/raysweep sweep examples/$(1).yaml
 	$(VENV)/bin/raysweep tables runs/$(1) --out $(2)
@@ -40,6 +40,7 @@ endef
 
 study: install
 	$(call study_run,study-cpu,docs/study)
+	$(call study_run,study-cpu-flat,docs/study/flat)
 	$(call study_run,study-cpu-policy,docs/study/policy)
 	$(call study_run,study-cpu-search,docs/study/search)
 	$(call study_run,study-cpu-long,docs/study/long)

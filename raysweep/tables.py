@@ -53,6 +53,13 @@ TABLES = {
         "Mean input / output embedding row norm per bin (final step), mean over seeds",
         f"""SELECT {_BY}, e.bin, avg(e.input_norm) AS input_norm, avg(e.output_norm) AS output_norm
             FROM embedding_norms() e JOIN trials tr ON tr.trial_id = e.trial_id GROUP BY ALL ORDER BY ALL"""),
+    "loss_plateau": (
+        "Has the training loss flattened? Mean training loss over the last 10% of steps against the 10% before "
+        "(relative change: 0 is flat), mean over seeds",
+        f"""SELECT {_BY}, count(*) AS n_seeds, avg(p.window_steps) AS window_steps,
+                   avg(p.previous_loss) AS previous_loss, avg(p.last_loss) AS last_loss,
+                   avg(p.relative_change) AS relative_change, min(p.relative_change) AS steepest_change
+            FROM loss_plateau() p JOIN trials tr ON tr.trial_id = p.trial_id GROUP BY ALL ORDER BY ALL"""),
 }
 
 _SEARCHED = f"tr.trial_id, {SEARCH_COLUMNS}"

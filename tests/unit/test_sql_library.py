@@ -277,6 +277,27 @@ def test_train_curves_deduplicate_retried_steps(sweep):
     assert got.loc[got["step"] == 5, "loss"].item() == pytest.approx(10 / 5 + 20)
 
 
+@pytest.mark.parametrize("share", [0.1, 0.25])
+def test_loss_plateau_compares_the_last_window_with_the_one_before(sweep, share):
+    """At share 0.25 the earlier window crosses the steps a retry rewrote: the later chunk's values count."""
+    parts = []
+    for path in complete_shards(sweep / "shards" / "train_metrics"):
+        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], upto=int(keys["upto"])))
+    steps = pd.concat(parts).sort_values("upto").drop_duplicates(["trial_id", "step"], keep="last")
+    rows = []
+    for trial_id, curve in steps.groupby("trial_id"):
+        last, window = curve["step"].max(), max(1, int(curve["step"].max() * share))
+        loss = curve.set_index("step")["loss"]
+        previous_loss = loss[(loss.index > last - 2 * window) & (loss.index <= last - window)].mean()
+        last_loss = loss[loss.index > last - window].mean()
+        rows.append(dict(trial_id=trial_id, last_step=last, window_steps=window, previous_loss=previous_loss,
+                         last_loss=last_loss, relative_change=last_loss / previous_loss - 1))
+    got = query(sweep, f"SELECT * FROM loss_plateau(share := {share})")
+    assert_frames_match(got, pd.DataFrame(rows), ["trial_id"])
+    assert (got["relative_change"] < 0).all()  # the synthetic curves fall to the end
+
+
 def test_two_sweeps_attached_qualify_trial_ids(sweep, tmp_path):
     other = write_synthetic_sweep(tmp_path / "beta", rng_seed=7)
     build_catalog(other)
