@@ -484,6 +484,10 @@ class TrialPoint(_Section):
         `adamw no_embeddings label_smoothing=0.1`: trials pair with their lambda = 0 baseline on it."""
         return " ".join(["adamw", *(text for _, text in self._regularizer_parts())])
 
+    def peak_lr(self, train: TrainConfig) -> float:
+        """The trial's peak learning rate: a searched lr, else the spec's."""
+        return self.lr if self.lr is not None else train.lr
+
 
 def regularizer_axes(spec: SweepSpec) -> dict[str, list]:
     """Each regularizer axis's values: the grid's list, or the spec's single value."""

@@ -349,7 +349,7 @@ def _check_row_decay(spec: SweepSpec, datas: dict) -> None:
         data = datas[point.vocab_size]
         if data.data_key not in counts:
             counts[data.data_key] = read_token_counts(data.data_dir, data.vocab_size)
-        lr = point.lr or spec.train.lr
+        lr = point.peak_lr(spec.train)
         factor = max_row_decay_factor(counts[data.data_key], point.freq_decay_alpha, lr, point.weight_decay)
         if factor >= 1:
             raise SpecError([f"{field}: alpha {point.freq_decay_alpha!r} with weight decay "
@@ -455,7 +455,7 @@ def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: st
         "dropout": trial.dropout, "regularizer": trial.regularizer,
         "n_params": count_params(model_config),
         "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
-        "lr": trial.lr or spec.train.lr, "steps": spec.train.steps, "data_key": data.data_key,
+        "lr": trial.peak_lr(spec.train), "steps": spec.train.steps, "data_key": data.data_key,
         "vocab_size": data.vocab_size,
         "status": status, "error": error,
     }

@@ -74,7 +74,7 @@ def trial_train_config(spec: SweepSpec, trial: TrialPoint):
     return spec.train.model_copy(update={"decay_policy": trial.decay_policy,
                                          "freq_decay_alpha": trial.freq_decay_alpha,
                                          "label_smoothing": trial.label_smoothing,
-                                         "lr": trial.lr or spec.train.lr})
+                                         "lr": trial.peak_lr(spec.train)})
 
 
 def _maybe_inject_crash(spec: SweepSpec, trial: TrialPoint, step: int, rank: int) -> None:
