@@ -2,14 +2,19 @@
 
 Reads the newest `tune/experiment_state-*.json` (Tune's own checkpoint of the experiment: each
 trial's status, failure count, error file and last result), needs no running Ray, and adds the
-worker-group starts a trial's rank 0 logged in `train/<trial>/attempts.jsonl`.
+worker-group starts a trial's rank 0 logged in `train/<trial>/attempts.jsonl`. A search trial reports
+to Tune only at its end, so its point comes from `point.json` (the rounded values, not Optuna's raw
+sample) and its last step from its newest training-metrics shard.
 """
 
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 
+from raysweep.search import POINT_FILE
+from raysweep.shards import complete_shards, partition_keys
 from raysweep.storage import StoragePath, location
 from raysweep.train.checkpoint import trial_run_dir
 from raysweep.train.loop import ATTEMPTS_FILE
@@ -21,6 +26,11 @@ def _decoded(value):
         return json.loads(value) if isinstance(value, str) else value
     except json.JSONDecodeError:
         return value
+
+
+def _last_written_step(sweep_dir: StoragePath, trial_id: str) -> int | None:
+    chunks = complete_shards(sweep_dir / "shards" / "train_metrics" / f"trial={trial_id}")
+    return max((int(partition_keys(c)["upto"]) for c in chunks), default=None)
 
 
 def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
@@ -35,6 +45,9 @@ def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
         config = _decoded(trial["config"])
         last = _decoded(run.get("last_result")) or {}
         trial_id = _decoded(trial.get("custom_dirname")) or trial["trial_id"]
+        point_file = trial_run_dir(sweep_dir, trial_id) / POINT_FILE
+        if point_file.exists():
+            config = json.loads(point_file.read_text())
         attempts_file = trial_run_dir(sweep_dir, trial_id) / ATTEMPTS_FILE
         attempts = attempts_file.read_text().splitlines() if attempts_file.exists() else []
         error_name = _decoded(run.get("error_filename"))
@@ -42,7 +55,8 @@ def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
         error = error_file.read_text().strip().splitlines()[-1] if error_file and error_file.exists() else ""
         rows.append({"trial_id": trial_id, "status": _decoded(trial["status"]),
                      "weight_decay": config.get("weight_decay"), "scale": config.get("scale"),
-                     "seed": config.get("seed"), "last_step": last.get("step"),
+                     "seed": config.get("seed"),
+                     "last_step": last.get("step") or _last_written_step(sweep_dir, trial_id),
                      "trial_retries": int(_decoded(run.get("num_failures")) or 0),
                      "worker_restarts": max(0, len(attempts) - 1), "error": error[:120]})
     return pd.DataFrame(rows).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)

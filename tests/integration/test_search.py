@@ -73,6 +73,11 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
     run_cli(["plot", str(sweep), "--out", str(figures)], tmp_path)
     assert sorted(p.name for p in figures.glob("*.png")) == ["7_training_curves.png", "8_pareto_front.png"]
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
+    # status shows each trial's rounded point and how far it got, though Tune saw one result per trial
+    status = run_cli(["status", str(sweep)], tmp_path).stdout.splitlines()
+    rows = [dict(zip(status[0].split(), line.split())) for line in status[1:]]
+    assert sorted(float(r["weight_decay"]) for r in rows) == sorted(trials["weight_decay"])
+    assert {r["last_step"] for r in rows} == {str(spec_dict["train"]["steps"])}
 
     # A finished search resumes to the same trials: Optuna's state comes back, nothing reruns.
     attempts = {t: (sweep / "train" / t / "attempts.jsonl").read_text() for t in trials["trial_id"]}

@@ -23,6 +23,7 @@ from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.model import build_config, build_model
+from raysweep.tables import TABLES
 from raysweep.train.checkpoint import load_model_weights
 from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
 
@@ -181,9 +182,14 @@ def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
     assert page.count("data:image/png;base64,") == 7 and "nano-wd1.0-s0" in page
     # the study's tables (make study's last step), scaled down: one seed, so no interval yet
     tables = run_cli(["tables", str(reference), "--out", str(tmp_path / "tables")], tmp_path).stdout.split()
-    assert len(tables) == 9 and all(Path(p).stat().st_size > 50 for p in tables)
+    assert len(tables) == len(TABLES) + 1 and all(Path(p).stat().st_size > 50 for p in tables)
     table1 = pd.read_csv(tmp_path / "tables" / "table1_balanced_vs_average.csv")
     assert sorted(table1["weight_decay"]) == [0.0, 0.0, 1.0, 1.0] and table1["balanced_ci95"].isna().all()
+    # one plateau row per trial here (one seed), its windows the last two tenths of the trial's steps
+    plateau = pd.read_csv(tmp_path / "tables" / "loss_plateau.csv")
+    steps = pd.read_parquet(reference / "trials.parquet")["steps"].max()
+    assert len(plateau) == 2 and (plateau["window_steps"] == steps // 10).all()
+    assert np.allclose(plateau["relative_change"], plateau["last_loss"] / plateau["previous_loss"] - 1)
 
 
 def test_sql_cli_is_read_only_and_exports(reference, tmp_path):
