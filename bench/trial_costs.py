@@ -52,7 +52,7 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
 
 
 def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: str, steps: int,
-                 warmup: int, port: int, queue) -> None:
+                 warmup: int, port: int, shard_blocks: bool, queue) -> None:
     """One rank of raysweep's FSDP2 setup (apply_fsdp, gloo, 1 thread) without Ray."""
     import os
 
@@ -72,7 +72,7 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     torch.set_num_threads(spec.resources.cpus_per_worker)
     model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
                                      data.eos_id), seed=0)
-    apply_fsdp(model, init_device_mesh("cpu", (world,)), use_gpu=False)
+    apply_fsdp(model, init_device_mesh("cpu", (world,)), use_gpu=False, shard_blocks=shard_blocks)
     optimizer = build_optimizer(model, 1.0, spec.train)
     train_rows = open_array(data.data_dir, "train")
     per_rank = spec.train.batch_size // world
@@ -87,8 +87,9 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     dist.destroy_process_group()
 
 
-def bare_fsdp_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> float:
-    """The trial's own FSDP2 ranks as plain processes: separates FSDP2's cost from Ray's."""
+def bare_fsdp_tokens_per_s(spec, data, scale: str, steps: int, warmup: int, shard_blocks: bool = False) -> float:
+    """The trial's own FSDP2 ranks as plain processes: separates FSDP2's cost from Ray's.
+    `shard_blocks`: one FSDP unit per block, as on GPU, instead of the CPU's one unit."""
     import socket
 
     import torch.multiprocessing as mp
@@ -99,7 +100,7 @@ def bare_fsdp_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_fsdp_worker, nprocs=spec.resources.workers_per_trial,
              args=(spec.resources.workers_per_trial, spec.model_dump(mode="json"), str(data.data_dir), scale,
-                   steps, warmup, port, queue))
+                   steps, warmup, port, shard_blocks, queue))
     return queue.get()
 
 
@@ -141,6 +142,7 @@ def main() -> None:
     trial_tps = tokens_per_step * (last - first) / (times[last] - times[first])
     bare_tps = bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first)
     fsdp_tps = bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first)
+    per_block_tps = bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first, shard_blocks=True)
 
     driver_start = attempt["time"] - attempt["since_driver_start_s"]
     trial_wall = times[args.steps] - driver_start
@@ -155,6 +157,8 @@ def main() -> None:
     print(f"    median MFU in training: {np.median(steps['mfu'][first:last]):.1%}")
     print(f"    where P1 goes: the same FSDP2 ranks without Ray {fsdp_tps:,.0f} tokens/s, so FSDP2 on gloo costs "
           f"{fsdp_tps / bare_tps:.2f}x of the bare loop and Ray Train {trial_tps / fsdp_tps:.2f}x of that")
+    print(f"    FSDP2 units: the whole model as one (raysweep on CPU) {fsdp_tps:,.0f} tokens/s, one per block "
+          f"(as on GPU) {per_block_tps:,.0f}; ratio {fsdp_tps / per_block_tps:.2f}")
     print(f"P1 steady-state tokens/s: raysweep trial {trial_tps:,.0f}, bare PyTorch loop {bare_tps:,.0f}; "
           f"ratio {trial_tps / bare_tps:.2f}")
 
