@@ -29,7 +29,7 @@ test: install
 stress: install
 	$(PY) -m pytest -m stress -s tests/slow
 
-# The CPU study (issue 7), about 3 h 20 min on 2 cores: the main grid (24 trials), the same grid trained
+# The CPU study (issue 7), about 3 h 10 min on 2 cores: the main grid (24 trials), the same grid trained
 # to a flat loss (24), the decay-policy axis at lambda = 1 (18), the Optuna search (12), the 2x-longer
 # check (4) and alpha alone (6); tables and figures into docs/study.
 define study_run
