@@ -58,7 +58,8 @@ TABLES = {
         "(relative change: 0 is flat), mean over seeds",
         f"""SELECT {_BY}, count(*) AS n_seeds, avg(p.window_steps) AS window_steps,
                    avg(p.previous_loss) AS previous_loss, avg(p.last_loss) AS last_loss,
-                   avg(p.relative_change) AS relative_change, min(p.relative_change) AS steepest_change
+                   avg(p.relative_change) AS relative_change, min(p.relative_change) AS min_change,
+                   max(p.relative_change) AS max_change
             FROM loss_plateau() p JOIN trials tr ON tr.trial_id = p.trial_id GROUP BY ALL ORDER BY ALL"""),
 }
 
