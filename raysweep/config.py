@@ -89,7 +89,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(30, ge=0)
     """Linear warmup from 0 to `lr`."""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """Cosine decays to lr * min_lr_ratio at the last step (0: to zero)."""
+    """Cosine decays to lr * min_lr_ratio at the last step (0: to zero; 1: constant after warmup)."""
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
