@@ -45,10 +45,10 @@ def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
         config = _decoded(trial["config"])
         last = _decoded(run.get("last_result")) or {}
         trial_id = _decoded(trial.get("custom_dirname")) or trial["trial_id"]
-        point_file = trial_run_dir(sweep_dir, trial_id) / POINT_FILE
-        if point_file.exists():
-            config = json.loads(point_file.read_text())
-        attempts_file = trial_run_dir(sweep_dir, trial_id) / ATTEMPTS_FILE
+        run_dir = trial_run_dir(sweep_dir, trial_id)
+        if (run_dir / POINT_FILE).exists():
+            config = json.loads((run_dir / POINT_FILE).read_text())
+        attempts_file = run_dir / ATTEMPTS_FILE
         attempts = attempts_file.read_text().splitlines() if attempts_file.exists() else []
         error_name = _decoded(run.get("error_filename"))
         error_file = sweep_dir / "tune" / trial_id / error_name if error_name else None

@@ -25,7 +25,9 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
     """
     mp_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
                  if use_gpu else MixedPrecisionPolicy())
-    if use_gpu if shard_blocks is None else shard_blocks:
+    if shard_blocks is None:
+        shard_blocks = use_gpu
+    if shard_blocks:
         for block in model.model.layers:
             fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)

@@ -9,7 +9,7 @@ import pytest
 
 from raysweep.catalog import build_catalog
 from raysweep.queries import QueryError, load_queries, parse_query
-from raysweep.shards import complete_shards
+from raysweep.shards import complete_shards, partition_keys
 from raysweep.sql import connect
 from tests.synthetic_sweep import MISSING, STEPS, write_synthetic_sweep
 
@@ -39,7 +39,7 @@ def frames(sweep):
     parts = []
     for path in complete_shards(sweep / "shards" / "tokens"):
         frame = pq.read_table(path).to_pandas()
-        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        keys = partition_keys(path)
         parts.append(frame.assign(split=keys["split"], trial_id=keys["trial"], step=int(keys["step"])))
     tokens = pd.concat(parts, ignore_index=True)
     tokens["loss"] = tokens["loss"].astype(np.float64)
@@ -259,7 +259,7 @@ def test_embedding_norms(sweep, frames):
     _, freq, _ = frames
     parts = []
     for path in complete_shards(sweep / "shards" / "embeddings"):
-        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        keys = partition_keys(path)
         parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], step=int(keys["step"])))
     emb = pd.concat(parts).merge(freq[["token_id", "bin"]], on="token_id")
     emb = emb[emb["step"] == FINAL]
@@ -282,7 +282,7 @@ def test_loss_plateau_compares_the_last_window_with_the_one_before(sweep, share)
     """At share 0.25 the earlier window crosses the steps a retry rewrote: the later chunk's values count."""
     parts = []
     for path in complete_shards(sweep / "shards" / "train_metrics"):
-        keys = dict(p.split("=", 1) for p in path.parts if "=" in p)
+        keys = partition_keys(path)
         parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], upto=int(keys["upto"])))
     steps = pd.concat(parts).sort_values("upto").drop_duplicates(["trial_id", "step"], keep="last")
     rows = []
