@@ -29,7 +29,7 @@ from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_s
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
-from raysweep.train.parallel import apply_fsdp
+from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
 from raysweep.train.throughput import peak_flops
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
 
@@ -63,7 +63,7 @@ def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: 
         loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()

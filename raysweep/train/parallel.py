@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
+import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, Shard
 
 
 def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
@@ -31,3 +35,27 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
         for block in model.model.layers:
             fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+
+
+def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` (L2), with one scalar all-reduce for FSDP2's sharded gradients.
+
+    Each rank's gradient shards are disjoint (Shard(0) on a 1-D mesh), so the global squared norm is
+    the sum of the local ones. Torch's own clip reaches the same norm through DTensor dispatch per
+    tensor: 3.9 ms against 0.9 ms for the tiny preset on 2 gloo ranks, a tenth of its step. Any
+    other layout goes to torch's clip. Returns the total norm before clipping.
+    """
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    sharded = [g for g in grads if isinstance(g, DTensor)]
+    if not sharded or len(sharded) < len(grads) or any(
+            g.device_mesh.ndim != 1 or g.placements != (Shard(0),) for g in sharded):
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    local = [g.to_local() for g in sharded]
+    squared = torch.nn.utils.get_total_norm(local) ** 2
+    dist.all_reduce(squared, group=sharded[0].device_mesh.get_group())
+    total = squared.sqrt()
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # torch's own epsilon and clamp
+    for grad in local:
+        grad.mul_(scale)
+    return total
