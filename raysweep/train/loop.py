@@ -122,6 +122,7 @@ def _evaluate(model, eval_sets, spec, trial, step, rank, world, device) -> dict:
 
 def train_loop_per_worker(config: dict) -> None:
     # [1] Setup: parse the trial dict back into the validated spec first thing.
+    entered_at = time.time()  # all before this is Ray's worker-group start and this module's import
     spec = SweepSpec.model_validate(config["spec"])
     trial = TrialPoint.model_validate(config["trial"])
     data = PreparedData.load(location(config["data_dir"]))
@@ -158,6 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
             # before rank 0 could mark it, and this step is never saved again.
             mark_complete(resume_from, start_step)
         _log_attempt(run_dir, start_step, since_driver_start_s=time.time() - config["driver_started_at"],
+                     train_fn_entered_s=entered_at - config["driver_started_at"],
                      peak_flops=peak, peak_source=peak_source)
         mask = decay_mask(model, trial.decay_policy)
         atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))

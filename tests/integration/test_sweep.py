@@ -79,6 +79,18 @@ def test_train_metrics_carry_throughput_and_mfu(reference):
         assert trial["time"].is_monotonic_increasing
 
 
+def test_attempts_time_the_worker_group_start(reference):
+    """The startup cost (issue 6, P4) splits at the train function's entry: Ray's worker-group start
+    and the import before it, raysweep's setup after it, and then the first step."""
+    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+        first_steps = dict(con.execute("SELECT trial_id, min(time) FROM train_curves() GROUP BY 1").fetchall())
+    for trial_id, first_step_done in first_steps.items():
+        attempt = json.loads((reference / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
+        assert 0 < attempt["train_fn_entered_s"] < attempt["since_driver_start_s"]
+        driver_started = attempt["time"] - attempt["since_driver_start_s"]
+        assert driver_started + attempt["train_fn_entered_s"] < attempt["time"] < first_step_done
+
+
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_shard_losses_equal_the_models_loss_from_the_checkpoint(reference, split):
     """(a) final checkpoint loaded outside raysweep → HF loss == mean of that step's shard rows."""
