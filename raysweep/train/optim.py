@@ -83,8 +83,10 @@ def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfi
         {"params": [params[n] for n, d in mask.items() if not d], "weight_decay": 0.0},
         {"params": [params[n] for n in sorted(per_row)], "weight_decay": 0.0, "row_decay": weight_decay},
     ]
+    # foreach: torch defaults to the per-tensor loop on CPU, which on FSDP2's DTensors pays a
+    # dispatch per tensor and op (tiny preset, 2 gloo ranks: 4.8 ms a step against 2.1 ms).
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
     if per_row:
         scale = torch.from_numpy(frequency_row_scale(token_counts, cfg.freq_decay_alpha))
         optimizer.register_step_pre_hook(_RowDecay(optimizer, scale))
