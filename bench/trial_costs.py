@@ -29,7 +29,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-SEEDS = (0, 1)  # two identical trials: the P1 figure is the better one, like the best of 2 below
+SEEDS = (0, 1)  # two identical trials: the P1 figure is the better one
+REPEATS = 3  # runs of each loop without Ray
 
 
 def trial_figures(spec, trial_id: str, first: int, last: int) -> dict:
@@ -160,11 +161,14 @@ def main() -> None:
     first, last = 50, min(249, args.steps - 1)
     trials = [trial_figures(spec, f"{args.scale}-wd1.0-s{seed}", first, last) for seed in SEEDS]
     trial_tps = max(t["tokens_per_s"] for t in trials)
-    # Best of 2: the sweep's Ray processes may still be exiting during the first runs.
-    bare_tps = max(bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first) for _ in range(2))
-    fsdp_tps = max(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first) for _ in range(2))
-    per_block_tps = max(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first,
-                                               shard_blocks=True) for _ in range(2))
+    # Interleaved repeats, best taken: a burst of load on a shared VM then hits every kind alike.
+    runs = {"bare": [], "fsdp": [], "per_block": []}
+    for _ in range(REPEATS):
+        runs["bare"].append(bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first))
+        runs["fsdp"].append(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first))
+        runs["per_block"].append(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first,
+                                                        shard_blocks=True))
+    bare_tps, fsdp_tps, per_block_tps = (max(runs[kind]) for kind in ("bare", "fsdp", "per_block"))
 
     attempt, times = trials[0]["attempt"], trials[0]["times"]
     print(f"model {args.scale}, batch {spec.train.batch_size} x seq {spec.data.seq_len}, "
@@ -182,8 +186,9 @@ def main() -> None:
     for trial in trials:
         print(f"P2 {trial['trial_id']}: eval + shard writes {trial['eval_s']:.2f} s of {trial['wall_s']:.1f} s "
               f"trial wall time = {trial['eval_s'] / trial['wall_s']:.1%}; median MFU in training {trial['mfu']:.1%}")
-    per_trial = ", ".join(f"{trial['tokens_per_s']:,.0f}" for trial in trials)
-    print(f"    trial steady-state tokens/s: {per_trial} (the better one is P1's)")
+    print("    steady-state tokens/s of every run (the best is used): trials "
+          + ", ".join(f"{trial['tokens_per_s']:,.0f}" for trial in trials)
+          + "".join(f"; {kind} " + ", ".join(f"{tps:,.0f}" for tps in tps_list) for kind, tps_list in runs.items()))
     print(f"    where P1 goes: the same FSDP2 ranks without Ray {fsdp_tps:,.0f} tokens/s, so FSDP2 on gloo costs "
           f"{fsdp_tps / bare_tps:.2f}x of the bare loop and Ray Train {trial_tps / fsdp_tps:.2f}x of that")
     print(f"    FSDP2 units: the whole model as one (raysweep on CPU) {fsdp_tps:,.0f} tokens/s, one per block "
