@@ -1,0 +1,164 @@
+"""Where a training step's time goes, phase by phase: forward, backward, gradient clip, optimizer.
+
+Three setups on the same model and global batch, side by side in one run (no Ray, so this isolates
+FSDP2 from the trial's other costs; `bench/trial_costs.py` measures the whole trial):
+
+  bare        one process, 2 threads, the whole batch (the P1 reference)
+  2x1t        2 processes x 1 thread at once, half the batch each, no process group: the ranks'
+              compute on these cores with FSDP2's communication and DTensors taken away
+  fsdp        raysweep's FSDP2 step: 2 gloo ranks x 1 thread, half the batch each, apply_fsdp,
+              raysweep's sharded clip_grad_norm_ and its AdamW (foreach)
+  fsdp-torch  the same ranks with torch's defaults: torch.nn.utils.clip_grad_norm_ on DTensors and
+              AdamW's own choice of implementation (the per-tensor loop on CPU)
+  gloo        the same ranks doing only FSDP2's collectives for this model, nothing else: an all-gather
+              of every parameter (under forward), a reduce-scatter of every gradient (backward), a
+              scalar all-reduce (clip)
+
+    python bench/fsdp_step.py [--scale tiny] [--batch 8] [--seq 64] [--steps 200] [--repeats 3]
+
+Each setup runs `--repeats` times, interleaved; the fastest run's phases are printed (ms per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import socket
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from raysweep.config import TrainConfig
+from raysweep.model import build_config, build_model
+from raysweep.train.optim import build_optimizer
+from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
+
+PHASES = ("forward", "backward", "clip", "optimizer")
+WARMUP = 20
+
+
+def time_phases(phases: dict[str, Callable[[], object]], steps: int, sync=lambda: None) -> dict:
+    """Mean ms of each phase (run in order, once per step) over `steps` steps after a warm-up."""
+    totals = dict.fromkeys(phases, 0.0)
+    for step in range(WARMUP + steps):
+        if step == WARMUP:
+            totals = dict.fromkeys(phases, 0.0)
+            sync()
+        for name, run in phases.items():
+            started = time.perf_counter()
+            run()
+            totals[name] += time.perf_counter() - started
+    return {name: 1e3 * total / steps for name, total in totals.items()}
+
+
+def step_phases(model, optimizer, batch: torch.Tensor, clip) -> dict[str, Callable[[], object]]:
+    """One training step as train_step takes it, cut into PHASES."""
+    state = {}
+    return {"forward": lambda: state.update(loss=model(input_ids=batch, labels=batch).loss),
+            "backward": lambda: state["loss"].backward(),
+            "clip": lambda: clip(model.parameters(), TrainConfig().grad_clip),
+            "optimizer": lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True))}
+
+
+def collective_phases(numel: int) -> dict[str, Callable[[], object]]:
+    """FSDP2's collectives alone, for one unit of `numel` parameters on 2 ranks."""
+    import torch.distributed as dist
+
+    full, shard, scalar = torch.zeros(2 * ((numel + 1) // 2)), torch.zeros((numel + 1) // 2), torch.zeros(1)
+    return {"forward": lambda: dist.all_gather_single(full, shard),
+            "backward": lambda: dist.reduce_scatter_single(shard, full),
+            "clip": lambda: dist.all_reduce(scalar), "optimizer": lambda: None}
+
+
+def _model(args) -> torch.nn.Module:
+    return build_model(build_config(args.scale, args.vocab), seed=0)
+
+
+def _batch(args) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.seq)))
+
+
+def bare(args) -> dict:
+    torch.set_num_threads(2)
+    model = _model(args)
+    # a plain model: clip_grad_norm_ is torch's own clip, as in train_step
+    return time_phases(step_phases(model, build_optimizer(model, 1.0, TrainConfig()), _batch(args),
+                                   clip_grad_norm_), args.steps)
+
+
+def _rank(rank: int, args, port: int, setup: str, queue) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    torch.set_num_threads(1)
+    model = _model(args)
+    sync = lambda: None  # noqa: E731
+    if setup != "2x1t":
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        apply_fsdp(model, init_device_mesh("cpu", (2,)), use_gpu=False)
+        sync = dist.barrier
+    optimizer = build_optimizer(model, 1.0, TrainConfig())
+    if setup == "fsdp-torch":
+        for group in optimizer.param_groups:
+            group["foreach"] = None  # AdamW then picks its own default, as before raysweep set it
+    half = args.batch // 2
+    batch = _batch(args)[rank * half:(rank + 1) * half]
+    clip = torch.nn.utils.clip_grad_norm_ if setup == "fsdp-torch" else clip_grad_norm_
+    phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters())) if setup == "gloo"
+                         else step_phases(model, optimizer, batch, clip), args.steps, sync)
+    if rank == 0:
+        queue.put(phases)
+    if setup != "2x1t":
+        dist.destroy_process_group()
+
+
+def two_ranks(args, setup: str) -> dict:
+    """Rank 0's phases; both ranks run at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_rank, nprocs=2, args=(args, port, setup, queue))
+    return queue.get()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    setups = {"bare": lambda: bare(args), **{name: functools.partial(two_ranks, args, name)
+                                             for name in ("2x1t", "fsdp", "fsdp-torch", "gloo")}}
+    runs = {name: [] for name in setups}
+    for _ in range(args.repeats):
+        for name, run in setups.items():
+            runs[name].append(run())
+    best = {name: min(phase_runs, key=lambda phases: sum(phases.values())) for name, phase_runs in runs.items()}
+
+    print(f"model {args.scale}, vocab {args.vocab}, global batch {args.batch} x seq {args.seq}; "
+          f"ms per step, fastest of {args.repeats} runs of {args.steps} steps")
+    print(f"{'setup':<11}" + "".join(f"{phase:>10}" for phase in PHASES) + f"{'step':>10}{'tokens/s':>10}")
+    for name, phases in best.items():
+        step_ms = sum(phases.values())
+        tokens_per_s = "-" if name == "gloo" else f"{args.batch * args.seq / step_ms * 1e3:,.0f}"
+        print(f"{name:<11}" + "".join(f"{phases[p]:>10.2f}" for p in PHASES) + f"{step_ms:>10.2f}{tokens_per_s:>10}")
+    step = {name: sum(phases.values()) for name, phases in best.items()}
+    print(f"FSDP2's own cost per step (fsdp - 2x1t): {step['fsdp'] - step['2x1t']:.2f} ms, of which its "
+          f"collectives alone {step['gloo']:.2f} ms; the ceiling of 2 ranks on these cores (2x1t / bare): "
+          f"{step['bare'] / step['2x1t']:.2f}")
+    print(f"ratios: fsdp / bare {step['bare'] / step['fsdp']:.2f}, fsdp-torch / bare "
+          f"{step['bare'] / step['fsdp-torch']:.2f}, fsdp / fsdp-torch {step['fsdp-torch'] / step['fsdp']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
