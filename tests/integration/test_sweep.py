@@ -25,6 +25,7 @@ from raysweep.data.prepare import PreparedData
 from raysweep.model import build_config, build_model
 from raysweep.tables import TABLES
 from raysweep.train.checkpoint import load_model_weights
+from raysweep.train.loop import batch_rows
 from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
@@ -105,6 +106,27 @@ def test_shard_losses_equal_the_models_loss_from_the_checkpoint(reference, split
     rows = _tokens(reference, f"trial_id = '{trial_id}' AND split = '{split}' AND step = {STEPS}")
     assert len(rows) == ids.shape[0] * (SEQ_LEN - 1)
     assert rows["loss"].astype(np.float64).mean() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("step", [1, EVAL_EVERY + 1], ids=["first-window", "second-window"])
+def test_logged_training_loss_is_the_models_loss_on_that_steps_batch(reference, step):
+    """train_metrics' loss at the first step of a report window is the loss of the weights it
+    started from (the seeded init, the step-20 checkpoint) on that step's batch, averaged over the
+    two ranks' halves: the per-step buffer, its index and the rank average are right."""
+    trial_id, batch_size = "nano-wd1.0-s0", 4
+    data = PreparedData.load(next((reference / "data").iterdir()))
+    model = build_model(build_config("nano", data.vocab_size, eos_token_id=data.eos_id), seed=0)
+    if step > 1:
+        assert load_model_weights(model, reference / "train" / trial_id / f"step-{step - 1:08d}") == step - 1
+    train_rows = open_array(data.data_dir, "train")
+    rows = batch_rows(step - 1, 0, len(train_rows), batch_size)
+    with torch.no_grad():
+        halves = [torch.from_numpy(train_rows[np.sort(half)].astype(np.int64)) for half in np.split(rows, 2)]
+        expected = np.mean([model(input_ids=ids, labels=ids).loss.item() for ids in halves])
+    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+        logged, = con.execute("SELECT loss FROM train_curves() WHERE trial_id = ? AND step = ?",
+                              [trial_id, step]).fetchone()
+    assert logged == pytest.approx(expected, rel=1e-5)
 
 
 def test_report_reads_the_catalog(reference):
