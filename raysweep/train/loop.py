@@ -170,8 +170,8 @@ def train_loop_per_worker(config: dict) -> None:
     per_rank = spec.train.batch_size // world
     tokens_per_step = spec.train.batch_size * train_rows.shape[1]
     window: list[tuple] = []
-    # This rank's loss per step, filled in place: a 0-d tensor kept per step until the report grew a
-    # CPU worker's memory by the step's activations every step (tiny: 0.6 -> 3 GB in 600 steps).
+    # This rank's loss per step, filled in place: keeping a 0-d tensor per step until the report grew
+    # a CPU worker's memory ~4 MB a step (tiny: 0.6 -> 3 GB in 600 steps; bench/README.md).
     step_losses = torch.zeros(spec.train.steps, device=device)
 
     # [4] The loop. Eval before checkpoint at the same step, so a checkpoint at step k implies
