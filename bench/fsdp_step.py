@@ -102,15 +102,17 @@ def _rank(rank: int, args, port: int, setup: str, queue) -> None:
         dist.init_process_group("gloo", rank=rank, world_size=2)
         apply_fsdp(model, init_device_mesh("cpu", (2,)), use_gpu=False)
         sync = dist.barrier
-    optimizer = build_optimizer(model, 1.0, TrainConfig())
-    if setup == "fsdp-torch":
-        for group in optimizer.param_groups:
-            group["foreach"] = None  # AdamW then picks its own default, as before raysweep set it
-    half = args.batch // 2
-    batch = _batch(args)[rank * half:(rank + 1) * half]
-    clip = torch.nn.utils.clip_grad_norm_ if setup == "fsdp-torch" else clip_grad_norm_
-    phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters())) if setup == "gloo"
-                         else step_phases(model, optimizer, batch, clip), args.steps, sync)
+    if setup == "gloo":
+        phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters())), args.steps, sync)
+    else:
+        optimizer = build_optimizer(model, 1.0, TrainConfig())
+        if setup == "fsdp-torch":
+            for group in optimizer.param_groups:
+                group["foreach"] = None  # AdamW then picks its own default, as before raysweep set it
+        half = args.batch // 2
+        batch = _batch(args)[rank * half:(rank + 1) * half]
+        clip = torch.nn.utils.clip_grad_norm_ if setup == "fsdp-torch" else clip_grad_norm_
+        phases = time_phases(step_phases(model, optimizer, batch, clip), args.steps, sync)
     if rank == 0:
         queue.put(phases)
     if setup != "2x1t":
