@@ -1,13 +1,14 @@
 """Where a training step's time goes, phase by phase: forward, backward, gradient clip, optimizer.
 
-Three setups on the same model and global batch, side by side in one run (no Ray, so this isolates
+The setups below on the same model and global batch, side by side in one run (no Ray, so this isolates
 FSDP2 from the trial's other costs; `bench/trial_costs.py` measures the whole trial):
 
   bare        one process, 2 threads, the whole batch (the P1 reference)
   2x1t        2 processes x 1 thread at once, half the batch each, no process group: the ranks'
               compute on these cores with FSDP2's communication and DTensors taken away
   fsdp        raysweep's FSDP2 step: 2 gloo ranks x 1 thread, half the batch each, apply_fsdp,
-              raysweep's sharded clip_grad_norm_ and its AdamW (foreach)
+              raysweep's sharded clip_grad_norm_ and its AdamW (fused)
+  fsdp-foreach  the same with AdamW's foreach implementation (raysweep's before fused)
   fsdp-torch  the same ranks with torch's defaults: torch.nn.utils.clip_grad_norm_ on DTensors and
               AdamW's own choice of implementation (the per-tensor loop on CPU)
   gloo        the same ranks doing only FSDP2's collectives for this model, nothing else: an all-gather
@@ -106,9 +107,10 @@ def _rank(rank: int, args, port: int, setup: str, queue) -> None:
         phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters())), args.steps, sync)
     else:
         optimizer = build_optimizer(model, 1.0, TrainConfig())
-        if setup == "fsdp-torch":
-            for group in optimizer.param_groups:
-                group["foreach"] = None  # AdamW then picks its own default, as before raysweep set it
+        if setup in ("fsdp-torch", "fsdp-foreach"):
+            for group in optimizer.param_groups:  # AdamW reads these at every step
+                group["fused"] = None
+                group["foreach"] = True if setup == "fsdp-foreach" else None  # None: AdamW's own default
         half = args.batch // 2
         batch = _batch(args)[rank * half:(rank + 1) * half]
         clip = torch.nn.utils.clip_grad_norm_ if setup == "fsdp-torch" else clip_grad_norm_
@@ -140,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
 
     setups = {"bare": lambda: bare(args), **{name: functools.partial(two_ranks, args, name)
-                                             for name in ("2x1t", "fsdp", "fsdp-torch", "gloo")}}
+                                             for name in ("2x1t", "fsdp", "fsdp-foreach", "fsdp-torch", "gloo")}}
     runs = {name: [] for name in setups}
     for _ in range(args.repeats):
         for name, run in setups.items():
@@ -149,15 +151,17 @@ def main() -> None:
 
     print(f"model {args.scale}, vocab {args.vocab}, global batch {args.batch} x seq {args.seq}; "
           f"ms per step, fastest of {args.repeats} runs of {args.steps} steps")
-    print(f"{'setup':<11}" + "".join(f"{phase:>10}" for phase in PHASES) + f"{'step':>10}{'tokens/s':>10}")
+    print(f"{'setup':<13}" + "".join(f"{phase:>10}" for phase in PHASES) + f"{'step':>10}{'tokens/s':>10}")
     for name, phases in best.items():
         step_ms = sum(phases.values())
         tokens_per_s = "-" if name == "gloo" else f"{args.batch * args.seq / step_ms * 1e3:,.0f}"
-        print(f"{name:<11}" + "".join(f"{phases[p]:>10.2f}" for p in PHASES) + f"{step_ms:>10.2f}{tokens_per_s:>10}")
+        print(f"{name:<13}" + "".join(f"{phases[p]:>10.2f}" for p in PHASES) + f"{step_ms:>10.2f}{tokens_per_s:>10}")
     step = {name: sum(phases.values()) for name, phases in best.items()}
     print(f"FSDP2's own cost per step (fsdp - 2x1t): {step['fsdp'] - step['2x1t']:.2f} ms, of which its "
           f"collectives alone {step['gloo']:.2f} ms; the ceiling of 2 ranks on these cores (2x1t / bare): "
           f"{step['bare'] / step['2x1t']:.2f}")
+    print(f"AdamW per step: fused {best['fsdp']['optimizer']:.2f} ms, foreach {best['fsdp-foreach']['optimizer']:.2f}, "
+          f"torch's default {best['fsdp-torch']['optimizer']:.2f}")
     print(f"ratios: fsdp / bare {step['bare'] / step['fsdp']:.2f}, fsdp-torch / bare "
           f"{step['bare'] / step['fsdp-torch']:.2f}, fsdp / fsdp-torch {step['fsdp-torch'] / step['fsdp']:.2f}")
 

@@ -1,10 +1,14 @@
 """The GPU training path without Ray: FSDP2 + NCCL + bf16 MixedPrecisionPolicy on one node.
 
-Runs raysweep's own model presets, `apply_fsdp`, optimizer, per-token `score` and DCP
-checkpoint round trip, and prints tokens/s, MFU against a bf16 matmul measured in the same run,
-and scored rows/s. On a CPU-only machine it runs the same code with gloo and float32.
+Runs raysweep's own model presets, `parallelize` (activation checkpointing, torch.compile of the
+blocks, FSDP2), fused AdamW, `train_step`, per-token `score` and a DCP checkpoint round trip. Each
+variant (`--variants`) trains in turn in the same run; it prints each one's tokens/s, peak memory
+and MFU against a bf16 matmul measured in the same run, then scored rows/s. On a CPU-only machine
+it runs the same code with gloo and float32 (a smoke test, not a figure).
 
     torchrun --nproc_per_node=1 bench/gpu_path.py --scale qwen2-0.5b --seq-len 512 --batch 16
+
+Variants: eager, compile, ac (activation checkpointing of every block), compile+ac.
 """
 
 from __future__ import annotations
@@ -23,9 +27,33 @@ from raysweep.config import TrainConfig
 from raysweep.evaluate import n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model, flops_per_token
 from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
+from raysweep.train.loop import train_step
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import apply_fsdp
+from raysweep.train.parallel import parallelize
 from raysweep.train.throughput import measured_matmul_flops
+
+VARIANTS = {"eager": {}, "compile": {"compile": True}, "ac": {"activation_checkpointing": 1},
+            "compile+ac": {"compile": True, "activation_checkpointing": 1}}
+
+
+def train_variant(config, mesh, use_gpu: bool, device, batch: torch.Tensor, args, options: dict) -> dict:
+    """Train `args.steps` steps of one variant; median step time after the warm-up, peak memory."""
+    cfg = TrainConfig(steps=args.steps, warmup_steps=1, lr=3e-4, **options)
+    model = build_model(config, seed=0)
+    parallelize(model, mesh, use_gpu, cfg)
+    optimizer = build_optimizer(model, 0.1, cfg)
+    if use_gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    losses, times = [], []
+    for step in range(args.steps):
+        started = time.perf_counter()
+        loss = train_step(model, optimizer, batch, cfg.lr, cfg.grad_clip)
+        losses.append(loss.item())  # .item() syncs the device
+        times.append(time.perf_counter() - started)
+    return {"model": model, "optimizer": optimizer, "cfg": cfg, "losses": losses,
+            "first_step_s": times[0], "step_s": float(np.median(times[args.warmup:])),
+            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if use_gpu else float("nan")}
 
 
 def main() -> None:
@@ -36,6 +64,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="sequences per rank per step")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--variants", default="eager,compile,compile+ac",
+                        help=f"comma-separated, trained in turn: {', '.join(VARIANTS)}")
     args = parser.parse_args()
 
     use_gpu = torch.cuda.is_available()
@@ -47,31 +77,28 @@ def main() -> None:
     mesh = init_device_mesh(device.type, (world,))
 
     config = build_config(args.scale, args.vocab)
-    model = build_model(config, seed=0)
-    apply_fsdp(model, mesh, use_gpu)
-    optimizer = build_optimizer(model, 0.1, TrainConfig(steps=args.steps, warmup_steps=1, lr=3e-4))
     rng = np.random.default_rng(rank)
     batch = torch.from_numpy(rng.integers(0, args.vocab, (args.batch, args.seq_len))).to(device)
-
-    losses, times = [], []
-    for step in range(args.steps):
-        if use_gpu:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())  # .item() syncs the device
-        times.append(time.perf_counter() - started)
-    step_s = float(np.median(times[args.warmup:]))
-    tokens_per_s = args.batch * args.seq_len * world / step_s
-    achieved_tflops = tokens_per_s * flops_per_token(config, args.seq_len) / 1e12 / world
+    tokens_per_step = args.batch * args.seq_len * world
+    names = args.variants.split(",")
+    if unknown := [name for name in names if name not in VARIANTS]:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    results = {}
+    for name in names:
+        if results:  # only the last variant's model is kept, for the eval and checkpoint checks
+            previous = results[next(reversed(results))]
+            del previous["model"], previous["optimizer"]
+        results[name] = train_variant(config, mesh, use_gpu, device, batch, args, VARIANTS[name])
+        results[name]["tokens_per_s"] = tokens_per_step / results[name]["step_s"]
+        results[name]["tflops"] = (results[name]["tokens_per_s"] * flops_per_token(config, args.seq_len)
+                                   / 1e12 / world)
+    last = results[next(reversed(results))]
+    model, optimizer = last["model"], last["optimizer"]
 
     eval_set = rng.integers(0, args.vocab, (64, args.seq_len)).astype(np.int64)
     rows = rank_slice(len(eval_set), rank, world)
     n_batches = n_batches_for(len(eval_set), world, 16)
+    score(model, eval_set, rows[:16], 16, 1, device)  # warm: a compiled model compiles its eval graph here
     started = time.perf_counter()
     table = score(model, eval_set, rows, 16, n_batches, device)
     if use_gpu:
@@ -82,23 +109,27 @@ def main() -> None:
         save_checkpoint(model, optimizer, args.steps, Path(directory), rank)
         before = score(model, eval_set, rows, 16, n_batches, device)["loss"].to_numpy()
         reloaded = build_model(config, seed=1)
-        apply_fsdp(reloaded, mesh, use_gpu)
-        reloaded_opt = build_optimizer(reloaded, 0.1, TrainConfig(steps=args.steps, warmup_steps=1))
+        parallelize(reloaded, mesh, use_gpu, last["cfg"])
+        reloaded_opt = build_optimizer(reloaded, 0.1, last["cfg"])
         step = load_checkpoint(reloaded, reloaded_opt, Path(directory))
         after = score(reloaded, eval_set, rows, 16, n_batches, device)["loss"].to_numpy()
 
     if rank == 0:
         print(f"device: {torch.cuda.get_device_name(device) if use_gpu else 'cpu'}  world: {world}  "
               f"scale: {args.scale}  vocab: {args.vocab}  seq_len: {args.seq_len}  batch/rank: {args.batch}")
-        print(f"loss: first {losses[0]:.4f}  last {losses[-1]:.4f}")
-        print(f"train: step {step_s * 1e3:.1f} ms  tokens/s {tokens_per_s:,.0f}  "
-              f"model TFLOP/s per GPU {achieved_tflops:.1f}")
+        peak = measured_matmul_flops(device, torch.bfloat16, 8192, 10) / 1e12 if use_gpu else float("nan")
+        print(f"{'variant':<12}{'first step s':>13}{'step ms':>10}{'tokens/s':>12}{'TFLOP/s':>9}"
+              f"{'peak GiB':>10}{'MFU':>8}{'loss first->last':>20}")
+        for name, r in results.items():
+            print(f"{name:<12}{r['first_step_s']:>13.1f}{r['step_s'] * 1e3:>10.1f}{r['tokens_per_s']:>12,.0f}"
+                  f"{r['tflops']:>9.1f}{r['peak_gib']:>10.1f}{r['tflops'] / peak:>8.1%}"
+                  f"{r['losses'][0]:>10.4f}->{r['losses'][-1]:.4f}")
         print(f"eval: scored rows/s {rows_per_s:,.0f}")
         print(f"checkpoint round trip: step {step}, max |loss diff| {np.abs(before - after).max():.3g}")
         if use_gpu:
-            peak = measured_matmul_flops(device, torch.bfloat16, 8192, 10) / 1e12
+            best = max(results, key=lambda name: results[name]["tflops"])
             print(f"bf16 8192^3 matmul measured: {peak:.0f} TFLOP/s")
-            print(f"MFU vs measured matmul: {achieved_tflops / peak:.1%}")
+            print(f"MFU vs measured matmul, best variant ({best}): {results[best]['tflops'] / peak:.1%}")
     dist.destroy_process_group()
 
 

@@ -5,7 +5,9 @@
   P2  per-token eval + shard writes as a share of the trial's wall time at the demo's cadence.  Goal <= 5%.
   P4  seconds from the trial driver's start, and from `raysweep sweep`, to the first training step.  Goal <= 10 s.
 
-    python bench/trial_costs.py [--scale tiny] [--steps 500]
+    python bench/trial_costs.py [--scale tiny] [--steps 500] [--compile]
+
+--compile sets the spec's train.compile and compiles the blocks of the loops without Ray alike.
 
 The trial is the demo's (examples/demo.yaml: batch 8, seq 64, eval and checkpoint every 250 steps), two grid
 points (seeds 0 and 1: the same work twice) run through the real `raysweep sweep`.
@@ -64,10 +66,13 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
     from raysweep.model import build_config, build_model
     from raysweep.train.loop import batch_rows, train_step
     from raysweep.train.optim import build_optimizer, lr_at
+    from raysweep.train.parallel import apply_compile
 
     torch.set_num_threads(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)
     model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
                                      data.eos_id), seed=0)
+    if spec.train.compile:
+        apply_compile(model, use_gpu=False)
     optimizer = build_optimizer(model, 1.0, spec.train)
     train_rows = open_array(data.data_dir, "train")
     tokens_per_step = spec.train.batch_size * train_rows.shape[1]
@@ -82,7 +87,7 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
 
 def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: str, steps: int,
                  warmup: int, port: int, shard_blocks: bool, queue) -> None:
-    """One rank of raysweep's FSDP2 setup (apply_fsdp, gloo, 1 thread) without Ray."""
+    """One rank of raysweep's FSDP2 setup (parallelize, gloo, 1 thread) without Ray."""
     import os
 
     import torch.distributed as dist
@@ -93,7 +98,7 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     from raysweep.model import build_config, build_model
     from raysweep.train.loop import batch_rows, train_step
     from raysweep.train.optim import build_optimizer, lr_at
-    from raysweep.train.parallel import apply_fsdp
+    from raysweep.train.parallel import parallelize
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -101,7 +106,7 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     torch.set_num_threads(spec.resources.cpus_per_worker)
     model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
                                      data.eos_id), seed=0)
-    apply_fsdp(model, init_device_mesh("cpu", (world,)), use_gpu=False, shard_blocks=shard_blocks)
+    parallelize(model, init_device_mesh("cpu", (world,)), use_gpu=False, cfg=spec.train, shard_blocks=shard_blocks)
     optimizer = build_optimizer(model, 1.0, spec.train)
     train_rows = open_array(data.data_dir, "train")
     per_rank = spec.train.batch_size // world
@@ -137,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", default="tiny")
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--compile", action="store_true", help="train.compile in the trial and the loops alike")
     args = parser.parse_args()
 
     from raysweep.config import load_spec
@@ -147,6 +153,7 @@ def main() -> None:
     raw.update(name="costs", storage=str(root / "runs"))
     raw["grid"] = {"weight_decay": [1.0], "scale": [args.scale], "seed": list(SEEDS)}
     raw["train"]["steps"] = args.steps
+    raw["train"]["compile"] = args.compile
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
@@ -171,7 +178,7 @@ def main() -> None:
     bare_tps, fsdp_tps, per_block_tps = (max(runs[kind]) for kind in ("bare", "fsdp", "per_block"))
 
     attempt, times = trials[0]["attempt"], trials[0]["times"]
-    print(f"model {args.scale}, batch {spec.train.batch_size} x seq {spec.data.seq_len}, "
+    print(f"model {args.scale}{' (compiled blocks)' if args.compile else ''}, batch {spec.train.batch_size} x seq {spec.data.seq_len}, "
           f"{spec.resources.workers_per_trial} workers x {spec.resources.cpus_per_worker} thread(s); "
           f"peak used for MFU: {attempt['peak_flops'] / 1e9:.1f} GFLOP/s ({attempt['peak_source']})")
     print(f"P4 raysweep sweep -> first trial's first step: {times[1] - launched:.1f} s")

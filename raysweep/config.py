@@ -107,6 +107,12 @@ class TrainConfig(_Section):
     `grid.label_smoothing` makes it an axis."""
     checkpoint_every: int = Field(100, ge=1)
     """Steps between checkpoints (the last step always checkpoints)."""
+    compile: bool = False
+    """torch.compile each decoder block (inductor; on CPU it needs a C++ compiler). Steps get faster
+    after a compile of tens of seconds at every worker-group start."""
+    activation_checkpointing: Optional[int] = Field(None, ge=1)
+    """Recompute every n-th decoder block's activations in the backward instead of keeping them
+    (1: every block): memory for time, for the large presets' long sequences. None: off."""
 
 
 class EvalConfig(_Section):

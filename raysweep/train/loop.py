@@ -29,7 +29,7 @@ from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_s
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
-from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
+from raysweep.train.parallel import clip_grad_norm_, parallelize
 from raysweep.train.throughput import peak_flops
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
 
@@ -136,9 +136,9 @@ def train_loop_per_worker(config: dict) -> None:
     # [2] Model: identical random init on every rank (same seed), then sharded.
     model_config = build_config(trial.scale, data.vocab_size, spec.model.family, trial.dropout, data.eos_id)
     model = build_model(model_config, trial.seed)
-    apply_fsdp(model, mesh, spec.resources.use_gpu)
-    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
     train_cfg = trial_train_config(spec, trial)
+    parallelize(model, mesh, spec.resources.use_gpu, train_cfg)
+    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
     row_decay = bool(train_cfg.freq_decay_alpha and trial.weight_decay)  # the only user of the counts
     optimizer = build_optimizer(model, trial.weight_decay, train_cfg,
                                 token_counts=read_token_counts(arrays_dir, data.vocab_size) if row_decay else None)

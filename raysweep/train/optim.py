@@ -83,11 +83,11 @@ def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfi
         {"params": [params[n] for n, d in mask.items() if not d], "weight_decay": 0.0},
         {"params": [params[n] for n in sorted(per_row)], "weight_decay": 0.0, "row_decay": weight_decay},
     ]
-    # foreach: torch defaults to the per-tensor loop on CPU, which on FSDP2's DTensors pays a
-    # dispatch per tensor and op (tiny preset, 2 gloo ranks: 6.4-8.6 ms a step against 3.0-3.5,
-    # bench/fsdp_step.py).
+    # fused: one kernel for all tensors, on CPU and GPU. Torch's CPU default, the per-tensor loop,
+    # pays a dispatch per tensor and op on FSDP2's DTensors (tiny preset, 2 gloo ranks: per-tensor
+    # 6.4-8.6 ms a step, foreach 3.0-3.5, fused FUSED_MS; bench/fsdp_step.py).
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
     if per_row:
         scale = torch.from_numpy(frequency_row_scale(token_counts, cfg.freq_decay_alpha))
         optimizer.register_step_pre_hook(_RowDecay(optimizer, scale))

@@ -1,4 +1,5 @@
-"""How a model is parallelised: FSDP2 over a 1-D data-parallel mesh."""
+"""How a model runs on its workers: activation checkpointing, torch.compile of the blocks, FSDP2 over a
+1-D data-parallel mesh."""
 
 from __future__ import annotations
 
@@ -9,6 +10,42 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Shard
+
+from raysweep.config import TrainConfig
+
+
+def parallelize(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool, cfg: TrainConfig,
+                shard_blocks: bool | None = None) -> None:
+    """The spec's activation checkpointing, then compile, then FSDP2 (`apply_fsdp`), in place:
+    torchtitan's order, so each decoder block is checkpointed and compiled whole and then sharded."""
+    if cfg.activation_checkpointing:
+        # transformers' own wrapper: parameter names stay unchanged (decay groups, checkpoints), and
+        # FSDP2 skips its forward hooks while the backward recomputes.
+        model.activation_checkpointing_enable(every_n_layers=cfg.activation_checkpointing)
+    if cfg.compile:
+        apply_compile(model, use_gpu)
+    apply_fsdp(model, mesh, use_gpu, shard_blocks)
+
+
+def apply_compile(model: torch.nn.Module, use_gpu: bool) -> None:
+    """torch.compile each decoder block in place: the module and its parameter names stay as they are,
+    and the blocks' shared code compiles once."""
+    if not use_gpu:
+        _require_cpp_compiler()
+    for block in model.model.layers:
+        block.compile()
+
+
+def _require_cpp_compiler() -> None:
+    """Inductor compiles CPU kernels with a C++ compiler; without one the first step fails deep inside
+    torch, so say it here."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise RuntimeError("train.compile: torch.compile on CPU needs a C++ compiler (g++ or clang++) on "
+                           "every worker node; install one, or set train.compile: false") from None
 
 
 def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,

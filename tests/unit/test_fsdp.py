@@ -1,5 +1,6 @@
-"""FSDP2 on 2 gloo ranks trains the same model as one process: apply_fsdp's wrappings, the sharded
-gradient clip and AdamW, checked parameter by parameter (no Ray: the component here is the sharding)."""
+"""FSDP2 on 2 gloo ranks trains the same model as one process: parallelize's wrappings (one unit, one
+per block, with activation checkpointing and torch.compile), the sharded gradient clip and AdamW,
+checked parameter by parameter (no Ray: the component here is the sharding)."""
 
 import os
 import socket
@@ -13,12 +14,19 @@ from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.loop import train_step
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
+from raysweep.train.parallel import clip_grad_norm_, parallelize
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
 CLIPS = (0.05, 1e3, 0.05)  # well under the gradient norm, then far over it: clipped, unclipped, clipped
 STEPS = len(CLIPS)
 CFG = TrainConfig(lr=0.01)
+# name -> (one FSDP unit per block, the spec's train options for parallelize)
+SETUPS = {
+    "one-unit": (False, CFG),
+    "unit-per-block": (True, CFG),
+    "per-block-checkpointed": (True, CFG.model_copy(update={"activation_checkpointing": 1})),
+    "one-unit-compiled": (False, CFG.model_copy(update={"compile": True})),
+}
 
 
 def _batches() -> torch.Tensor:
@@ -45,16 +53,21 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     mesh = init_device_mesh("cpu", (2,))
     batches = _batches()[:, rank * 2:(rank + 1) * 2]  # this rank's half of every global batch
-    for shard_blocks in (False, True):
+    for name, (shard_blocks, cfg) in SETUPS.items():
+        torch._dynamo.reset()
         model = _model()
-        apply_fsdp(model, mesh, use_gpu=False, shard_blocks=shard_blocks)
+        parallelize(model, mesh, use_gpu=False, cfg=cfg, shard_blocks=shard_blocks)
         norm = _first_grad_norm(model, batches[0])
-        optimizer = build_optimizer(model, 1.0, CFG)
+        optimizer = build_optimizer(model, 1.0, cfg)
+        attention_forwards = []  # the block's attention runs again when the backward recomputes it
+        model.model.layers[0].self_attn.register_forward_pre_hook(lambda *_: attention_forwards.append(1))
         for batch, clip in zip(batches, CLIPS):
-            train_step(model, optimizer, batch, CFG.lr, clip)
+            train_step(model, optimizer, batch, cfg.lr, clip)
         params = {name: p.full_tensor() for name, p in model.named_parameters()}  # a collective
         if rank == 0:
-            torch.save({"norm": norm, "params": params}, os.path.join(out_dir, f"blocks-{shard_blocks}.pt"))
+            torch.save({"norm": norm, "params": params, "attention_forwards_per_step": len(attention_forwards) / STEPS,
+                        "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"]},
+                       os.path.join(out_dir, f"{name}.pt"))
     dist.destroy_process_group()
 
 
@@ -65,7 +78,7 @@ def sharded_runs(tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     mp.spawn(_rank, args=(port, str(out_dir)), nprocs=2)
-    return {blocks: torch.load(out_dir / f"blocks-{blocks}.pt") for blocks in (False, True)}
+    return {name: torch.load(out_dir / f"{name}.pt") for name in SETUPS}
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +92,38 @@ def one_process():
     return {"norm": norm, "params": {name: p.detach() for name, p in model.named_parameters()}}
 
 
-@pytest.mark.parametrize("shard_blocks", [False, True], ids=["one-unit", "unit-per-block"])
-def test_sharded_gradient_norm_is_the_global_norm(sharded_runs, one_process, shard_blocks):
-    got, want = float(sharded_runs[shard_blocks]["norm"]), float(one_process["norm"])
+@pytest.mark.parametrize("setup", SETUPS)
+def test_sharded_gradient_norm_is_the_global_norm(sharded_runs, one_process, setup):
+    got, want = float(sharded_runs[setup]["norm"]), float(one_process["norm"])
     assert CLIPS[0] * 10 < want < CLIPS[1] / 10
     assert got == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("shard_blocks", [False, True], ids=["one-unit", "unit-per-block"])
-def test_two_ranks_train_the_same_parameters_as_one_process(sharded_runs, one_process, shard_blocks):
-    got, want = sharded_runs[shard_blocks]["params"], one_process["params"]
-    assert got.keys() == want.keys()
+@pytest.mark.parametrize("setup", SETUPS)
+def test_two_ranks_train_the_same_parameters_as_one_process(sharded_runs, one_process, setup):
+    got, want = sharded_runs[setup]["params"], one_process["params"]
+    assert got.keys() == want.keys()  # checkpointing and compile leave the names (decay groups, DCP keys)
     init = dict(_model().named_parameters())
     for name, param in want.items():
         # Adam's m / sqrt(v) magnifies reduction-order noise in near-zero gradients to ~5e-6; a
         # wrong norm or scale moves parameters by ~lr (1e-2).
         assert torch.allclose(got[name], param, rtol=0, atol=1e-4), name
     assert all(not torch.equal(want[name], p) for name, p in init.items())  # every tensor trained, so the comparison is not of two inits
+
+
+def test_activation_checkpointing_recomputes_the_blocks_in_the_backward(sharded_runs):
+    assert sharded_runs["unit-per-block"]["attention_forwards_per_step"] == 1
+    assert sharded_runs["per-block-checkpointed"]["attention_forwards_per_step"] == 2
+
+
+def test_compile_option_compiles_the_blocks(sharded_runs):
+    assert sharded_runs["one-unit"]["compiled_graphs"] == 0
+    assert sharded_runs["one-unit-compiled"]["compiled_graphs"] >= 1
+
+
+def test_compile_on_cpu_without_a_cpp_compiler_names_the_option(monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-c++-compiler"))
+    with pytest.raises(RuntimeError, match=r"^train\.compile: .*C\+\+ compiler"):
+        parallelize(_model(), mesh=None, use_gpu=False, cfg=CFG.model_copy(update={"compile": True}))
