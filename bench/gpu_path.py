@@ -26,11 +26,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from raysweep.config import TrainConfig
 from raysweep.evaluate import n_batches_for, rank_slice, score
 from raysweep.model import build_config, build_model, flops_per_token
+from raysweep.shards import write_token_shard
+from raysweep.storage import location
 from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
 from raysweep.train.loop import train_step
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import parallelize
-from raysweep.train.throughput import measured_matmul_flops
+from raysweep.train.throughput import measured_matmul_flops, peak_flops
 
 VARIANTS = {"eager": {}, "compile": {"compile": True}, "ac": {"activation_checkpointing": 1},
             "compile+ac": {"compile": True, "activation_checkpointing": 1}}
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="sequences per rank per step")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--eval-sequences", type=int, default=256)
     parser.add_argument("--variants", default="eager,compile,compile+ac",
                         help=f"comma-separated, trained in turn: {', '.join(VARIANTS)}")
     args = parser.parse_args()
@@ -95,7 +98,7 @@ def main() -> None:
     last = results[next(reversed(results))]
     model, optimizer = last["model"], last["optimizer"]
 
-    eval_set = rng.integers(0, args.vocab, (64, args.seq_len)).astype(np.int64)
+    eval_set = rng.integers(0, args.vocab, (args.eval_sequences, args.seq_len)).astype(np.int64)
     rows = rank_slice(len(eval_set), rank, world)
     n_batches = n_batches_for(len(eval_set), world, 16)
     score(model, eval_set, rows[:16], 16, 1, device)  # warm: a compiled model compiles its eval graph here
@@ -106,6 +109,9 @@ def main() -> None:
     rows_per_s = table.num_rows / (time.perf_counter() - started)
 
     with tempfile.TemporaryDirectory() as directory:
+        started = time.perf_counter()
+        write_token_shard(table, location(directory) / "part-0.parquet")
+        shard_rows_per_s = table.num_rows / (time.perf_counter() - started)
         save_checkpoint(model, optimizer, args.steps, Path(directory), rank)
         before = score(model, eval_set, rows, 16, n_batches, device)["loss"].to_numpy()
         reloaded = build_model(config, seed=1)
@@ -124,12 +130,15 @@ def main() -> None:
             print(f"{name:<12}{r['first_step_s']:>13.1f}{r['step_s'] * 1e3:>10.1f}{r['tokens_per_s']:>12,.0f}"
                   f"{r['tflops']:>9.1f}{r['peak_gib']:>10.1f}{r['tflops'] / peak:>8.1%}"
                   f"{r['losses'][0]:>10.4f}->{r['losses'][-1]:.4f}")
-        print(f"eval: scored rows/s {rows_per_s:,.0f}")
+        print(f"eval: scored rows/s {rows_per_s:,.0f}, token-shard rows written/s {shard_rows_per_s:,.0f} "
+              f"({table.num_rows:,} rows)")
         print(f"checkpoint round trip: step {step}, max |loss diff| {np.abs(before - after).max():.3g}")
         if use_gpu:
             best = max(results, key=lambda name: results[name]["tflops"])
-            print(f"bf16 8192^3 matmul measured: {peak:.0f} TFLOP/s")
-            print(f"MFU vs measured matmul, best variant ({best}): {results[best]['tflops'] / peak:.1%}")
+            datasheet, source = peak_flops(device)
+            print(f"bf16 8192^3 matmul measured: {peak:.0f} TFLOP/s; {source}: {datasheet / 1e12:.0f} TFLOP/s")
+            print(f"MFU of the best variant ({best}): {results[best]['tflops'] * 1e12 / datasheet:.1%} of {source}, "
+                  f"{results[best]['tflops'] / peak:.1%} of the measured matmul")
     dist.destroy_process_group()
 
 
