@@ -85,7 +85,7 @@ def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfi
     ]
     # fused: one kernel for all tensors, on CPU and GPU. Torch's CPU default, the per-tensor loop,
     # pays a dispatch per tensor and op on FSDP2's DTensors (tiny preset, 2 gloo ranks: per-tensor
-    # 6.4-8.6 ms a step, foreach 3.0-3.5, fused FUSED_MS; bench/fsdp_step.py).
+    # 6.4-8.6 ms a step, foreach 3.0-3.5, fused 1.5; bench/fsdp_step.py).
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
     if per_row:
