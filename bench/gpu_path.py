@@ -29,7 +29,7 @@ from raysweep.model import build_config, build_model, flops_per_token
 from raysweep.shards import write_token_shard
 from raysweep.storage import location
 from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
-from raysweep.train.loop import train_step
+from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import parallelize
 from raysweep.train.throughput import measured_matmul_flops, peak_flops

@@ -64,7 +64,8 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
     """The same model, optimizer, lr schedule and batches in one process, no Ray, no FSDP."""
     from raysweep.data.prepare import open_array
     from raysweep.model import build_config, build_model
-    from raysweep.train.loop import batch_rows, train_step
+    from raysweep.train.loop import batch_rows
+    from raysweep.train.step import train_step
     from raysweep.train.optim import build_optimizer, lr_at
     from raysweep.train.parallel import apply_compile
 
@@ -96,7 +97,8 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     from raysweep.config import SweepSpec
     from raysweep.data.prepare import PreparedData, open_array
     from raysweep.model import build_config, build_model
-    from raysweep.train.loop import batch_rows, train_step
+    from raysweep.train.loop import batch_rows
+    from raysweep.train.step import train_step
     from raysweep.train.optim import build_optimizer, lr_at
     from raysweep.train.parallel import parallelize
 

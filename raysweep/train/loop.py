@@ -29,7 +29,8 @@ from raysweep.shards import (TRAIN_METRICS_SCHEMA, embedding_shard_path, token_s
 from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.checkpoint import (checkpoint_dir_name, latest_checkpoint, load_checkpoint,
                                        mark_complete, save_checkpoint, trial_run_dir)
-from raysweep.train.parallel import clip_grad_norm_, parallelize
+from raysweep.train.parallel import parallelize
+from raysweep.train.step import train_step
 from raysweep.train.throughput import peak_flops
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, summarize_mask
 
@@ -48,25 +49,6 @@ def batch_rows(step: int, seed: int, n_sequences: int, batch_size: int) -> np.nd
     positions = np.arange(step * batch_size, (step + 1) * batch_size)
     epochs, offsets = np.divmod(positions, n_sequences)
     return np.array([_epoch_order(seed, int(e), n_sequences)[o] for e, o in zip(epochs, offsets)])
-
-
-def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: float,
-               label_smoothing: float = 0.0) -> torch.Tensor:
-    """One optimizer step on a batch of sequences (next-token loss); returns this rank's loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    if label_smoothing:
-        logits = model(input_ids=input_ids).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                 input_ids[:, 1:].reshape(-1), label_smoothing=label_smoothing)
-    else:
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-    loss.backward()
-    if grad_clip > 0:
-        clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
 
 
 def trial_train_config(spec: SweepSpec, trial: TrialPoint):

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
-from raysweep.train.loop import train_step
+from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import clip_grad_norm_, parallelize
 

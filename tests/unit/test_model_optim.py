@@ -8,7 +8,7 @@ import torch
 
 from raysweep.config import TrainConfig
 from raysweep.model import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
-from raysweep.train.loop import train_step
+from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, max_row_decay_factor, summarize_mask
 
 CPU_PRESETS = [name for name, p in PRESETS.items() if p.family is None]
