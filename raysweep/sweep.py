@@ -221,11 +221,17 @@ def _spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
+# Spec fields that change how a step runs, not what it computes (the same losses up to float
+# rounding: tests/unit/test_fsdp.py), so a sweep may continue under other values.
+EXECUTION_ONLY = ("train.compile:", "train.activation_checkpointing:")
+
+
 def _check_existing_sweep(spec: SweepSpec) -> bool:
     """True if this sweep dir already ran exactly this spec (so it resumes).
 
-    A grid spec that differs only in its grid extends the sweep (finished trials are kept); any
-    other difference is refused, because the trials would no longer be comparable.
+    A grid spec that differs only in its grid extends the sweep (finished trials are kept), and one
+    that changes only how steps run (`EXECUTION_ONLY`) continues it; any other difference is refused,
+    because the trials would no longer be comparable.
     """
     spec_file = spec.sweep_dir / "spec.yaml"
     if not spec_file.exists():
@@ -237,8 +243,10 @@ def _check_existing_sweep(spec: SweepSpec) -> bool:
     except (ValueError, TypeError):
         old = raw
     new = spec.model_dump(mode="json")
-    # A search's grid holds its fixed values: another seed or scale is another search.
-    diffs = [d for d in _spec_differences(old, new) if is_search(spec) or not d.startswith("grid.")]
+    # A search's grid holds its fixed values: another seed or scale is another search. And a search
+    # continues only under its own spec: its searcher's state is restored, not rebuilt.
+    may_differ = () if is_search(spec) else ("grid.", *EXECUTION_ONLY)
+    diffs = [d for d in _spec_differences(old, new) if not d.startswith(may_differ)]
     if diffs:
         raise SweepDirError(f"{spec.sweep_dir}: holds a sweep with a different spec ({'; '.join(diffs)}); "
                             f"use another `name` or `storage`, or the original values")

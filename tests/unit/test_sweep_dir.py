@@ -52,6 +52,6 @@ def test_a_search_dir_refuses_another_seed_where_a_grid_would_extend(tmp_path):
     spec.sweep_dir.mkdir(parents=True)
     (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
     assert _check_existing_sweep(spec) is True  # the same search resumes
-    for change in ("grid.seed=[1]", "optuna.num_samples=20"):
+    for change in ("grid.seed=[1]", "optuna.num_samples=20", "train.compile=true"):  # a grid continues under compile
         with pytest.raises(SweepDirError, match="holds a sweep with a different spec"):
             _check_existing_sweep(parse_spec(search, (change,)))
