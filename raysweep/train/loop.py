@@ -119,7 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
     model_config = build_config(trial.scale, data.vocab_size, spec.model.family, trial.dropout, data.eos_id)
     model = build_model(model_config, trial.seed)
     train_cfg = trial_train_config(spec, trial)
-    parallelize(model, mesh, spec.resources.use_gpu, train_cfg)
+    applied = parallelize(model, mesh, spec.resources.use_gpu, train_cfg)
     arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
     row_decay = bool(train_cfg.freq_decay_alpha and trial.weight_decay)  # the only user of the counts
     optimizer = build_optimizer(model, trial.weight_decay, train_cfg,
@@ -142,7 +142,7 @@ def train_loop_per_worker(config: dict) -> None:
             mark_complete(resume_from, start_step)
         _log_attempt(run_dir, start_step, since_driver_start_s=time.time() - config["driver_started_at"],
                      train_fn_entered_s=entered_at - config["driver_started_at"],
-                     peak_flops=peak, peak_source=peak_source)
+                     peak_flops=peak, peak_source=peak_source, **applied)
         mask = decay_mask(model, trial.decay_policy)
         atomic_write_text(run_dir / DECAY_GROUPS_FILE, json.dumps(summarize_mask(model, mask), indent=1))
 

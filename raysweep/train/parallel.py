@@ -15,9 +15,10 @@ from raysweep.config import TrainConfig
 
 
 def parallelize(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool, cfg: TrainConfig,
-                shard_blocks: bool | None = None) -> None:
+                shard_blocks: bool | None = None) -> dict:
     """The spec's activation checkpointing, then compile, then FSDP2 (`apply_fsdp`), in place:
-    torchtitan's order, so each decoder block is checkpointed and compiled whole and then sharded."""
+    torchtitan's order, so each decoder block is checkpointed and compiled whole and then sharded.
+    Returns how many blocks ended up checkpointed and compiled, for the trial's attempts log."""
     if cfg.activation_checkpointing:
         # transformers' own wrapper: parameter names stay unchanged (decay groups, checkpoints), and
         # FSDP2 skips its forward hooks while the backward recomputes.
@@ -25,6 +26,9 @@ def parallelize(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool, cfg: Tr
     if cfg.compile:
         apply_compile(model, use_gpu)
     apply_fsdp(model, mesh, use_gpu, shard_blocks)
+    blocks = model.model.layers
+    return {"checkpointed_blocks": sum(bool(getattr(block, "gradient_checkpointing", False)) for block in blocks),
+            "compiled_blocks": sum(block._compiled_call_impl is not None for block in blocks)}
 
 
 def apply_compile(model: torch.nn.Module, use_gpu: bool) -> None:

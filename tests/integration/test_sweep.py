@@ -285,12 +285,14 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
 
 
 def test_regularizer_axis_runs_through_fsdp(tmp_path):
-    """A grid over frequency-aware decay (alpha 0 and 0.5), with label smoothing and dropout on:
-    the trials are named and paired by their regularizer, and the per-row decay applied to the
-    FSDP-sharded embeddings spares rows of rarer types relative to more frequent ones."""
+    """A grid over frequency-aware decay (alpha 0 and 0.5), with label smoothing and dropout on, and
+    the blocks compiled and checkpointed as a long run would have them: the trials are named and
+    paired by their regularizer, and the per-row decay applied to the FSDP-sharded embeddings
+    spares rows of rarer types relative to more frequent ones."""
     grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "freq_decay_alpha": [0.0, 0.5],
             "label_smoothing": [0.1], "dropout": [0.1]}
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="reg", grid=grid))
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(
+        tmp_path / "runs", name="reg", grid=grid, train={"compile": True, "activation_checkpointing": 1}))
     result = run_cli(["sweep", str(spec)], tmp_path)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
@@ -299,6 +301,9 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path):
     assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
                             "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
                                 "adamw freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.1"}
+    for trial_id in regularizers:  # nano has one block: the trial's workers compiled and checkpointed it
+        attempt = json.loads((sweep / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
+        assert (attempt["compiled_blocks"], attempt["checkpointed_blocks"]) == (1, 1), attempt
     data = PreparedData.load(next((sweep / "data").iterdir()))
     counts = read_token_counts(data.data_dir, data.vocab_size)
     norms = {}
