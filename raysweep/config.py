@@ -108,8 +108,9 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(100, ge=1)
     """Steps between checkpoints (the last step always checkpoints)."""
     compile: bool = False
-    """torch.compile each decoder block (inductor; on CPU it needs a C++ compiler). Steps get faster
-    after a compile of tens of seconds at every worker-group start."""
+    """torch.compile each decoder block (inductor; on CPU it needs a C++ compiler). Steps get faster;
+    the first worker group on a node compiles for tens of seconds, later ones reuse inductor's
+    on-disk cache (seconds), and eval compiles its own graph once per group."""
     activation_checkpointing: Optional[int] = Field(None, ge=1)
     """Recompute every n-th decoder block's activations in the backward instead of keeping them
     (1: every block): memory for time, for the large presets' long sequences. None: off."""

@@ -222,7 +222,8 @@ def _spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 # Spec fields that change how a step runs, not what it computes (the same losses up to float
-# rounding: tests/unit/test_fsdp.py), so a sweep may continue under other values.
+# rounding: tests/unit/test_fsdp.py), so a sweep may continue under other values. Spelled as
+# `_spec_differences` begins its lines ("path: old -> new"), so no longer name shares the prefix.
 EXECUTION_ONLY = ("train.compile:", "train.activation_checkpointing:")
 
 
