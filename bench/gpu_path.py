@@ -38,8 +38,9 @@ VARIANTS = {"eager": {}, "compile": {"compile": True}, "ac": {"activation_checkp
             "compile+ac": {"compile": True, "activation_checkpointing": 1}}
 
 
-def train_variant(config, mesh, use_gpu: bool, device, batch: torch.Tensor, args, options: dict) -> dict:
-    """Train `args.steps` steps of one variant; median step time after the warm-up, peak memory."""
+def train_variant(config, mesh, use_gpu: bool, device, batch: torch.Tensor, args, options: dict):
+    """Train `args.steps` steps of one variant. Returns its figures (median step time after the
+    warm-up, tokens/s, model TFLOP/s per device, peak memory), its model, optimizer and train config."""
     cfg = TrainConfig(steps=args.steps, warmup_steps=1, lr=3e-4, **options)
     model = build_model(config, seed=0)
     parallelize(model, mesh, use_gpu, cfg)
@@ -53,9 +54,12 @@ def train_variant(config, mesh, use_gpu: bool, device, batch: torch.Tensor, args
         loss = train_step(model, optimizer, batch, cfg.lr, cfg.grad_clip)
         losses.append(loss.item())  # .item() syncs the device
         times.append(time.perf_counter() - started)
-    return {"model": model, "optimizer": optimizer, "cfg": cfg, "losses": losses,
-            "first_step_s": times[0], "step_s": float(np.median(times[args.warmup:])),
-            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if use_gpu else float("nan")}
+    step_s = float(np.median(times[args.warmup:]))
+    tokens_per_s = batch.numel() * dist.get_world_size() / step_s
+    figures = {"losses": losses, "first_step_s": times[0], "step_s": step_s, "tokens_per_s": tokens_per_s,
+               "tflops": tokens_per_s * flops_per_token(config, args.seq_len) / 1e12 / dist.get_world_size(),
+               "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if use_gpu else float("nan")}
+    return figures, model, optimizer, cfg
 
 
 def main() -> None:
@@ -82,21 +86,15 @@ def main() -> None:
     config = build_config(args.scale, args.vocab)
     rng = np.random.default_rng(rank)
     batch = torch.from_numpy(rng.integers(0, args.vocab, (args.batch, args.seq_len))).to(device)
-    tokens_per_step = args.batch * args.seq_len * world
     names = args.variants.split(",")
     if unknown := [name for name in names if name not in VARIANTS]:
         parser.error(f"--variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
     results = {}
     for name in names:
-        if results:  # only the last variant's model is kept, for the eval and checkpoint checks
-            previous = results[next(reversed(results))]
-            del previous["model"], previous["optimizer"]
-        results[name] = train_variant(config, mesh, use_gpu, device, batch, args, VARIANTS[name])
-        results[name]["tokens_per_s"] = tokens_per_step / results[name]["step_s"]
-        results[name]["tflops"] = (results[name]["tokens_per_s"] * flops_per_token(config, args.seq_len)
-                                   / 1e12 / world)
-    last = results[next(reversed(results))]
-    model, optimizer = last["model"], last["optimizer"]
+        model = optimizer = None  # free the previous variant's before building the next
+        # only the last variant's model is kept, for the eval and checkpoint checks
+        results[name], model, optimizer, cfg = train_variant(config, mesh, use_gpu, device, batch, args,
+                                                             VARIANTS[name])
 
     eval_set = rng.integers(0, args.vocab, (args.eval_sequences, args.seq_len)).astype(np.int64)
     rows = rank_slice(len(eval_set), rank, world)
@@ -115,8 +113,8 @@ def main() -> None:
         save_checkpoint(model, optimizer, args.steps, Path(directory), rank)
         before = score(model, eval_set, rows, 16, n_batches, device)["loss"].to_numpy()
         reloaded = build_model(config, seed=1)
-        parallelize(reloaded, mesh, use_gpu, last["cfg"])
-        reloaded_opt = build_optimizer(reloaded, 0.1, last["cfg"])
+        parallelize(reloaded, mesh, use_gpu, cfg)
+        reloaded_opt = build_optimizer(reloaded, 0.1, cfg)
         step = load_checkpoint(reloaded, reloaded_opt, Path(directory))
         after = score(reloaded, eval_set, rows, 16, n_batches, device)["loss"].to_numpy()
 

@@ -63,7 +63,7 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
         model.model.layers[0].self_attn.register_forward_pre_hook(lambda *_: attention_forwards.append(1))
         for batch, clip in zip(batches, CLIPS):
             train_step(model, optimizer, batch, cfg.lr, clip)
-        params = {name: p.full_tensor() for name, p in model.named_parameters()}  # a collective
+        params = {param_name: p.full_tensor() for param_name, p in model.named_parameters()}  # a collective
         if rank == 0:
             torch.save({"norm": norm, "params": params, "attention_forwards_per_step": len(attention_forwards) / STEPS,
                         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"]},
