@@ -6,14 +6,16 @@ FSDP2 from the trial's other costs; `bench/trial_costs.py` measures the whole tr
   bare        one process, 2 threads, the whole batch (the P1 reference)
   2x1t        2 processes x 1 thread at once, half the batch each, no process group: the ranks'
               compute on these cores with FSDP2's communication and DTensors taken away
-  fsdp        raysweep's FSDP2 step: 2 gloo ranks x 1 thread, half the batch each, apply_fsdp,
-              raysweep's sharded clip_grad_norm_ and its AdamW (fused)
+  fsdp        raysweep's FSDP2 step: 2 gloo ranks x 1 thread, half the batch each, apply_fsdp (with its
+              pairwise all-gather and reduce-scatter), raysweep's sharded clip_grad_norm_ and its AdamW (fused)
+  fsdp-gloo   the same with gloo's own all_gather and reduce_scatter (raysweep's before pairwise)
   fsdp-foreach  the same with AdamW's foreach implementation (raysweep's before fused)
   fsdp-torch  the same ranks with torch's defaults: torch.nn.utils.clip_grad_norm_ on DTensors and
               AdamW's own choice of implementation (the per-tensor loop on CPU)
-  gloo        the same ranks doing only FSDP2's collectives for this model, nothing else: an all-gather
-              of every parameter (under forward), a reduce-scatter of every gradient (backward), a
-              scalar all-reduce (clip)
+  comms       the same ranks doing only FSDP2's collectives for this model, nothing else: a pairwise
+              all-gather of every parameter (under forward), a pairwise reduce-scatter of every gradient
+              (backward), a scalar all-reduce (clip)
+  comms-gloo  the same with gloo's own all_gather and reduce_scatter
 
     python bench/fsdp_step.py [--scale tiny] [--batch 8] [--seq 64] [--steps 200] [--repeats 3]
 
@@ -31,12 +33,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
+from raysweep.train.parallel import PairwiseAllGather, PairwiseReduceScatter, apply_fsdp, clip_grad_norm_
 
 PHASES = ("forward", "backward", "clip", "optimizer")
 WARMUP = 20
@@ -65,13 +68,26 @@ def step_phases(model, optimizer, batch: torch.Tensor, clip) -> dict[str, Callab
             "optimizer": lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True))}
 
 
-def collective_phases(numel: int) -> dict[str, Callable[[], object]]:
-    """FSDP2's collectives alone, for one unit of `numel` parameters on 2 ranks."""
-    import torch.distributed as dist
+class GlooAllGather(PairwiseAllGather):
+    """Gloo's own all_gather, what FSDP2 calls without a custom one."""
 
+    def __call__(self, output_tensor, input_tensor, group, async_op=False):
+        return dist.all_gather_single(output_tensor, input_tensor, group=group, async_op=async_op)
+
+
+class GlooReduceScatter(PairwiseReduceScatter):
+    """Gloo's own reduce_scatter, what FSDP2 calls without a custom one."""
+
+    def __call__(self, output_tensor, input_tensor, group, op, async_op=False):
+        return dist.reduce_scatter_single(output_tensor, input_tensor, group=group, op=op, async_op=async_op)
+
+
+def collective_phases(numel: int, all_gather: PairwiseAllGather,
+                      reduce_scatter: PairwiseReduceScatter) -> dict[str, Callable[[], object]]:
+    """FSDP2's collectives alone, for one unit of `numel` parameters on 2 ranks."""
     full, shard, scalar = torch.zeros(2 * ((numel + 1) // 2)), torch.zeros((numel + 1) // 2), torch.zeros(1)
-    return {"forward": lambda: dist.all_gather_single(full, shard),
-            "backward": lambda: dist.reduce_scatter_single(shard, full),
+    return {"forward": lambda: all_gather(full, shard, dist.group.WORLD),
+            "backward": lambda: reduce_scatter(shard, full, dist.group.WORLD, dist.ReduceOp.AVG),
             "clip": lambda: dist.all_reduce(scalar), "optimizer": lambda: None}
 
 
@@ -92,7 +108,6 @@ def bare(args) -> dict:
 
 
 def _rank(rank: int, args, port: int, setup: str, queue) -> None:
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     torch.set_num_threads(1)
@@ -102,12 +117,18 @@ def _rank(rank: int, args, port: int, setup: str, queue) -> None:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=2)
         sync = dist.barrier
-    if setup == "gloo":  # the model only sizes the collectives; an FSDP2 model that never ran forward
-        # aborted 4 of 23 runs at exit ("terminate called without an active exception"), 0 of 16 without
-        phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters())), args.steps, sync)
+    if setup.startswith("comms"):  # the model only sizes the collectives; an FSDP2 model that never ran
+        # forward aborted 4 of 23 runs at exit ("terminate called without an active exception"), 0 of 16 without
+        comms = ((GlooAllGather(), GlooReduceScatter()) if setup == "comms-gloo"
+                 else (PairwiseAllGather(), PairwiseReduceScatter()))
+        phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters()), *comms),
+                             args.steps, sync)
     else:
         if setup != "2x1t":
             apply_fsdp(model, init_device_mesh("cpu", (2,)), use_gpu=False)
+        if setup == "fsdp-gloo":
+            model.set_custom_all_gather(GlooAllGather())
+            model.set_custom_reduce_scatter(GlooReduceScatter())
         optimizer = build_optimizer(model, 1.0, TrainConfig())
         if setup in ("fsdp-torch", "fsdp-foreach"):
             for group in optimizer.param_groups:  # AdamW reads these at every step
@@ -144,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
 
     setups = {"bare": lambda: bare(args), **{name: functools.partial(two_ranks, args, name)
-                                             for name in ("2x1t", "fsdp", "fsdp-foreach", "fsdp-torch", "gloo")}}
+                                             for name in ("2x1t", "fsdp", "fsdp-gloo", "fsdp-foreach", "fsdp-torch", "comms",
+                                                         "comms-gloo")}}
     runs = {name: [] for name in setups}
     for _ in range(args.repeats):
         for name, run in setups.items():
@@ -156,12 +178,16 @@ def main() -> None:
     print(f"{'setup':<13}" + "".join(f"{phase:>10}" for phase in PHASES) + f"{'step':>10}{'tokens/s':>10}")
     for name, phases in best.items():
         step_ms = sum(phases.values())
-        tokens_per_s = "-" if name == "gloo" else f"{args.batch * args.seq / step_ms * 1e3:,.0f}"
+        tokens_per_s = "-" if name.startswith("comms") else f"{args.batch * args.seq / step_ms * 1e3:,.0f}"
         print(f"{name:<13}" + "".join(f"{phases[p]:>10.2f}" for p in PHASES) + f"{step_ms:>10.2f}{tokens_per_s:>10}")
     step = {name: sum(phases.values()) for name, phases in best.items()}
     print(f"FSDP2's own cost per step (fsdp - 2x1t): {step['fsdp'] - step['2x1t']:.2f} ms, of which its "
-          f"collectives alone {step['gloo']:.2f} ms; the ceiling of 2 ranks on these cores (2x1t / bare): "
+          f"collectives alone {step['comms']:.2f} ms; the ceiling of 2 ranks on these cores (2x1t / bare): "
           f"{step['bare'] / step['2x1t']:.2f}")
+    print(f"collectives alone, pairwise / gloo's own: all-gather {best['comms']['forward']:.2f} / "
+          f"{best['comms-gloo']['forward']:.2f} ms, reduce-scatter {best['comms']['backward']:.2f} / "
+          f"{best['comms-gloo']['backward']:.2f} ms; FSDP2 step with pairwise / with gloo's own: "
+          f"{step['fsdp-gloo'] / step['fsdp']:.2f}x faster")
     print(f"AdamW per step: fused {best['fsdp']['optimizer']:.2f} ms, foreach {best['fsdp-foreach']['optimizer']:.2f}, "
           f"torch's default {best['fsdp-torch']['optimizer']:.2f}")
     print(f"ratios: fsdp / bare {step['bare'] / step['fsdp']:.2f}, fsdp-torch / bare "

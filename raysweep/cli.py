@@ -28,9 +28,9 @@ def _print_results(sweep_dir, command: str) -> int:
         print(pareto_front_table(sweep_dir).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     in_grid = {p.trial_id for p in sweep_points(spec)}
     trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]
-    failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, or PENDING: never ran
+    failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, INTERRUPTED, or PENDING: never ran
     if failed:
-        print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials failed (first: "
+        print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials did not finish (first: "
               f"{failed[0]['trial_id']}: {failed[0]['error'] or failed[0]['status']}); "
               f"`raysweep status {sweep_dir}` lists them, "
               f"`raysweep resume {sweep_dir}` retries them", file=sys.stderr)
@@ -100,9 +100,11 @@ def _sql(args) -> int:
     query = None
     if not _is_dir(targets[-1]):
         last = targets.pop()
-        query = Path(last).read_text() if last.endswith(".sql") and Path(last).is_file() else last
+        if last.endswith(".sql") and not Path(last).is_file():
+            raise FileNotFoundError(f"{last}: no such file; name an existing .sql file or give the query itself")
+        query = Path(last).read_text() if last.endswith(".sql") else last
     if not targets:
-        raise FileNotFoundError("raysweep sql: name at least one sweep directory before the query")
+        raise FileNotFoundError("name at least one sweep directory before the query")
     if query is None:
         return _sql_shell(targets)
     with connect(targets) as con:
@@ -113,7 +115,7 @@ def _sql(args) -> int:
             if args.format is None:
                 print(relation.df().to_string(index=False))
             elif args.output is None:
-                raise FileNotFoundError("raysweep sql: --format needs --output FILE")
+                raise FileNotFoundError("--format needs --output FILE")
             elif args.format == "csv":
                 relation.write_csv(args.output)
             elif args.format == "parquet":

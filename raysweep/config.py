@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from raysweep.cluster import STORAGE_ENV
+from raysweep.data.corpus import BUNDLED
 from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
@@ -45,6 +46,14 @@ class _Section(BaseModel):
                               allow_inf_nan=False)
 
 
+def _absolute_local_path(path: Optional[str]) -> Optional[str]:
+    """A local file as an absolute path, so the stored spec means the same from any directory
+    (`raysweep resume` from elsewhere); bundled and hub corpora stay names."""
+    if path is None or path in BUNDLED or path.startswith("hf:"):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
 class TokenizerConfig(_Section):
     kind: Literal["bpe", "file"] = "bpe"
     """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json)."""
@@ -55,6 +64,11 @@ class TokenizerConfig(_Section):
     path: Optional[str] = None
     """tokenizer.json to load when kind is `file`."""
 
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, path: Optional[str]) -> Optional[str]:
+        return _absolute_local_path(path)
+
 
 class DataConfig(_Section):
     corpus: str = "rotten-tomatoes"
@@ -63,13 +77,18 @@ class DataConfig(_Section):
     """Column holding the document text (ignored for .txt, one document per line)."""
     heldout_fraction: float = Field(0.05, gt=0, lt=1)
     """Share of documents held out of training, chosen by a hash of the text and `split_seed`."""
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     """Seed of the train/held-out split; independent of the trial seed so all trials share it."""
     max_train_docs: Optional[int] = Field(None, ge=1)
     """Keep only the first N training documents (None: all). Small N lets tiny models memorise."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     seq_len: int = Field(128, ge=4)
     """Tokens per packed sequence; the model predicts seq_len - 1 targets per sequence."""
+
+    @field_validator("corpus")
+    @classmethod
+    def _absolute_corpus(cls, corpus: str) -> str:
+        return _absolute_local_path(corpus)
 
 
 class ModelConfig(_Section):
@@ -132,7 +151,7 @@ class GridConfig(_Section):
     """AdamW decoupled weight decay values (lambda)."""
     scale: list[str] = Field(["tiny"], min_length=1)
     """Model scale presets (see `raysweep.model.PRESETS`)."""
-    seed: list[int] = Field([0], min_length=1)
+    seed: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     """Seeds of model init and data order."""
     # The regularizer axes: left out, the single value of the train/model field of the same name.
     decay_policy: Optional[list[DecayPolicy]] = Field(None, min_length=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 
 import pyarrow as pa
@@ -438,12 +439,25 @@ def resume_sweep(sweep_dir: str | StoragePath) -> StoragePath:
 # The trials table -----------------------------------------------------------------------------
 
 def _finish(spec: SweepSpec, results, datas: dict) -> None:
+    """trials.parquet from Tune's results: a trial without an error counts as TERMINATED only if it
+    finished (its done marker); one stopped by an interrupted sweep is INTERRUPTED."""
     statuses = {}
     for result in results:
         trial = _trial_from_config(spec, result.config)
-        statuses[trial.trial_id] = ("ERROR", str(result.error).splitlines()[0]) if result.error \
-            else ("TERMINATED", None)
+        done = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
+        statuses[trial.trial_id] = (("ERROR", error_summary(result.error)) if result.error
+                                    else ("TERMINATED", None) if done else ("INTERRUPTED", None))
     write_trials_table(spec, datas, statuses)
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(error: BaseException) -> str:
+    """The line that names the cause: a Ray task error's text is the actor's header, the remote
+    traceback, and last the exception itself (with terminal colours)."""
+    lines = [line.strip() for line in _ANSI_ESCAPE.sub("", str(error)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _current_regularizer(row: dict) -> dict:

@@ -28,6 +28,7 @@ class VerifyReport:
     partial: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     n_checked: int = 0
+    n_unfinished: int = 0  # trials skipped: what they wrote so far is not yet expected whole
 
     @property
     def ok(self) -> bool:
@@ -37,7 +38,9 @@ class VerifyReport:
         out = [f"missing: {p}" for p in self.missing] + [f"partial: {p}" for p in self.partial]
         out += [f"unexpected: {p}" for p in self.unexpected]
         verdict = "ok" if self.ok else f"{len(out)} problem(s)"
-        return out + [f"{self.n_checked} files checked: {verdict}"]
+        skipped = (f" ({self.n_unfinished} unfinished trial(s) not checked; `raysweep status` lists them)"
+                   if self.n_unfinished else "")
+        return out + [f"{self.n_checked} files checked{skipped}: {verdict}"]
 
 
 def eval_steps(spec: SweepSpec) -> list[int]:
@@ -81,7 +84,8 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
     for trial in sweep_points(spec):
         run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
         if not (run_dir / TRIAL_DONE_FILE).exists():
-            continue  # unfinished trials are `raysweep status`'s business, not corruption
+            report.n_unfinished += 1  # unfinished trials are `raysweep status`'s business, not corruption
+            continue
         shards = expected_shards(spec, datas[trial.vocab_size], trial.trial_id)
         expected |= {str(p) for p in shards}
         for path in shards:

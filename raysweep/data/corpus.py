@@ -65,6 +65,14 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def require_file(path: Path, field: str) -> Path:
+    if path.is_dir():
+        raise CorpusError(f"{field}: {str(path)!r} is a directory; name one file in it")
+    if not path.is_file():
+        raise CorpusError(f"{field}: file {str(path)!r} not found")
+    return path
+
+
 def _from_datasets(corpus: str, text_column: str) -> list[str]:
     import datasets
 
@@ -82,8 +90,7 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
         if builder is None:
             raise CorpusError(f"data.corpus: {corpus!r} has an unknown extension; use one of "
                               f"{', '.join(sorted(_LOCAL_BUILDERS))}, 'hf:<name>' or 'rotten-tomatoes'")
-        if not path.is_file():
-            raise CorpusError(f"data.corpus: file {str(path)!r} not found")
+        require_file(path, "data.corpus")
         if path.stat().st_size == 0:  # datasets fails obscurely on an empty file
             raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents (the file is "
                               "empty); point data.corpus at a file with text")
@@ -103,7 +110,11 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
     if text_column not in loaded.column_names:
         raise CorpusError(f"data.text_column: {text_column!r} is not a column of {where}; "
                           f"columns: {', '.join(loaded.column_names)}")
-    return [str(t).strip() for t in loaded[text_column] if t is not None and str(t).strip()]
+    kind = getattr(loaded.features[text_column], "dtype", None)
+    if kind not in ("string", "large_string"):  # a repr of numbers or lists is not a document
+        raise CorpusError(f"data.text_column: {text_column!r} of {where} holds "
+                          f"{kind or loaded.features[text_column]} values, not text; name a column of strings")
+    return [t.strip() for t in loaded[text_column] if t is not None and t.strip()]
 
 
 def load_documents(corpus: str, text_column: str) -> list[str]:
@@ -137,9 +148,7 @@ def corpus_fingerprint(corpus: str, field: str = "data.corpus") -> str:
         return f"bundled:{corpus}:v1"
     if corpus.startswith("hf:"):
         return corpus
-    path = Path(corpus).expanduser()
-    if not path.is_file():
-        raise CorpusError(f"{field}: file {str(path)!r} not found")
+    path = require_file(Path(corpus).expanduser(), field)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

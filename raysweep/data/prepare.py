@@ -68,15 +68,21 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
     if not split.train:
         raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
     tokenizer = build_tokenizer(data.tokenizer, split.train)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    # Ids, not entries: a tokenizer.json may leave gaps in its ids, and every id needs an embedding row.
+    vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
     eos = eos_id(tokenizer)
-    train = pack(encode_stream(tokenizer, split.train, eos), data.seq_len)
+    train = pack(_encode(tokenizer, split.train, eos), data.seq_len)
     if len(train) < min_sequences:
         raise CorpusError(
             f"data.corpus: {data.corpus!r} packs into {len(train)} training sequences of "
             f"{data.seq_len} tokens, fewer than one batch ({min_sequences}); use a larger corpus, "
             f"a smaller data.seq_len or a smaller train.batch_size")
-    heldout = pack(encode_stream(tokenizer, split.heldout, eos), data.seq_len)
+    heldout = pack(_encode(tokenizer, split.heldout, eos), data.seq_len)
+    if evaluation.n_heldout_sequences and not len(heldout):
+        raise CorpusError(
+            f"data.heldout_fraction: {data.heldout_fraction} of {data.corpus!r} holds out "
+            f"{len(split.heldout)} documents, not one sequence of {data.seq_len} tokens for the held-out "
+            f"eval; raise data.heldout_fraction, or set eval.n_heldout_sequences: 0")
     # The train-sample eval set is fixed by split_seed alone, so every trial scores the same rows.
     rng = np.random.default_rng(data.split_seed)
     n_sample = min(evaluation.n_train_sequences, len(train))
@@ -101,6 +107,15 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
                                        if data.tokenizer.kind == "file" else None)},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the marker
+
+
+def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
+    try:
+        return encode_stream(tokenizer, docs, eos)
+    except Exception as exc:  # tokenizers raises a bare Exception, e.g. a WordLevel without its unk token
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise CorpusError(f"data.tokenizer: cannot encode the corpus ({first_line}); give the tokenizer "
+                          "an unk_token that is in its vocabulary, or use kind: bpe") from None
 
 
 def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: StoragePath,

@@ -8,7 +8,7 @@ from typing import Optional
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from raysweep.config import TokenizerConfig
-from raysweep.data.corpus import CorpusError
+from raysweep.data.corpus import CorpusError, require_file
 
 EOS = "<|endoftext|>"
 _EOS_CANDIDATES = (EOS, "</s>", "<eos>", "<|im_end|>")
@@ -27,9 +27,7 @@ def train_bpe(docs: list[str], vocab_size: int, min_frequency: int) -> Tokenizer
 
 
 def load_tokenizer_file(path: str) -> Tokenizer:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise CorpusError(f"data.tokenizer.path: {str(file)!r} not found")
+    file = require_file(Path(path).expanduser(), "data.tokenizer.path")
     try:
         return Tokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON

@@ -72,10 +72,66 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
                  if use_gpu else MixedPrecisionPolicy())
     if shard_blocks is None:
         shard_blocks = use_gpu
-    if shard_blocks:
-        for block in model.model.layers:
-            fully_shard(block, mesh=mesh, mp_policy=mp_policy)
+    units = list(model.model.layers) if shard_blocks else []
+    for block in units:
+        fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+    if dist.get_backend(mesh.get_group()) == "gloo":
+        for unit in [*units, model]:
+            unit.set_custom_all_gather(PairwiseAllGather())
+            unit.set_custom_reduce_scatter(PairwiseReduceScatter())
+
+
+class PairwiseAllGather:
+    """FSDP2's parameter all-gather (`FSDPModule.set_custom_all_gather`) as one send of this rank's
+    shard to every peer and one receive from each. Over gloo on one host this beats gloo's own
+    collectives: for the tiny preset's 1.3 MB shards on 2 ranks, all-gather 1.3 ms against 1.9 and
+    reduce-scatter 1.8 ms against 3.4 (`bench/fsdp_step.py`). Async calls (FSDP2 makes none on CPU)
+    go to gloo's own."""
+
+    def allocate(self, size, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.empty(*size, dtype=dtype, device=device)
+
+    def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: dist.ProcessGroup,
+                 async_op: bool = False):
+        if async_op:
+            return dist.all_gather_single(output_tensor, input_tensor, group=group, async_op=True)
+        gathered = output_tensor.view(group.size(), -1)
+        if gathered[group.rank()].data_ptr() != input_tensor.data_ptr():  # FSDP2's copy-in put it in place
+            gathered[group.rank()].copy_(input_tensor)
+        _exchange(group, send=lambda peer: input_tensor, receive=lambda peer: gathered[peer])
+        return None
+
+
+class PairwiseReduceScatter(PairwiseAllGather):
+    """FSDP2's gradient reduce-scatter (`FSDPModule.set_custom_reduce_scatter`): each rank sends every
+    peer that peer's chunk of the flat gradients and sums its own chunk with what it received, in rank
+    order on every rank. Other ops and async calls go to gloo's own."""
+
+    def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: dist.ProcessGroup,
+                 op, async_op: bool = False):
+        if async_op or op not in (dist.ReduceOp.SUM, dist.ReduceOp.AVG):
+            return dist.reduce_scatter_single(output_tensor, input_tensor, group=group, op=op, async_op=async_op)
+        world_size, rank = group.size(), group.rank()
+        chunks = input_tensor.view(world_size, -1)
+        received = torch.empty_like(chunks)
+        received[rank].copy_(chunks[rank])
+        _exchange(group, send=lambda peer: chunks[peer], receive=lambda peer: received[peer])
+        torch.sum(received, dim=0, out=output_tensor)
+        if op == dist.ReduceOp.AVG:
+            output_tensor.div_(world_size)
+        return None
+
+
+def _exchange(group: dist.ProcessGroup, send, receive) -> None:
+    """Send `send(peer)` to and receive `receive(peer)` from every other rank of `group`, all at once."""
+    exchanges = []
+    for peer in range(group.size()):
+        if peer != group.rank():
+            exchanges += [dist.P2POp(dist.isend, send(peer), group=group, group_peer=peer),
+                          dist.P2POp(dist.irecv, receive(peer), group=group, group_peer=peer)]
+    for work in dist.batch_isend_irecv(exchanges):
+        work.wait()
 
 
 def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:

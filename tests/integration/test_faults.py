@@ -19,9 +19,11 @@ from pathlib import Path
 
 import duckdb
 import psutil
+import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import (cli_env, kill_ray_started_with, kill_session_and_its_ray, run_cli, tiny_spec_dict,
+                            write_spec)
 
 pytestmark = pytest.mark.ray
 
@@ -157,6 +159,31 @@ def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
 
     run_cli(["resume", str(sweep_dir)], tmp_path)
     assert len(attempts(sweep_dir)) == 2
+    assert_same_results(sweep_dir, uninterrupted, tmp_path)
+
+
+def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupted, tmp_path):
+    """SIGINT to `raysweep sweep` while the trial trains: Tune stops, the command exits 1 naming the
+    trial as INTERRUPTED (trials.parquet too, never TERMINATED), and `raysweep resume` finishes it."""
+    spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
+    sweep_dir = tmp_path / "runs" / "faults"
+    env = cli_env(tmp_path)
+    process = start_sweep(spec_path, tmp_path, env)
+    try:
+        wait_for_attempt(sweep_dir, 1, process)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            kill_session_and_its_ray(process, env)
+        kill_ray_started_with(env)  # the embedded Ray a stopped sweep leaves behind
+    assert process.returncode == 1, output(process)
+    assert f"1 of 1 trials did not finish (first: {TRIAL}: INTERRUPTED)" in output(process).strip().splitlines()[-1]
+    trials = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
+    assert [(t["trial_id"], t["status"]) for t in trials] == [(TRIAL, "INTERRUPTED")]
+
+    run_cli(["resume", str(sweep_dir)], tmp_path)
+    assert [t["status"] for t in pq.read_table(sweep_dir / "trials.parquet").to_pylist()] == ["TERMINATED"]
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 

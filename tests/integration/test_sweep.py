@@ -327,7 +327,7 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
     result = run_cli(["sweep", str(spec)], tmp_path, check=False)
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("raysweep sweep: error: 1 of 1 trials failed (first: nano-wd1.0-s0: "), last
+    assert last.startswith("raysweep sweep: error: 1 of 1 trials did not finish (first: nano-wd1.0-s0: "), last
     assert "sweep dir:" in result.stdout
 
 

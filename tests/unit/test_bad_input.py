@@ -77,6 +77,14 @@ def _tokenizer_file(path: Path, vocab_size: int) -> str:
     return str(path)
 
 
+def _word_level_without_unk(path: Path) -> str:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    Tokenizer(WordLevel({"review": 0, "film": 1}, unk_token="[UNK]")).save(str(path))
+    return str(path)
+
+
 def _prepared_sweep(tmp: Path, **sections) -> str:
     """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
     path = _spec(tmp, **sections)
@@ -122,6 +130,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             tmp, WD_SPACE | {"freq_decay_alpha": {"low": 0.0, "high": 4.0}})],
         "spec-vocab-axis-with-tokenizer-file": lambda: ["sweep", _spec(tmp, grid={"vocab_size": [300]}, data={
             "tokenizer": {"kind": "file", "path": str(tmp / "tokenizer.json")}})],
+        "spec-negative-seed": lambda: ["sweep", _spec(tmp, grid={"seed": [-1]})],
+        "spec-negative-split-seed": lambda: ["sweep", _spec(tmp, data={"split_seed": -1})],
         "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],
         "spec-seq-len-too-long": lambda: ["sweep", _spec(tmp, data={"seq_len": 4096})],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5})],
@@ -142,6 +152,14 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
                                           ["sweep", _spec(tmp, data={"corpus": "notes.docx"})])[1],
         "data-text-column": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(tmp / "r.jsonl", reviews),
                                                                "text_column": "text"})],
+        "data-text-column-not-text": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(
+            tmp / "n.jsonl", [{"text": 1000 + i} for i in range(50)])})],
+        "data-corpus-directory": lambda: ((tmp / "docs.txt").mkdir(),
+                                          ["sweep", _spec(tmp, data={"corpus": str(tmp / "docs.txt")})])[1],
+        "data-no-heldout": lambda: ["sweep", _spec(tmp, data={
+            "corpus": _jsonl(tmp / "r.jsonl", reviews), "text_column": "review", "heldout_fraction": 0.0001})],
+        "data-tokenizer-cannot-encode": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
+            "kind": "file", "path": _word_level_without_unk(tmp / "no-unk.json")}})],
         "data-too-small": lambda: ["sweep", _spec(tmp, data={"corpus": _jsonl(
             tmp / "small.jsonl", [{"text": f"short review {i}"} for i in range(3)])})],
         "data-not-utf8": lambda: ((tmp / "latin1.txt").write_bytes("café crème, très bon\n".encode("latin-1") * 50),
@@ -172,6 +190,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "catalog-damaged-db": lambda: _damaged_catalog(_synthetic_copy(tmp, earlier)),
         "verify-not-a-sweep": lambda: ["verify", str(_empty_dir(tmp))],
         "sql-bad-query": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "SELECT nope FROM trials"],
+        "sql-missing-file": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "q.sql"],
         "cli-unknown-command": lambda: ["swep"],
         "cli-missing-argument": lambda: ["sweep"],
         "cli-set-without-equals": lambda: ["sweep", _spec(tmp), "--set", "train.steps"],

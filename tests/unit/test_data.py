@@ -131,3 +131,66 @@ def test_tokenizer_file_that_does_not_parse(tmp_path):
     data = DataConfig(**{**SMALL.model_dump(), "tokenizer": {"kind": "file", "path": str(bad)}})
     with pytest.raises(CorpusError, match=r"data.tokenizer.path: .*tokenizer.json.* not a tokenizer.json"):
         prepare_data(data, EVAL, tmp_path / "sw")
+
+
+def _word_level(vocab: dict, unk: str | None, path) -> str:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=unk))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(path))
+    return str(path)
+
+
+def _words_corpus(tmp_path) -> str:
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(f"the cat sat on the mat {i}" for i in range(200)) + "\n")  # distinct: both splits get some
+    return str(path)
+
+
+def test_tokenizer_file_with_gaps_in_its_ids_sizes_the_vocabulary_by_its_largest_id(tmp_path):
+    vocab = {"[UNK]": 0, "</s>": 1, "the": 2, "cat": 500, "mat": 70_000}
+    data = DataConfig(corpus=_words_corpus(tmp_path), seq_len=8, tokenizer={
+        "kind": "file", "path": _word_level(vocab, "[UNK]", tmp_path / "gaps.json")})
+    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2), tmp_path / "sw")
+    assert prepared.vocab_size == 70_001
+    assert {0, 500, 70_000} <= set(np.unique(open_array(prepared.data_dir, "train")).tolist())
+
+
+def test_tokenizer_file_that_cannot_encode_the_corpus_names_the_field(tmp_path):
+    no_unk = _word_level({"the": 0, "cat": 1}, "[UNK]", tmp_path / "no-unk.json")  # [UNK] not in the vocab
+    data = DataConfig(corpus=_words_corpus(tmp_path), seq_len=8, tokenizer={"kind": "file", "path": no_unk})
+    with pytest.raises(CorpusError, match=r"^data.tokenizer: cannot encode the corpus \(.*unk"):
+        prepare_data(data, EvalConfig(), tmp_path / "sw")
+
+
+def test_text_column_of_non_strings_is_refused(tmp_path):
+    path = tmp_path / "numbers.csv"
+    pd.DataFrame({"text": range(50)}).to_csv(path, index=False)
+    with pytest.raises(CorpusError, match=r"^data.text_column: 'text' of .* holds int64 values, not text"):
+        load_documents(str(path), "text")
+
+
+def test_directory_as_corpus_says_so(tmp_path):
+    (tmp_path / "docs.txt").mkdir()
+    with pytest.raises(CorpusError, match=r"data.corpus: .* is a directory"):
+        load_documents(str(tmp_path / "docs.txt"), "text")
+
+
+def test_held_out_split_without_one_sequence_is_refused(tmp_path):
+    data = DataConfig(corpus=_words_corpus(tmp_path), heldout_fraction=1e-4, seq_len=8,
+                      tokenizer={"vocab_size": 300})
+    with pytest.raises(CorpusError, match=r"^data.heldout_fraction: 0.0001 .* eval.n_heldout_sequences: 0"):
+        prepare_data(data, EvalConfig(n_heldout_sequences=4), tmp_path / "sw")
+    prepared = prepare_data(data, EvalConfig(n_heldout_sequences=0), tmp_path / "sw")
+    assert prepared.n_eval_sequences["heldout"] == 0
+
+
+def test_relative_corpus_and_tokenizer_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = DataConfig(corpus="c.jsonl", tokenizer={"kind": "file", "path": "tok/t.json"})
+    assert data.corpus == str(tmp_path / "c.jsonl") and data.tokenizer.path == str(tmp_path / "tok" / "t.json")
+    assert DataConfig(corpus="rotten-tomatoes").corpus == "rotten-tomatoes"
+    assert DataConfig(corpus="hf:stanfordnlp/imdb").corpus == "hf:stanfordnlp/imdb"

@@ -14,7 +14,7 @@ from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import clip_grad_norm_, parallelize
+from raysweep.train.parallel import PairwiseAllGather, PairwiseReduceScatter, clip_grad_norm_, parallelize
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
 CLIPS = (0.05, 1e3, 0.05)  # well under the gradient norm, then far over it: clipped, unclipped, clipped
@@ -71,13 +71,16 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("fsdp")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(out_dir)), nprocs=2)
+    mp.spawn(_rank, args=(_free_port(), str(out_dir)), nprocs=2)
     return {name: torch.load(out_dir / f"{name}.pt") for name in SETUPS}
 
 
@@ -127,3 +130,36 @@ def test_compile_on_cpu_without_a_cpp_compiler_names_the_option(monkeypatch):
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-c++-compiler"))
     with pytest.raises(RuntimeError, match=r"^train\.compile: .*C\+\+ compiler"):
         parallelize(_model(), mesh=None, use_gpu=False, cfg=CFG.model_copy(update={"compile": True}))
+
+
+def _flat_tensor(rank: int, world_size: int) -> torch.Tensor:
+    return torch.randn(world_size * 1000, generator=torch.Generator().manual_seed(rank))
+
+
+def _pairwise_rank(rank: int, port: int, world_size: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    group, outputs = dist.group.WORLD, {}
+    for op in ("SUM", "AVG"):
+        flat_gradients = _flat_tensor(rank, world_size)
+        outputs[op] = torch.empty(1000)
+        PairwiseReduceScatter()(outputs[op], flat_gradients, group, getattr(dist.ReduceOp, op))
+        assert torch.equal(flat_gradients, _flat_tensor(rank, world_size))  # the input is left as it was
+    outputs["gathered"] = torch.empty(world_size * 1000)
+    PairwiseAllGather()(outputs["gathered"], _flat_tensor(rank, world_size)[:1000], group)
+    torch.save(outputs, os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_pairwise_collectives_match_their_definitions(tmp_path):
+    world_size = 3  # every rank exchanges with more than one peer
+    mp.spawn(_pairwise_rank, args=(_free_port(), world_size, str(tmp_path)), nprocs=world_size)
+    total = sum(_flat_tensor(rank, world_size) for rank in range(world_size)).view(world_size, -1)
+    shards = torch.cat([_flat_tensor(rank, world_size)[:1000] for rank in range(world_size)])
+    for rank in range(world_size):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert torch.allclose(got["SUM"], total[rank], atol=1e-6)
+        assert torch.allclose(got["AVG"], total[rank] / world_size, atol=1e-6)
+        assert torch.equal(got["gathered"], shards)
