@@ -328,6 +328,7 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("raysweep sweep: error: 1 of 1 trials did not finish (first: nano-wd1.0-s0: "), last
+    assert "ray::" not in last and "\x1b[" not in last, last  # the cause, not the actor's coloured header
     assert "sweep dir:" in result.stdout
 
 
