@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune was already stopping after the first
+        resume = "; `raysweep resume SWEEP_DIR` continues the sweep" if args.command in ("sweep", "resume") else ""
+        print(f"raysweep {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -314,6 +314,9 @@ class SweepSpec(_Section):
         tok = self.data.tokenizer
         if tok.kind == "file" and not tok.path:
             problems.append("data.tokenizer.path: required when data.tokenizer.kind is 'file'")
+        if tok.kind == "bpe" and tok.path:
+            problems.append("data.tokenizer.path: read only with data.tokenizer.kind 'file' (kind 'bpe' trains "
+                            "its own); set kind: file, or drop path")
         for axis, (section, field) in REGULARIZER_AXES.items():
             single = getattr(getattr(self, section), field)
             default = type(getattr(self, section)).model_fields[field].default

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Union
+from typing import Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,6 +78,24 @@ def location(path: Union[str, os.PathLike]) -> StoragePath:
 
 def is_remote(path: StoragePath) -> bool:
     return isinstance(path, UPath) and path.protocol not in ("", "file", "local")
+
+
+def first_missing_dir(path: StoragePath) -> Optional[Path]:
+    """The outermost of `path` and its parents that does not exist yet (None: it exists, or remote)."""
+    if is_remote(path):
+        return None
+    local = Path(path)
+    return next((d for d in reversed([local, *local.parents]) if not d.exists()), None)
+
+
+def remove_empty_dirs(root: Path) -> None:
+    """rmdir `root` and every directory under it that holds no file, deepest first."""
+    for directory in [*sorted(root.rglob("*"), reverse=True), root]:
+        if directory.is_dir():
+            try:
+                directory.rmdir()
+            except OSError:  # not empty
+                pass
 
 
 def ensure_dir(path: StoragePath) -> None:

@@ -37,8 +37,8 @@ from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.model import build_config, count_params, flops_per_token
 from raysweep.search import (corner_points, is_search, param_space, point_from_config, record_point,
                              searcher, sweep_points)
-from raysweep.storage import (StoragePath, atomic_write_text, is_remote, location, read_parquet_table,
-                              write_parquet)
+from raysweep.storage import (StoragePath, atomic_write_text, first_missing_dir, is_remote, location,
+                              read_parquet_table, remove_empty_dirs, write_parquet)
 from raysweep.train.checkpoint import TRIAL_DONE_FILE, trial_run_dir
 from raysweep.train.loop import train_loop_per_worker
 from raysweep.train.optim import max_row_decay_factor
@@ -381,13 +381,19 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
     """Prepare data, run every grid point as a trial, write the trials table. Returns the sweep dir."""
     sweep_dir = spec.sweep_dir
     same_spec = _check_existing_sweep(spec)
-    _check_storage(sweep_dir)
-    if not os.environ.get("RAY_ADDRESS"):
-        _check_cluster_can_hold(spec, _local_resources())
-    _check_data_unchanged(spec)
-    datas = _prepare(spec)
-    _check_row_decay(spec, datas)
-    _check_search_split(spec, datas)
+    created = first_missing_dir(sweep_dir)
+    try:
+        _check_storage(sweep_dir)
+        if not os.environ.get("RAY_ADDRESS"):
+            _check_cluster_can_hold(spec, _local_resources())
+        _check_data_unchanged(spec)
+        datas = _prepare(spec)
+        _check_row_decay(spec, datas)
+        _check_search_split(spec, datas)
+    except BaseException:
+        if created is not None:  # bad input leaves storage as it was: no empty sweep dir either
+            remove_empty_dirs(created)
+        raise
     atomic_write_text(sweep_dir / "spec.yaml", spec_to_yaml(spec))
     init_ray(spec)
     _check_cluster_can_hold(spec)

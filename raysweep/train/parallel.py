@@ -55,6 +55,7 @@ def _require_cpp_compiler() -> None:
 def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
                shard_blocks: bool | None = None) -> None:
     """FSDP2: shard each decoder block (if `shard_blocks`), then the root (embeddings, final norm, head).
+    Over gloo, every unit gathers and reduces with the pairwise collectives below.
 
     Args:
         model: a transformers causal LM whose blocks live in `model.model.layers`.
@@ -85,9 +86,9 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
 class PairwiseAllGather:
     """FSDP2's parameter all-gather (`FSDPModule.set_custom_all_gather`) as one send of this rank's
     shard to every peer and one receive from each. Over gloo on one host this beats gloo's own
-    collectives: for the tiny preset's 1.3 MB shards on 2 ranks, all-gather 1.3 ms against 1.9 and
-    reduce-scatter 1.8 ms against 3.4 (`bench/fsdp_step.py`). Async calls (FSDP2 makes none on CPU)
-    go to gloo's own."""
+    collectives: for the tiny preset's 1.3 MB shards on 2 ranks, all-gather 2.0 ms against 2.7 and
+    reduce-scatter 2.4 ms against 4.0, a step 1.08x faster (`bench/fsdp_step.py`). Async calls (FSDP2
+    makes none on CPU) go to gloo's own."""
 
     def allocate(self, size, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.empty(*size, dtype=dtype, device=device)

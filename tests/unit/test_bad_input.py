@@ -132,6 +132,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             "tokenizer": {"kind": "file", "path": str(tmp / "tokenizer.json")}})],
         "spec-negative-seed": lambda: ["sweep", _spec(tmp, grid={"seed": [-1]})],
         "spec-negative-split-seed": lambda: ["sweep", _spec(tmp, data={"split_seed": -1})],
+        "spec-tokenizer-path-with-bpe": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
+            "kind": "bpe", "path": str(tmp / "tok.json")}})],
         "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],
         "spec-seq-len-too-long": lambda: ["sweep", _spec(tmp, data={"seq_len": 4096})],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5})],
@@ -301,6 +303,7 @@ def test_bad_input(case, tmp_path, earlier, monkeypatch, capsys):
     argv = setup(case, tmp_path, earlier)
     earlier_before = _snapshot(earlier)
     before = _snapshot(tmp_path)
+    dirs_before = {p for p in tmp_path.rglob("*") if p.is_dir()}
     monkeypatch.chdir(tmp_path)
     if case in SUBPROCESS_CASES:
         code, stderr = _run_subprocess(case, argv, tmp_path)
@@ -318,4 +321,6 @@ def test_bad_input(case, tmp_path, earlier, monkeypatch, capsys):
     assert changed == [], f"earlier files changed or removed: {changed}"
     new = [p for p in after if p not in before]
     assert [p for p in new if Path(p).name in COMPLETE_LOOKING or p.endswith(".manifest.json")] == []
+    empty_new_dirs = [p for p in tmp_path.rglob("*") if p.is_dir() and p not in dirs_before and not any(p.iterdir())]
+    assert empty_new_dirs == []  # not even an empty sweep dir that a later `raysweep status` would trip on
     assert _snapshot(earlier) == earlier_before
