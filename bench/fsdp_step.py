@@ -39,7 +39,8 @@ import torch.multiprocessing as mp
 from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import PairwiseAllGather, PairwiseReduceScatter, apply_fsdp, clip_grad_norm_
+from raysweep.train.parallel import (PairwiseAllGather, PairwiseReduceScatter, PointToPointComm, apply_fsdp,
+                                     clip_grad_norm_)
 
 PHASES = ("forward", "backward", "clip", "optimizer")
 WARMUP = 20
@@ -68,22 +69,22 @@ def step_phases(model, optimizer, batch: torch.Tensor, clip) -> dict[str, Callab
             "optimizer": lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True))}
 
 
-class GlooAllGather(PairwiseAllGather):
+class GlooAllGather(PointToPointComm):
     """Gloo's own all_gather, what FSDP2 calls without a custom one."""
 
     def __call__(self, output_tensor, input_tensor, group, async_op=False):
         return dist.all_gather_single(output_tensor, input_tensor, group=group, async_op=async_op)
 
 
-class GlooReduceScatter(PairwiseReduceScatter):
+class GlooReduceScatter(PointToPointComm):
     """Gloo's own reduce_scatter, what FSDP2 calls without a custom one."""
 
     def __call__(self, output_tensor, input_tensor, group, op, async_op=False):
         return dist.reduce_scatter_single(output_tensor, input_tensor, group=group, op=op, async_op=async_op)
 
 
-def collective_phases(numel: int, all_gather: PairwiseAllGather,
-                      reduce_scatter: PairwiseReduceScatter) -> dict[str, Callable[[], object]]:
+def collective_phases(numel: int, all_gather: PointToPointComm,
+                      reduce_scatter: PointToPointComm) -> dict[str, Callable[[], object]]:
     """FSDP2's collectives alone, for one unit of `numel` parameters on 2 ranks."""
     full, shard, scalar = torch.zeros(2 * ((numel + 1) // 2)), torch.zeros((numel + 1) // 2), torch.zeros(1)
     return {"forward": lambda: all_gather(full, shard, dist.group.WORLD),

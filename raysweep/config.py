@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from raysweep.cluster import STORAGE_ENV
-from raysweep.data.corpus import BUNDLED
+from raysweep.data.corpus import is_local_file
 from raysweep.storage import StoragePath, StorageError, check_location, location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
@@ -49,9 +49,7 @@ class _Section(BaseModel):
 def _absolute_local_path(path: Optional[str]) -> Optional[str]:
     """A local file as an absolute path, so the stored spec means the same from any directory
     (`raysweep resume` from elsewhere); bundled and hub corpora stay names."""
-    if path is None or path in BUNDLED or path.startswith("hf:"):
-        return path
-    return os.path.abspath(os.path.expanduser(path))
+    return os.path.abspath(os.path.expanduser(path)) if path is not None and is_local_file(path) else path
 
 
 class TokenizerConfig(_Section):

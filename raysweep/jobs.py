@@ -19,7 +19,7 @@ import yaml
 
 from raysweep.cluster import DRIVER_RESOURCE
 from raysweep.config import SpecError, apply_override, parse_spec, read_spec_file
-from raysweep.data.corpus import BUNDLED
+from raysweep.data.corpus import is_local_file
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 JOB_ENV = "RAYSWEEP_JOB"  # set in a submitted sweep's driver: its job id
@@ -57,8 +57,7 @@ def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
     paths = {"storage": raw.get("storage"), "data.corpus": data.get("corpus"),
              "data.tokenizer.path": (data.get("tokenizer") or {}).get("path")}
     for field, value in paths.items():
-        if value is None or value in BUNDLED or str(value).startswith("hf:") \
-                or (field == "storage" and "://" in str(value)):
+        if value is None or not is_local_file(str(value)) or (field == "storage" and "://" in str(value)):
             continue  # named corpora, hub datasets and buckets mean the same on every node
         if not Path(str(value)).is_absolute():
             raise SpecError([f"{field}: {value!r} is relative, which means nothing on the cluster (the job "

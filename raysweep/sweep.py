@@ -445,15 +445,11 @@ def resume_sweep(sweep_dir: str | StoragePath) -> StoragePath:
 # The trials table -----------------------------------------------------------------------------
 
 def _finish(spec: SweepSpec, results, datas: dict) -> None:
-    """trials.parquet from Tune's results: a trial without an error counts as TERMINATED only if it
-    finished (its done marker); one stopped by an interrupted sweep is INTERRUPTED."""
-    statuses = {}
+    """trials.parquet from Tune's results: which trials ran in this run, and why each failed one did."""
+    ran = {}
     for result in results:
-        trial = _trial_from_config(spec, result.config)
-        done = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
-        statuses[trial.trial_id] = (("ERROR", error_summary(result.error)) if result.error
-                                    else ("TERMINATED", None) if done else ("INTERRUPTED", None))
-    write_trials_table(spec, datas, statuses)
+        ran[_trial_from_config(spec, result.config).trial_id] = error_summary(result.error) if result.error else None
+    write_trials_table(spec, datas, ran)
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -490,12 +486,19 @@ def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: st
     }
 
 
-def write_trials_table(spec: SweepSpec, datas: dict, statuses: dict) -> StoragePath:
-    """trials.parquet: one row per trial of this grid (or search), merged with earlier grids of the sweep."""
+def write_trials_table(spec: SweepSpec, datas: dict, ran: dict[str, str | None]) -> StoragePath:
+    """trials.parquet: one row per trial of this grid (or search), merged with earlier grids of the sweep.
+
+    `ran`: the trials Tune ran in this run, each with its error (None: no error). Status: ERROR for
+    those with an error; TERMINATED for a finished trial (its done marker); INTERRUPTED for one that
+    ran without finishing (a stopped sweep); PENDING for one that never started.
+    """
     rows = []
     for trial in sweep_points(spec):
         complete = (trial_run_dir(spec.sweep_dir, trial.trial_id) / TRIAL_DONE_FILE).exists()
-        status, error = statuses.get(trial.trial_id, ("TERMINATED" if complete else "PENDING", None))
+        error = ran.get(trial.trial_id)
+        status = ("ERROR" if error else "TERMINATED" if complete
+                  else "INTERRUPTED" if trial.trial_id in ran else "PENDING")
         rows.append(trial_row(spec, trial, datas[trial.vocab_size], status, error))
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
     path = spec.sweep_dir / TRIALS_FILE

@@ -65,6 +65,16 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def is_local_file(corpus: str) -> bool:
+    """A corpus (or tokenizer) named by a file path, not a bundled name or a hub dataset."""
+    return corpus not in BUNDLED and not corpus.startswith("hf:")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (at most 200 characters), or its type when it has no text."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def require_file(path: Path, field: str) -> Path:
     if path.is_dir():
         raise CorpusError(f"{field}: {str(path)!r} is a directory; name one file in it")
@@ -80,8 +90,7 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
         try:
             loaded = datasets.load_dataset(corpus[3:], split="train")
         except Exception as exc:  # offline, unknown name, no access: datasets has no common base
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise CorpusError(f"data.corpus: cannot load {corpus!r} ({first_line}); check the name and "
+            raise CorpusError(f"data.corpus: cannot load {corpus!r} ({first_line(exc)}); check the name and "
                               "your connection, or use a local file or 'rotten-tomatoes'") from None
         where = corpus
     else:
@@ -101,8 +110,7 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
             if isinstance(cause, UnicodeDecodeError):
                 raise CorpusError(f"data.corpus: {str(path)!r} is not valid UTF-8; re-encode it "
                                   "(e.g. iconv -f latin1 -t utf-8)") from None
-            first_line = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
-            raise CorpusError(f"data.corpus: cannot read {str(path)!r} as {builder} ({first_line}); "
+            raise CorpusError(f"data.corpus: cannot read {str(path)!r} as {builder} ({first_line(cause)}); "
                               "check that its content matches its extension") from None
         if builder == "text":
             text_column = "text"

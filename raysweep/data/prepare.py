@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raysweep.config import DataConfig, EvalConfig
-from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, first_line, load_documents, split_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
@@ -113,8 +113,7 @@ def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
     try:
         return encode_stream(tokenizer, docs, eos)
     except Exception as exc:  # tokenizers raises a bare Exception, e.g. a WordLevel without its unk token
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise CorpusError(f"data.tokenizer: cannot encode the corpus ({first_line}); give the tokenizer "
+        raise CorpusError(f"data.tokenizer: cannot encode the corpus ({first_line(exc)}); give the tokenizer "
                           "an unk_token that is in its vocabulary, or use kind: bpe") from None
 
 
