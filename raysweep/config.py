@@ -10,10 +10,12 @@ import itertools
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from raysweep.cluster import STORAGE_ENV
 from raysweep.data.corpus import is_local_file
@@ -41,9 +43,24 @@ class SpecError(ValueError):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
+def _types_in(annotation: Any) -> set:
+    """Every type an annotation names: Optional[list[int]] -> {NoneType, list, int}."""
+    return {annotation} | {t for arg in get_args(annotation) for t in _types_in(arg)}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
                               allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic's lax mode reads YAML's `true` as 1 for a number field (`seed: [true]` was seed 1)."""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        types = _types_in(cls.model_fields[info.field_name].annotation)
+        if any(isinstance(item, bool) for item in items) and {int, float} & types and bool not in types:
+            raise PydanticCustomError("bool_not_number", "must be a number, not true/false")
+        return value
 
 
 def _absolute_local_path(path: Optional[str]) -> Optional[str]:

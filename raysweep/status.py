@@ -4,7 +4,9 @@ Reads the newest `tune/experiment_state-*.json` (Tune's own checkpoint of the ex
 trial's status, failure count, error file and last result), needs no running Ray, and adds the
 worker-group starts a trial's rank 0 logged in `train/<trial>/attempts.jsonl`. A search trial reports
 to Tune only at its end, so its point comes from `point.json` (the rounded values, not Optuna's raw
-sample) and its last step from its newest training-metrics shard.
+sample) and its last step from its newest training-metrics shard. Once the sweep command has ended,
+its `trials.parquet` is newer than Tune's state and its status wins: Tune leaves a trial stopped by
+Ctrl-C as RUNNING, the trials table says INTERRUPTED.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import json
 import pandas as pd
 
 from raysweep.search import POINT_FILE
+from raysweep.sweep import TRIALS_FILE
 from raysweep.shards import complete_shards, partition_keys
-from raysweep.storage import StoragePath, location
+from raysweep.storage import StoragePath, location, read_parquet_table
 from raysweep.train.checkpoint import trial_run_dir
 from raysweep.train.loop import ATTEMPTS_FILE
 
@@ -33,12 +36,21 @@ def _last_written_step(sweep_dir: StoragePath, trial_id: str) -> int | None:
     return max((int(partition_keys(c)["upto"]) for c in chunks), default=None)
 
 
+def _final_statuses(sweep_dir: StoragePath, tune_state: StoragePath) -> dict[str, str]:
+    """The trials table's statuses, when the sweep command wrote it after Tune's last state."""
+    trials_file = sweep_dir / TRIALS_FILE
+    if not trials_file.exists() or trials_file.stat().st_mtime < tune_state.stat().st_mtime:
+        return {}
+    return {row["trial_id"]: row["status"] for row in read_parquet_table(trials_file).to_pylist()}
+
+
 def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
     sweep_dir = location(sweep_dir)
     states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
     if not states:
         raise FileNotFoundError(f"{sweep_dir}: no Tune experiment state (tune/experiment_state-*.json); "
                                 "is this a sweep directory that has started?")
+    final_statuses = _final_statuses(sweep_dir, states[-1])
     rows = []
     for trial_json, run_json in json.loads(states[-1].read_text())["trial_data"]:
         trial, run = json.loads(trial_json), json.loads(run_json)
@@ -53,7 +65,8 @@ def trial_status(sweep_dir: str | StoragePath) -> pd.DataFrame:
         error_name = _decoded(run.get("error_filename"))
         error_file = sweep_dir / "tune" / trial_id / error_name if error_name else None
         error = error_file.read_text().strip().splitlines()[-1] if error_file and error_file.exists() else ""
-        rows.append({"trial_id": trial_id, "status": _decoded(trial["status"]),
+        status = final_statuses.get(trial_id, _decoded(trial["status"]))
+        rows.append({"trial_id": trial_id, "status": status,
                      "weight_decay": config.get("weight_decay"), "scale": config.get("scale"),
                      "seed": config.get("seed"),
                      "last_step": last.get("step") or _last_written_step(sweep_dir, trial_id),

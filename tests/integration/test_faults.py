@@ -101,6 +101,12 @@ def wait_for_attempt(sweep_dir: Path, n: int, process: subprocess.Popen, timeout
         time.sleep(0.1)
 
 
+def status_row(sweep_dir: Path, tmp_path: Path) -> dict:
+    """`raysweep status`'s row of the one trial, as column -> value."""
+    header, row = run_cli(["status", str(sweep_dir)], tmp_path).stdout.splitlines()[:2]
+    return dict(zip(header.split(), row.split()))
+
+
 def train_workers(root_pid: int) -> list[psutil.Process]:
     """The live Ray Train worker processes under a process (Ray titles them ray::RayTrainWorker...)."""
     found = []
@@ -138,9 +144,8 @@ def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, 
     started_from = attempts(sweep_dir)
     assert len(started_from) == 6, started_from  # the first group and one restart per kill
     assert started_from == sorted(started_from) and all(s % 10 == 0 for s in started_from)
-    status = run_cli(["status", str(sweep_dir)], tmp_path).stdout.splitlines()
-    row = dict(zip(status[0].split(), status[1].split()))
-    assert row["status"] == "TERMINATED" and row["worker_restarts"] == "5", status
+    row = status_row(sweep_dir, tmp_path)
+    assert row["status"] == "TERMINATED" and row["worker_restarts"] == "5", row
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
@@ -181,9 +186,11 @@ def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupt
     assert f"1 of 1 trials did not finish (first: {TRIAL}: INTERRUPTED)" in output(process).strip().splitlines()[-1]
     trials = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
     assert [(t["trial_id"], t["status"]) for t in trials] == [(TRIAL, "INTERRUPTED")]
+    assert status_row(sweep_dir, tmp_path)["status"] == "INTERRUPTED"  # Tune's own state says RUNNING
 
     run_cli(["resume", str(sweep_dir)], tmp_path)
     assert [t["status"] for t in pq.read_table(sweep_dir / "trials.parquet").to_pylist()] == ["TERMINATED"]
+    assert status_row(sweep_dir, tmp_path)["status"] == "TERMINATED"
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 

@@ -131,6 +131,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "spec-vocab-axis-with-tokenizer-file": lambda: ["sweep", _spec(tmp, grid={"vocab_size": [300]}, data={
             "tokenizer": {"kind": "file", "path": str(tmp / "tokenizer.json")}})],
         "spec-negative-seed": lambda: ["sweep", _spec(tmp, grid={"seed": [-1]})],
+        "spec-boolean-seed": lambda: ["sweep", _spec(tmp, grid={"seed": [True]})],
         "spec-negative-split-seed": lambda: ["sweep", _spec(tmp, data={"split_seed": -1})],
         "spec-tokenizer-path-with-bpe": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
             "kind": "bpe", "path": str(tmp / "tok.json")}})],

@@ -10,7 +10,8 @@ import pytest
 from raysweep.config import DataConfig, EvalConfig
 from raysweep.data.corpus import CorpusError, load_documents, split_documents
 from raysweep.data.prepare import PreparedData, prepare_data
-from raysweep.data.pack import open_array
+from raysweep.data.pack import encode_stream, open_array
+from raysweep.data.tokenizer import eos_id, train_bpe
 
 SMALL = DataConfig(corpus="rotten-tomatoes", max_train_docs=150, seq_len=32,
                    tokenizer={"vocab_size": 600})
@@ -59,6 +60,19 @@ def test_packed_arrays_and_eval_sets(prepared):
     assert sample.shape == (20, 32)
     assert (np.asarray(sample) == np.asarray(train)[meta["eval_train_indices"]]).all()
     assert open_array(prepared.data_dir, "eval-heldout").shape == (15, 32)
+
+
+@pytest.mark.parametrize("with_eos", [True, False])
+def test_stream_is_each_document_encoded_alone_then_eos(with_eos):
+    """Across batch boundaries (7 documents, batches of 3): document i's ids, then EOS, in order."""
+    docs = load_documents("rotten-tomatoes", "text")[:7]
+    tokenizer = train_bpe(load_documents("rotten-tomatoes", "text")[:300], 400, 2)
+    eos = eos_id(tokenizer) if with_eos else None
+    expected = [i for doc in docs for i in tokenizer.encode(doc, add_special_tokens=False).ids
+                + ([eos] if with_eos else [])]
+    stream = encode_stream(tokenizer, docs, eos, batch_docs=3)
+    assert stream.dtype == np.int64 and stream.tolist() == expected
+    assert encode_stream(tokenizer, [], eos).shape == (0,)
 
 
 def test_second_sweep_reuses_the_data_dir(prepared, tmp_path):
