@@ -7,14 +7,16 @@ FSDP2 from the trial's other costs; `bench/trial_costs.py` measures the whole tr
   2x1t        2 processes x 1 thread at once, half the batch each, no process group: the ranks'
               compute on these cores with FSDP2's communication and DTensors taken away
   fsdp        raysweep's FSDP2 step: 2 gloo ranks x 1 thread, half the batch each, apply_fsdp (with its
-              pairwise all-gather and reduce-scatter), raysweep's sharded clip_grad_norm_ and its AdamW (fused)
+              shared-memory all-gather and reduce-scatter), raysweep's sharded clip_grad_norm_ and its AdamW (fused)
+  fsdp-pairwise  the same with the pairwise all-gather and reduce-scatter (raysweep's across hosts)
   fsdp-gloo   the same with gloo's own all_gather and reduce_scatter (raysweep's before pairwise)
   fsdp-foreach  the same with AdamW's foreach implementation (raysweep's before fused)
   fsdp-torch  the same ranks with torch's defaults: torch.nn.utils.clip_grad_norm_ on DTensors and
               AdamW's own choice of implementation (the per-tensor loop on CPU)
-  comms       the same ranks doing only FSDP2's collectives for this model, nothing else: a pairwise
-              all-gather of every parameter (under forward), a pairwise reduce-scatter of every gradient
-              (backward), a scalar all-reduce (clip)
+  comms       the same ranks doing only FSDP2's collectives for this model, nothing else: a shared-memory
+              all-gather of every parameter (under forward), a shared-memory reduce-scatter of every
+              gradient (backward), a scalar all-reduce (clip)
+  comms-pairwise  the same with the pairwise all-gather and reduce-scatter
   comms-gloo  the same with gloo's own all_gather and reduce_scatter
 
     python bench/fsdp_step.py [--scale tiny] [--batch 8] [--seq 64] [--steps 200] [--repeats 3]
@@ -39,8 +41,9 @@ import torch.multiprocessing as mp
 from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import (PairwiseAllGather, PairwiseReduceScatter, PointToPointComm, apply_fsdp,
-                                     clip_grad_norm_)
+from raysweep.train.collectives import (PairwiseAllGather, PairwiseReduceScatter, PointToPointComm,
+                                        gloo_collectives)
+from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
 
 PHASES = ("forward", "backward", "clip", "optimizer")
 WARMUP = 20
@@ -120,8 +123,9 @@ def _rank(rank: int, args, port: int, setup: str, queue) -> None:
         sync = dist.barrier
     if setup.startswith("comms"):  # the model only sizes the collectives; an FSDP2 model that never ran
         # forward aborted 4 of 23 runs at exit ("terminate called without an active exception"), 0 of 16 without
-        comms = ((GlooAllGather(), GlooReduceScatter()) if setup == "comms-gloo"
-                 else (PairwiseAllGather(), PairwiseReduceScatter()))
+        comms = {"comms-gloo": lambda: (GlooAllGather(), GlooReduceScatter()),
+                 "comms-pairwise": lambda: (PairwiseAllGather(), PairwiseReduceScatter()),
+                 "comms": lambda: gloo_collectives(dist.group.WORLD)}[setup]()
         phases = time_phases(collective_phases(sum(p.numel() for p in model.parameters()), *comms),
                              args.steps, sync)
     else:
@@ -130,6 +134,9 @@ def _rank(rank: int, args, port: int, setup: str, queue) -> None:
         if setup == "fsdp-gloo":
             model.set_custom_all_gather(GlooAllGather())
             model.set_custom_reduce_scatter(GlooReduceScatter())
+        if setup == "fsdp-pairwise":
+            model.set_custom_all_gather(PairwiseAllGather())
+            model.set_custom_reduce_scatter(PairwiseReduceScatter())
         optimizer = build_optimizer(model, 1.0, TrainConfig())
         if setup in ("fsdp-torch", "fsdp-foreach"):
             for group in optimizer.param_groups:  # AdamW reads these at every step
@@ -166,8 +173,8 @@ def main() -> None:
     args = parser.parse_args()
 
     setups = {"bare": lambda: bare(args), **{name: functools.partial(two_ranks, args, name)
-                                             for name in ("2x1t", "fsdp", "fsdp-gloo", "fsdp-foreach", "fsdp-torch", "comms",
-                                                         "comms-gloo")}}
+                                             for name in ("2x1t", "fsdp", "fsdp-pairwise", "fsdp-gloo", "fsdp-foreach",
+                                                         "fsdp-torch", "comms", "comms-pairwise", "comms-gloo")}}
     runs = {name: [] for name in setups}
     for _ in range(args.repeats):
         for name, run in setups.items():
@@ -185,10 +192,12 @@ def main() -> None:
     print(f"FSDP2's own cost per step (fsdp - 2x1t): {step['fsdp'] - step['2x1t']:.2f} ms, of which its "
           f"collectives alone {step['comms']:.2f} ms; the ceiling of 2 ranks on these cores (2x1t / bare): "
           f"{step['bare'] / step['2x1t']:.2f}")
-    print(f"collectives alone, pairwise / gloo's own: all-gather {best['comms']['forward']:.2f} / "
-          f"{best['comms-gloo']['forward']:.2f} ms, reduce-scatter {best['comms']['backward']:.2f} / "
-          f"{best['comms-gloo']['backward']:.2f} ms; FSDP2 step with pairwise / with gloo's own: "
-          f"{step['fsdp-gloo'] / step['fsdp']:.2f}x faster")
+    print(f"collectives alone, shared memory / pairwise / gloo's own: all-gather {best['comms']['forward']:.2f} / "
+          f"{best['comms-pairwise']['forward']:.2f} / {best['comms-gloo']['forward']:.2f} ms, reduce-scatter "
+          f"{best['comms']['backward']:.2f} / {best['comms-pairwise']['backward']:.2f} / "
+          f"{best['comms-gloo']['backward']:.2f} ms")
+    print(f"FSDP2 step with shared memory against pairwise: {step['fsdp-pairwise'] / step['fsdp']:.2f}x faster, "
+          f"against gloo's own: {step['fsdp-gloo'] / step['fsdp']:.2f}x")
     print(f"AdamW per step: fused {best['fsdp']['optimizer']:.2f} ms, foreach {best['fsdp-foreach']['optimizer']:.2f}, "
           f"torch's default {best['fsdp-torch']['optimizer']:.2f}")
     print(f"ratios: fsdp / bare {step['bare'] / step['fsdp']:.2f}, fsdp-torch / bare "

@@ -12,6 +12,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Shard
 
 from raysweep.config import TrainConfig
+from raysweep.train.collectives import all_reduce_sum_, gloo_collectives
 
 
 def parallelize(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool, cfg: TrainConfig,
@@ -55,7 +56,7 @@ def _require_cpp_compiler() -> None:
 def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
                shard_blocks: bool | None = None) -> None:
     """FSDP2: shard each decoder block (if `shard_blocks`), then the root (embeddings, final norm, head).
-    Over gloo, every unit gathers and reduces with the pairwise collectives below.
+    Over gloo, every unit gathers and reduces with `raysweep.train.collectives` instead of gloo's own.
 
     Args:
         model: a transformers causal LM whose blocks live in `model.model.layers`.
@@ -78,65 +79,10 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
         fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)
     if dist.get_backend(mesh.get_group()) == "gloo":
+        all_gather, reduce_scatter = gloo_collectives(mesh.get_group())
         for unit in [*units, model]:
-            unit.set_custom_all_gather(PairwiseAllGather())
-            unit.set_custom_reduce_scatter(PairwiseReduceScatter())
-
-
-class PointToPointComm:
-    """What FSDP2's custom comms share (`Comm.allocate`): plain buffers, as its defaults use."""
-
-    def allocate(self, size, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        return torch.empty(*size, dtype=dtype, device=device)
-
-
-class PairwiseAllGather(PointToPointComm):
-    """FSDP2's parameter all-gather (`FSDPModule.set_custom_all_gather`) as one send of this rank's
-    shard to every peer and one receive from each. Over gloo on one host this beats gloo's own
-    collectives: for the tiny preset's 1.3 MB shards on 2 ranks, all-gather 2.0 ms against 2.7 and
-    reduce-scatter 2.4 ms against 4.0, a step 1.08x faster (`bench/fsdp_step.py`). Async calls (FSDP2
-    makes none on CPU) go to gloo's own."""
-
-    def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: dist.ProcessGroup,
-                 async_op: bool = False):
-        if async_op:
-            return dist.all_gather_single(output_tensor, input_tensor, group=group, async_op=True)
-        gathered = output_tensor.view(group.size(), -1)
-        if gathered[group.rank()].data_ptr() != input_tensor.data_ptr():  # FSDP2's copy-in put it in place
-            gathered[group.rank()].copy_(input_tensor)
-        _exchange(group, send=lambda peer: input_tensor, receive=lambda peer: gathered[peer])
-        return None
-
-
-class PairwiseReduceScatter(PointToPointComm):
-    """FSDP2's gradient reduce-scatter (`FSDPModule.set_custom_reduce_scatter`): each rank sends every
-    peer that peer's chunk of the flat gradients and sums its own chunk with what it received, in rank
-    order on every rank. Other ops and async calls go to gloo's own."""
-
-    def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: dist.ProcessGroup,
-                 op, async_op: bool = False):
-        if async_op or op not in (dist.ReduceOp.SUM, dist.ReduceOp.AVG):
-            return dist.reduce_scatter_single(output_tensor, input_tensor, group=group, op=op, async_op=async_op)
-        world_size, rank = group.size(), group.rank()
-        chunks = input_tensor.view(world_size, -1)
-        received = torch.empty_like(chunks)
-        received[rank].copy_(chunks[rank])
-        _exchange(group, send=lambda peer: chunks[peer], receive=lambda peer: received[peer])
-        torch.sum(received, dim=0, out=output_tensor)
-        if op == dist.ReduceOp.AVG:
-            output_tensor.div_(world_size)
-        return None
-
-
-def _exchange(group: dist.ProcessGroup, send, receive) -> None:
-    """Send `send(peer)` to and receive `receive(peer)` from every other rank of `group`, all at once."""
-    exchanges = []
-    for peer in range(group.size()):
-        if peer != group.rank():
-            exchanges += [dist.P2POp(dist.isend, send(peer), group=group, group_peer=peer),
-                          dist.P2POp(dist.irecv, receive(peer), group=group, group_peer=peer)]
-    for work in dist.batch_isend_irecv(exchanges):
-        work.wait()
+            unit.set_custom_all_gather(all_gather)
+            unit.set_custom_reduce_scatter(reduce_scatter)
 
 
 def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -156,7 +102,7 @@ def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float) -
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
     local = [g.to_local() for g in sharded]
     squared = torch.nn.utils.get_total_norm(local) ** 2
-    dist.all_reduce(squared, group=sharded[0].device_mesh.get_group())
+    all_reduce_sum_(squared, sharded[0].device_mesh.get_group())
     total = squared.sqrt()
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # torch's own epsilon and clamp
     for grad in local:

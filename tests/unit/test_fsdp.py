@@ -14,7 +14,7 @@ from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer
-from raysweep.train.parallel import PairwiseAllGather, PairwiseReduceScatter, clip_grad_norm_, parallelize
+from raysweep.train.parallel import clip_grad_norm_, parallelize
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
 CLIPS = (0.05, 1e3, 0.05)  # well under the gradient norm, then far over it: clipped, unclipped, clipped
@@ -44,6 +44,20 @@ def _first_grad_norm(model, batch) -> torch.Tensor:
     return norm
 
 
+def _count_shared_memory_collectives() -> list:
+    """Record the size of every collective that went through shared memory (the real one runs)."""
+    from raysweep.train.collectives import SharedMemoryExchange
+
+    calls, run = [], SharedMemoryExchange.run
+
+    def counted(self, nbytes, *args, **kwargs):
+        calls.append(nbytes)
+        return run(self, nbytes, *args, **kwargs)
+
+    SharedMemoryExchange.run = counted
+    return calls
+
+
 def _rank(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -53,7 +67,9 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     mesh = init_device_mesh("cpu", (2,))
     batches = _batches()[:, rank * 2:(rank + 1) * 2]  # this rank's half of every global batch
+    exchanges = _count_shared_memory_collectives()
     for name, (shard_blocks, cfg) in SETUPS.items():
+        exchanges.clear()
         torch._dynamo.reset()
         model = _model()
         parallelize(model, mesh, use_gpu=False, cfg=cfg, shard_blocks=shard_blocks)
@@ -66,6 +82,7 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
         params = {param_name: p.full_tensor() for param_name, p in model.named_parameters()}  # a collective
         if rank == 0:
             torch.save({"norm": norm, "params": params, "attention_forwards_per_step": len(attention_forwards) / STEPS,
+                        "shared_memory_collectives": list(exchanges),
                         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"]},
                        os.path.join(out_dir, f"{name}.pt"))
     dist.destroy_process_group()
@@ -114,6 +131,12 @@ def test_two_ranks_train_the_same_parameters_as_one_process(sharded_runs, one_pr
     assert all(not torch.equal(want[name], p) for name, p in init.items())  # every tensor trained, so the comparison is not of two inits
 
 
+def test_ranks_on_one_host_gather_and_reduce_through_shared_memory(sharded_runs):
+    for name, run in sharded_runs.items():  # at least an all-gather and a reduce-scatter a step
+        assert len(run["shared_memory_collectives"]) >= 2 * STEPS, name
+        assert run["shared_memory_collectives"].count(4) >= STEPS, name  # the clip's float32 squared norm
+
+
 def test_activation_checkpointing_recomputes_the_blocks_in_the_backward(sharded_runs):
     assert sharded_runs["unit-per-block"]["attention_forwards_per_step"] == 1
     assert sharded_runs["per-block-checkpointed"]["attention_forwards_per_step"] == 2
@@ -132,34 +155,79 @@ def test_compile_on_cpu_without_a_cpp_compiler_names_the_option(monkeypatch):
         parallelize(_model(), mesh=None, use_gpu=False, cfg=CFG.model_copy(update={"compile": True}))
 
 
-def _flat_tensor(rank: int, world_size: int) -> torch.Tensor:
-    return torch.randn(world_size * 1000, generator=torch.Generator().manual_seed(rank))
+def _flat_tensor(rank: int, numel: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(numel, generator=torch.Generator().manual_seed(1000 * seed + rank))
 
 
-def _pairwise_rank(rank: int, port: int, world_size: int, out_dir: str) -> None:
+def _refuse(*args, **kwargs):
+    raise AssertionError("the shared-memory comm fell back to the pairwise one")
+
+
+def _collectives_rank(rank: int, port: int, world_size: int, kind: str, out_dir: str) -> None:
+    """Rounds of growing sizes (the mailboxes grow, the slots alternate), each checked in the parent."""
     import torch.distributed as dist
+
+    from raysweep.train import collectives
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    group, outputs = dist.group.WORLD, {}
-    for op in ("SUM", "AVG"):
-        flat_gradients = _flat_tensor(rank, world_size)
-        outputs[op] = torch.empty(1000)
-        PairwiseReduceScatter()(outputs[op], flat_gradients, group, getattr(dist.ReduceOp, op))
-        assert torch.equal(flat_gradients, _flat_tensor(rank, world_size))  # the input is left as it was
-    outputs["gathered"] = torch.empty(world_size * 1000)
-    PairwiseAllGather()(outputs["gathered"], _flat_tensor(rank, world_size)[:1000], group)
+    group = dist.group.WORLD
+    if kind == "pairwise":
+        all_gather, reduce_scatter = collectives.PairwiseAllGather(), collectives.PairwiseReduceScatter()
+    else:
+        exchange = collectives._exchange_for(group)  # what gloo_collectives makes, and all_reduce_sum_ finds
+        assert exchange is not None
+        all_gather = collectives.SharedMemoryAllGather(exchange, fallback=_refuse)
+        reduce_scatter = collectives.SharedMemoryReduceScatter(exchange, fallback=_refuse)
+    outputs = []
+    for round_, chunk in enumerate((1000, 3000, 500, 7000)):
+        out = {}
+        for op in ("SUM", "AVG"):
+            flat_gradients = _flat_tensor(rank, world_size * chunk, round_)
+            out[op] = torch.empty(chunk)
+            reduce_scatter(out[op], flat_gradients, group, getattr(dist.ReduceOp, op))
+            assert torch.equal(flat_gradients, _flat_tensor(rank, world_size * chunk, round_))  # input unchanged
+        out["gathered"] = torch.empty(world_size * chunk)
+        all_gather(out["gathered"], _flat_tensor(rank, chunk, round_), group)
+        out["all_reduced"] = _flat_tensor(rank, 3, round_)
+        collectives.all_reduce_sum_(out["all_reduced"], group)
+        outputs.append(out)
     torch.save(outputs, os.path.join(out_dir, f"{rank}.pt"))
     dist.destroy_process_group()
 
 
-def test_pairwise_collectives_match_their_definitions(tmp_path):
+@pytest.mark.parametrize("kind", ["pairwise", "shared-memory"])
+def test_collectives_match_their_definitions(kind, tmp_path):
     world_size = 3  # every rank exchanges with more than one peer
-    mp.spawn(_pairwise_rank, args=(_free_port(), world_size, str(tmp_path)), nprocs=world_size)
-    total = sum(_flat_tensor(rank, world_size) for rank in range(world_size)).view(world_size, -1)
-    shards = torch.cat([_flat_tensor(rank, world_size)[:1000] for rank in range(world_size)])
-    for rank in range(world_size):
-        got = torch.load(tmp_path / f"{rank}.pt")
-        assert torch.allclose(got["SUM"], total[rank], atol=1e-6)
-        assert torch.allclose(got["AVG"], total[rank] / world_size, atol=1e-6)
-        assert torch.equal(got["gathered"], shards)
+    before = set(os.listdir("/dev/shm"))
+    mp.spawn(_collectives_rank, args=(_free_port(), world_size, kind, str(tmp_path)), nprocs=world_size)
+    assert set(os.listdir("/dev/shm")) <= before  # every mailbox and FIFO unlinked
+    got = [torch.load(tmp_path / f"{rank}.pt") for rank in range(world_size)]
+    for round_, chunk in enumerate((1000, 3000, 500, 7000)):
+        total = sum(_flat_tensor(rank, world_size * chunk, round_) for rank in range(world_size))
+        shards = torch.cat([_flat_tensor(rank, chunk, round_) for rank in range(world_size)])
+        for rank in range(world_size):
+            assert torch.allclose(got[rank][round_]["SUM"], total.view(world_size, -1)[rank], atol=1e-6)
+            assert torch.allclose(got[rank][round_]["AVG"], total.view(world_size, -1)[rank] / world_size, atol=1e-6)
+            assert torch.equal(got[rank][round_]["gathered"], shards)
+            assert torch.allclose(got[rank][round_]["all_reduced"], sum(_flat_tensor(r, 3, round_) for r in range(world_size)))
+            assert torch.equal(got[rank][round_]["all_reduced"], got[0][round_]["all_reduced"])  # the same bits everywhere
+
+
+def _separate_shm_rank(rank: int, port: int, world_size: int, shm_root: str) -> None:
+    import torch.distributed as dist
+
+    from raysweep.train import collectives
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    collectives.SHM_DIR = os.path.join(shm_root, str(rank))  # as in two containers, each its own /dev/shm
+    os.makedirs(collectives.SHM_DIR)
+    all_gather, _ = collectives.gloo_collectives(dist.group.WORLD)
+    assert isinstance(all_gather, collectives.PairwiseAllGather)
+    assert os.listdir(collectives.SHM_DIR) == []
+    dist.destroy_process_group()
+
+
+def test_ranks_that_cannot_see_each_others_shared_memory_agree_on_pairwise(tmp_path):
+    mp.spawn(_separate_shm_rank, args=(_free_port(), 2, str(tmp_path)), nprocs=2)
