@@ -169,7 +169,7 @@ class SharedMemoryExchange:
             finally:
                 os.close(fd)
             ok = True
-        except OSError:
+        except (OSError, AttributeError):  # AttributeError: a platform without posix_fallocate
             ok = False
         maps = []
         if _all_agree(self.group, ok):
