@@ -15,7 +15,7 @@ FSDP2 from the trial's other costs; `bench/trial_costs.py` measures the whole tr
               AdamW's own choice of implementation (the per-tensor loop on CPU)
   comms       the same ranks doing only FSDP2's collectives for this model, nothing else: a shared-memory
               all-gather of every parameter (under forward), a shared-memory reduce-scatter of every
-              gradient (backward), a scalar all-reduce (clip)
+              gradient (backward), the clip's scalar all-reduce (shared memory too)
   comms-pairwise  the same with the pairwise all-gather and reduce-scatter
   comms-gloo  the same with gloo's own all_gather and reduce_scatter
 
@@ -42,7 +42,7 @@ from raysweep.config import TrainConfig
 from raysweep.model import build_config, build_model
 from raysweep.train.optim import build_optimizer
 from raysweep.train.collectives import (PairwiseAllGather, PairwiseReduceScatter, PointToPointComm,
-                                        gloo_collectives)
+                                        all_reduce_sum_, gloo_collectives)
 from raysweep.train.parallel import apply_fsdp, clip_grad_norm_
 
 PHASES = ("forward", "backward", "clip", "optimizer")
@@ -92,7 +92,7 @@ def collective_phases(numel: int, all_gather: PointToPointComm,
     full, shard, scalar = torch.zeros(2 * ((numel + 1) // 2)), torch.zeros((numel + 1) // 2), torch.zeros(1)
     return {"forward": lambda: all_gather(full, shard, dist.group.WORLD),
             "backward": lambda: reduce_scatter(shard, full, dist.group.WORLD, dist.ReduceOp.AVG),
-            "clip": lambda: dist.all_reduce(scalar), "optimizer": lambda: None}
+            "clip": lambda: all_reduce_sum_(scalar, dist.group.WORLD), "optimizer": lambda: None}
 
 
 def _model(args) -> torch.nn.Module:

@@ -66,9 +66,9 @@ def apply_fsdp(model: torch.nn.Module, mesh: DeviceMesh, use_gpu: bool,
             bf16 matmuls are slow there and the CPU runs are the exactness reference.
         shard_blocks: one FSDP unit per block, so only one block's parameters are gathered at a time:
             what bounds memory for the large presets. Default: on GPU only. On CPU the whole model is
-            one unit: CPU-sized models are small, and every unit adds an all-gather and a
-            reduce-scatter per step whose gloo latency dominates a small step
-            (`bench/trial_costs.py` measures both).
+            one unit: CPU-sized models are small, and every unit adds an all-gather, a
+            reduce-scatter and FSDP2's hooks around them to each step, which cost a small step more
+            than they overlap (`bench/trial_costs.py` measures both: 1.17x for one unit).
     """
     mp_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
                  if use_gpu else MixedPrecisionPolicy())
