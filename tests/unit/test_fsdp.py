@@ -1,6 +1,7 @@
 """FSDP2 on 2 gloo ranks trains the same model as one process: parallelize's wrappings (one unit, one
 per block, with activation checkpointing and torch.compile), the sharded gradient clip and AdamW,
-checked parameter by parameter (no Ray: the component here is the sharding)."""
+checked parameter by parameter (no Ray: the component here is the sharding); and the collectives it runs
+through on gloo (shared memory, pairwise) against their definitions."""
 
 import os
 import socket
