@@ -16,9 +16,9 @@ import json
 import pandas as pd
 
 from raysweep.search import POINT_FILE
-from raysweep.sweep import TRIALS_FILE
 from raysweep.shards import complete_shards, partition_keys
 from raysweep.storage import StoragePath, location, read_parquet_table
+from raysweep.sweep import TRIALS_FILE
 from raysweep.train.checkpoint import trial_run_dir
 from raysweep.train.loop import ATTEMPTS_FILE
 

@@ -13,7 +13,8 @@ a peer signals collective n+1 only after it has read everything of n, and this r
 again at n + 2, after waiting for that signal. Every rank calls the same collectives with the same
 sizes (FSDP2 pads shards evenly), so all grow their mailboxes at the same call.
 
-Files are unlinked as soon as every rank has them open: a killed worker leaves nothing in /dev/shm.
+Files are unlinked as soon as every rank has them open (by the survivors, when a rank dies first), so a
+killed worker leaves nothing in /dev/shm.
 When a rank cannot map its peers' files (another host, or another container's /dev/shm) or /dev/shm
 lacks the space, all ranks agree on that and use the pairwise collectives.
 """
@@ -132,24 +133,26 @@ class SharedMemoryExchange:
     def _open_signals(self) -> bool:
         mine = [self._fifo(self.rank, peer) for peer in self.peers]
         try:
-            for peer, path in zip(self.peers, mine):
-                os.mkfifo(path, 0o600)
-                # Non-blocking so the open does not wait for a writer; reads block again below.
-                self.incoming[peer] = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            ok = True
-        except OSError:
-            ok = False
-        if _all_agree(self.group, ok):
             try:
-                for peer in self.peers:
-                    self.outgoing[peer] = os.open(self._fifo(peer, self.rank), os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # the peer's FIFO is not in this /dev/shm: another host or container
+                for peer, path in zip(self.peers, mine):
+                    os.mkfifo(path, 0o600)
+                    # Non-blocking so the open does not wait for a writer; reads block again below.
+                    self.incoming[peer] = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                ok = True
+            except OSError:
                 ok = False
-            ok = _all_agree(self.group, ok)
-        else:
-            ok = False
-        for path in mine:
-            _unlink(path)
+            if _all_agree(self.group, ok):
+                try:
+                    for peer in self.peers:
+                        self.outgoing[peer] = os.open(self._fifo(peer, self.rank), os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # the peer's FIFO is not in this /dev/shm: another host or container
+                    ok = False
+                ok = _all_agree(self.group, ok)
+            else:
+                ok = False
+        finally:  # also when a peer dies inside the agreement
+            for path in mine:
+                _unlink(path)
         if not ok:
             self.close()
             return False
@@ -159,33 +162,37 @@ class SharedMemoryExchange:
 
     def _grow(self, nbytes: int) -> bool:
         """Mailboxes of at least `nbytes` a slot on every rank, or False on all of them."""
-        nbytes = max(nbytes, 2 * self.capacity)
+        # Slot 1 starts at `nbytes`: a multiple of 64 keeps it aligned for every dtype's view.
+        nbytes = -(-max(nbytes, 2 * self.capacity) // 64) * 64
         self.generation += 1
-        path = self._mailbox(self.rank, self.generation)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-            try:  # reserve the pages now: a full /dev/shm would otherwise SIGBUS a later write
-                os.posix_fallocate(fd, 0, 2 * nbytes)
-            finally:
-                os.close(fd)
-            ok = True
-        except (OSError, AttributeError):  # AttributeError: a platform without posix_fallocate
-            ok = False
+        paths = [self._mailbox(rank, self.generation) for rank in range(self.world_size)]
         maps = []
-        if _all_agree(self.group, ok):
+        try:
             try:
-                for rank in range(self.world_size):
-                    fd = os.open(self._mailbox(rank, self.generation), os.O_RDWR)
-                    try:
-                        maps.append(mmap.mmap(fd, 2 * nbytes))
-                    finally:
-                        os.close(fd)
-            except (OSError, ValueError):
+                fd = os.open(paths[self.rank], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                try:  # reserve the pages now: a full /dev/shm would otherwise SIGBUS a later write
+                    os.posix_fallocate(fd, 0, 2 * nbytes)
+                finally:
+                    os.close(fd)
+                ok = True
+            except (OSError, AttributeError):  # AttributeError: a platform without posix_fallocate
                 ok = False
-            ok = _all_agree(self.group, ok)
-        else:
-            ok = False
-        _unlink(path)
+            if _all_agree(self.group, ok):
+                try:
+                    for path in paths:
+                        fd = os.open(path, os.O_RDWR)
+                        try:
+                            maps.append(mmap.mmap(fd, 2 * nbytes))
+                        finally:
+                            os.close(fd)
+                except (OSError, ValueError):
+                    ok = False
+                ok = _all_agree(self.group, ok)
+            else:
+                ok = False
+        finally:  # after the last agreement every rank has mapped every file, or none will: a dead peer's goes too
+            for path in paths:
+                _unlink(path)
         if not ok:
             for mapped in maps:
                 mapped.close()
@@ -215,7 +222,7 @@ class SharedMemoryExchange:
         return True
 
     def _release_mailboxes(self) -> None:
-        self.mailboxes = []  # the tensors go first: an mmap with live exports cannot close
+        self.mailboxes = []  # no view of them outlives a collective; the maps can close
         for mapped in self._maps:
             mapped.close()
         self._maps = []
@@ -226,10 +233,10 @@ class SharedMemoryExchange:
             os.close(fd)
         self.incoming, self.outgoing = {}, {}
 
-    def __del__(self):  # a model's FSDP2 units hold the exchange; it goes with them
+    def __del__(self):  # at the process's end: the exchange lives as long as its group (_EXCHANGES)
         try:
             self.close()
-        except (BufferError, OSError):
+        except OSError:
             pass
 
 

@@ -181,7 +181,7 @@ def _collectives_rank(rank: int, port: int, world_size: int, kind: str, out_dir:
         all_gather = collectives.SharedMemoryAllGather(exchange, fallback=_refuse)
         reduce_scatter = collectives.SharedMemoryReduceScatter(exchange, fallback=_refuse)
     outputs = []
-    for round_, chunk in enumerate((1000, 3000, 500, 7000)):
+    for round_, chunk in enumerate((1001, 3000, 501, 7000)):
         out = {}
         for op in ("SUM", "AVG"):
             flat_gradients = _flat_tensor(rank, world_size * chunk, round_)
@@ -192,6 +192,10 @@ def _collectives_rank(rank: int, port: int, world_size: int, kind: str, out_dir:
         all_gather(out["gathered"], _flat_tensor(rank, chunk, round_), group)
         out["all_reduced"] = _flat_tensor(rank, 3, round_)
         collectives.all_reduce_sum_(out["all_reduced"], group)
+        for _ in range(2):  # float64 in both slots, after float32 parts of odd sizes sized the mailboxes
+            scalar = torch.tensor([rank + 0.5], dtype=torch.float64)
+            collectives.all_reduce_sum_(scalar, group)
+            assert scalar.item() == sum(r + 0.5 for r in range(world_size))
         outputs.append(out)
     torch.save(outputs, os.path.join(out_dir, f"{rank}.pt"))
     dist.destroy_process_group()
@@ -204,7 +208,7 @@ def test_collectives_match_their_definitions(kind, tmp_path):
     mp.spawn(_collectives_rank, args=(_free_port(), world_size, kind, str(tmp_path)), nprocs=world_size)
     assert set(os.listdir("/dev/shm")) <= before  # every mailbox and FIFO unlinked
     got = [torch.load(tmp_path / f"{rank}.pt") for rank in range(world_size)]
-    for round_, chunk in enumerate((1000, 3000, 500, 7000)):
+    for round_, chunk in enumerate((1001, 3000, 501, 7000)):
         total = sum(_flat_tensor(rank, world_size * chunk, round_) for rank in range(world_size))
         shards = torch.cat([_flat_tensor(rank, chunk, round_) for rank in range(world_size)])
         for rank in range(world_size):
