@@ -245,6 +245,15 @@ def _as(part: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return part.view(like.dtype)
 
 
+def _sum_in_rank_order(own: torch.Tensor, peers: dict[int, torch.Tensor], rank: int, out: torch.Tensor) -> None:
+    """out = the parts of ranks 0, 1, ... added in that order (`own` is this rank's; `out` aliases none
+    of them): the same order on every rank, so every rank gets the same bits."""
+    terms = [own if source == rank else peers[source] for source in range(len(peers) + 1)]
+    torch.add(terms[0], terms[1], out=out)
+    for term in terms[2:]:
+        out.add_(term)
+
+
 class SharedMemoryComm(PointToPointComm):
     """What the shared-memory comms share: the exchange, and the pairwise comm (`fallback`) for calls
     it does not take and for the rest of the run once the exchange cannot grow."""
@@ -260,10 +269,9 @@ class SharedMemoryAllGather(SharedMemoryComm):
                  async_op: bool = False):
         if async_op or self.exchange is None or group is not self.exchange.group:
             return self.fallback(output_tensor, input_tensor, group, async_op=async_op)
-        gathered = output_tensor.view(group.size(), -1)
-        if gathered[group.rank()].data_ptr() != input_tensor.data_ptr():  # FSDP2's copy-in put it in place
-            gathered[group.rank()].copy_(input_tensor.reshape(-1))
-        flat = input_tensor.reshape(-1)
+        gathered, flat = output_tensor.view(group.size(), -1), input_tensor.reshape(-1)
+        if gathered[group.rank()].data_ptr() != flat.data_ptr():  # FSDP2's copy-in put it in place
+            gathered[group.rank()].copy_(flat)
         done = self.exchange.run(flat.numel() * flat.element_size(),
                                  write=lambda part: _as(part, flat).copy_(flat),
                                  read=lambda peer, part: gathered[peer].copy_(_as(part, flat)))
@@ -298,10 +306,7 @@ class SharedMemoryReduceScatter(SharedMemoryComm):
         if not self.exchange.run(chunks.numel() * chunks.element_size(), write, read):
             self.exchange = None
             return self.fallback(output_tensor, input_tensor, group, op, async_op=async_op)
-        terms = [chunks[rank] if source == rank else peer_chunks[source] for source in range(world_size)]
-        torch.add(terms[0], terms[1], out=output_tensor)
-        for term in terms[2:]:
-            output_tensor.add_(term)
+        _sum_in_rank_order(chunks[rank], peer_chunks, rank, out=output_tensor)
         if op == dist.ReduceOp.AVG:
             output_tensor.div_(world_size)
         return None
@@ -337,8 +342,6 @@ def all_reduce_sum_(tensor: torch.Tensor, group: dist.ProcessGroup) -> None:
             read=lambda peer, part: parts.__setitem__(peer, _as(part, flat))):
         dist.all_reduce(tensor, group=group)
         return
-    terms = [flat if source == exchange.rank else parts[source] for source in range(exchange.world_size)]
-    total = terms[0] + terms[1]
-    for term in terms[2:]:
-        total += term
+    total = torch.empty_like(flat)
+    _sum_in_rank_order(flat, parts, exchange.rank, out=total)
     flat.copy_(total)
