@@ -38,8 +38,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raysweep.config import TrainConfig
-from raysweep.model import build_config, build_model
+from raysweep.spec.schema import TrainConfig
+from raysweep.models.build import build_config, build_model
 from raysweep.train.optim import build_optimizer
 from raysweep.train.collectives import (PairwiseAllGather, PairwiseReduceScatter, PointToPointComm,
                                         all_reduce_sum_, gloo_collectives)

@@ -23,11 +23,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
-from raysweep.config import TrainConfig
-from raysweep.evaluate import n_batches_for, rank_slice, score
-from raysweep.model import build_config, build_model, flops_per_token
-from raysweep.shards import write_token_shard
-from raysweep.storage import location
+from raysweep.spec.schema import TrainConfig
+from raysweep.train.evaluate import n_batches_for, rank_slice, score
+from raysweep.models.build import build_config, build_model, flops_per_token
+from raysweep.store.shards import write_token_shard
+from raysweep.store.storage import location
 from raysweep.train.checkpoint import load_checkpoint, save_checkpoint
 from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysweep.catalog import build_catalog
-from raysweep.shards import TOKEN_SCHEMA, token_shard_path, write_token_shard
-from raysweep.sweep import TRIALS_SCHEMA
+from raysweep.catalog.build import build_catalog
+from raysweep.store.shards import TOKEN_SCHEMA, token_shard_path, write_token_shard
+from raysweep.run.tuner import TRIALS_SCHEMA
 
 VOCAB, SEQ_LEN = 32_000, 128
 

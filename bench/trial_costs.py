@@ -63,7 +63,7 @@ def train_module_import_s() -> float:
 def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> float:
     """The same model, optimizer, lr schedule and batches in one process, no Ray, no FSDP."""
     from raysweep.data.prepare import open_array
-    from raysweep.model import build_config, build_model
+    from raysweep.models.build import build_config, build_model
     from raysweep.train.loop import batch_rows
     from raysweep.train.step import train_step
     from raysweep.train.optim import build_optimizer, lr_at
@@ -94,9 +94,9 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    from raysweep.config import SweepSpec
+    from raysweep.spec.schema import SweepSpec
     from raysweep.data.prepare import PreparedData, open_array
-    from raysweep.model import build_config, build_model
+    from raysweep.models.build import build_config, build_model
     from raysweep.train.loop import batch_rows
     from raysweep.train.step import train_step
     from raysweep.train.optim import build_optimizer, lr_at
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="train.compile in the trial and the loops alike")
     args = parser.parse_args()
 
-    from raysweep.config import load_spec
+    from raysweep.spec.schema import load_spec
     from raysweep.data.prepare import prepare_data
 
     root = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))

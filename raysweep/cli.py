@@ -8,32 +8,33 @@ import sys
 from pathlib import Path
 
 
-def _print_results(sweep_dir, command: str) -> int:
+def _print_results(layout, command: str) -> int:
     """The report of a finished sweep run; exit status 1 when a trial of its grid did not finish
     (rows of earlier grids in trials.parquet are not this run's)."""
     import ray
 
-    from raysweep.catalog import build_catalog, format_report, pareto_front_table, report_table
-    from raysweep.search import is_search, sweep_points
-    from raysweep.storage import read_parquet_table
-    from raysweep.sweep import load_sweep_spec
+    from raysweep.catalog.build import build_catalog
+    from raysweep.present.report import format_report, pareto_front_table, report_table
+    from raysweep.run.preflight import load_sweep_spec
+    from raysweep.store.storage import read_parquet_table
+    from raysweep.trials.source import trial_source
 
     ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
-    catalog = build_catalog(sweep_dir)
-    print(format_report(report_table(sweep_dir)))
-    print(f"\nsweep dir: {sweep_dir}\ncatalog:   {catalog}")
-    spec = load_sweep_spec(sweep_dir)
-    if is_search(spec):
+    catalog = build_catalog(layout)
+    print(format_report(report_table(layout)))
+    print(f"\nsweep dir: {layout.root}\ncatalog:   {catalog}")
+    spec = load_sweep_spec(layout)
+    if spec.search == "optuna":
         print("\nPareto front of the search (final step; `SELECT * FROM pareto_front` in the catalog):")
-        print(pareto_front_table(sweep_dir).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    in_grid = {p.trial_id for p in sweep_points(spec)}
-    trials = [t for t in read_parquet_table(sweep_dir / "trials.parquet").to_pylist() if t["trial_id"] in in_grid]
+        print(pareto_front_table(layout).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    in_sweep = {p.trial_id for p in trial_source(spec).points()}
+    trials = [t for t in read_parquet_table(layout.trials_file).to_pylist() if t["trial_id"] in in_sweep]
     failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, INTERRUPTED, or PENDING: never ran
     if failed:
         print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials did not finish (first: "
               f"{failed[0]['trial_id']}: {failed[0]['error'] or failed[0]['status']}); "
-              f"`raysweep status {sweep_dir}` lists them, "
-              f"`raysweep resume {sweep_dir}` retries them", file=sys.stderr)
+              f"`raysweep status {layout.root}` lists them, "
+              f"`raysweep resume {layout.root}` retries them", file=sys.stderr)
         return 1
     return 0
 
@@ -41,10 +42,10 @@ def _print_results(sweep_dir, command: str) -> int:
 def _sweep(args) -> int:
     import tempfile
 
-    from raysweep.config import load_spec
-    from raysweep.jobs import JOB_ENV
-    from raysweep.storage import is_remote
-    from raysweep.sweep import run_sweep
+    from raysweep.ops.jobs import JOB_ENV
+    from raysweep.spec.load import load_spec
+    from raysweep.store.storage import is_remote
+    from raysweep.run.tuner import run_sweep
 
     spec = load_spec(args.spec, tuple(args.set))
     if os.environ.get(JOB_ENV):
@@ -52,49 +53,51 @@ def _sweep(args) -> int:
         # driver runs (seen with several raylets on one host sharing the runtime-env cache); Tune
         # needs a cwd that exists when it finishes. The spec's paths are resolved by now.
         try:
-            if is_remote(spec.sweep_dir):
+            if is_remote(spec.layout.root):
                 os.chdir(tempfile.gettempdir())
             else:
-                spec.sweep_dir.mkdir(parents=True, exist_ok=True)
-                os.chdir(spec.sweep_dir)
+                spec.layout.root.mkdir(parents=True, exist_ok=True)
+                os.chdir(spec.layout.root)
         except OSError:
             pass  # run_sweep's storage check says what is wrong, in one line
     return _print_results(run_sweep(spec), "sweep")
 
 
 def _resume(args) -> int:
-    from raysweep.sweep import resume_sweep
+    from raysweep.run.tuner import resume_sweep
 
     return _print_results(resume_sweep(args.sweep_dir), "resume")
 
 
 def _catalog(args) -> int:
-    from raysweep.catalog import build_catalog
+    from raysweep.catalog.build import build_catalog
 
     print(build_catalog(args.sweep_dir))
     return 0
 
 
 def _report(args) -> int:
-    from raysweep.catalog import CATALOG_FILE, build_catalog, format_report, report_table
-    from raysweep.storage import location
+    from raysweep.catalog.build import build_catalog
+    from raysweep.present.report import format_report, report_table
+    from raysweep.store.layout import SweepLayout
+    from raysweep.store.storage import location
 
-    sweep_dir = location(args.sweep_dir)
-    if not (sweep_dir / CATALOG_FILE).exists():
-        build_catalog(sweep_dir)
+    layout = SweepLayout.at(args.sweep_dir)
+    if not layout.catalog_file.exists():
+        build_catalog(layout)
     if args.html:
-        from raysweep.html_report import write_html_report
+        from raysweep.present.page import write_html_report
 
-        print(write_html_report(sweep_dir, location(args.out) if args.out else None))
+        print(write_html_report(layout, location(args.out) if args.out else None))
         return 0
-    print(format_report(report_table(sweep_dir)))
+    print(format_report(report_table(layout)))
     return 0
 
 
 def _sql(args) -> int:
     import duckdb
 
-    from raysweep.sql import connect
+    from raysweep.catalog.connect import connect
 
     targets = list(args.targets)
     query = None
@@ -130,7 +133,7 @@ def _sql(args) -> int:
 
 def _is_dir(target: str) -> bool:
     """A sweep dir argument, local or stored (a query or .sql file is not)."""
-    from raysweep.storage import StorageError, location
+    from raysweep.store.storage import StorageError, location
 
     try:
         return location(target).is_dir()
@@ -143,9 +146,9 @@ def _sql_shell(targets: list[str]) -> int:
     import shutil
     import tempfile
 
-    from raysweep.catalog import local_catalog
-    from raysweep.sql import union_sql
-    from raysweep.storage import is_remote, location
+    from raysweep.catalog.build import local_catalog
+    from raysweep.catalog.connect import union_sql
+    from raysweep.store.storage import is_remote, location
 
     stored = [t for t in targets if is_remote(location(t))]
     if stored:
@@ -164,9 +167,9 @@ def _sql_shell(targets: list[str]) -> int:
 
 
 def _plot(args) -> int:
-    from raysweep.plots import write_figures
+    from raysweep.present.figures import write_figures
 
-    from raysweep.storage import location
+    from raysweep.store.storage import location
 
     for path in write_figures(args.sweep_dir, location(args.out) if args.out else None):
         print(path)
@@ -174,17 +177,17 @@ def _plot(args) -> int:
 
 
 def _tables(args) -> int:
-    from raysweep.storage import location
-    from raysweep.tables import write_tables
+    from raysweep.present.tables import write_tables
+    from raysweep.store.layout import SweepLayout
 
-    for path in write_tables(args.sweep_dir, args.out or location(args.sweep_dir) / "tables"):
+    for path in write_tables(args.sweep_dir, args.out or SweepLayout.at(args.sweep_dir).tables_dir):
         print(path)
     return 0
 
 
 def _verify(args) -> int:
-    from raysweep.sweep import load_prepared, load_sweep_spec
-    from raysweep.verify import verify_sweep
+    from raysweep.ops.verify import verify_sweep
+    from raysweep.run.preflight import load_prepared, load_sweep_spec
 
     spec = load_sweep_spec(args.sweep_dir)
     report = verify_sweep(spec, load_prepared(spec))
@@ -195,18 +198,18 @@ def _verify(args) -> int:
 def _status(args) -> int:
     if "://" not in args.sweep_dir and not Path(args.sweep_dir).exists() \
             and args.sweep_dir.startswith("raysweep-"):
-        from raysweep.jobs import job_status  # a job id from `raysweep submit`
+        from raysweep.ops.jobs import job_status  # a job id from `raysweep submit`
 
         print(job_status(args.sweep_dir, args.address))
         return 0
-    from raysweep.status import trial_status
+    from raysweep.ops.status import trial_status
 
     print(trial_status(args.sweep_dir).to_string(index=False, na_rep="-"))
     return 0
 
 
 def _submit(args) -> int:
-    from raysweep.jobs import submit
+    from raysweep.ops.jobs import submit
 
     job_id = submit(Path(args.spec), tuple(args.set), args.address)
     print(job_id)
@@ -215,14 +218,14 @@ def _submit(args) -> int:
 
 
 def _logs(args) -> int:
-    from raysweep.jobs import job_logs
+    from raysweep.ops.jobs import job_logs
 
     job_logs(args.job_id, args.address, args.follow)
     return 0
 
 
 def _cluster(args) -> int:
-    from raysweep.cluster import validate_cluster_file
+    from raysweep.ops.cluster import validate_cluster_file
 
     failed = 0
     for path in args.files:
@@ -299,12 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from raysweep.catalog import CatalogError
-    from raysweep.config import SpecError
+    from raysweep.catalog.build import CatalogError
     from raysweep.data.corpus import CorpusError
-    from raysweep.jobs import JobError
-    from raysweep.storage import StorageError
-    from raysweep.sweep import SweepDirError
+    from raysweep.ops.jobs import JobError
+    from raysweep.spec.errors import SpecError, SweepDirError
+    from raysweep.store.storage import StorageError
 
     try:
         return args.handler(args)

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA,
+from raysweep.store.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA,
                              embedding_shard_path, token_shard_path, train_metrics_path, write_shard)
-from raysweep.sweep import TRIALS_SCHEMA
+from raysweep.run.tuner import TRIALS_SCHEMA
 
 # Counts with zeros (unseen types), ties (two 3s, two 9s) and exact powers of three.
 COUNTS = [0, 0, 1, 1, 2, 3, 3, 4, 8, 9, 9, 10, 26, 27, 28, 80, 81, 200, 243, 500]

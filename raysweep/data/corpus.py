@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysweep.spec.errors import first_line
+
 BUNDLED = {"rotten-tomatoes"}
 _LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv",
                    ".parquet": "parquet"}
@@ -68,11 +70,6 @@ def _root_cause(exc: BaseException) -> BaseException:
 def is_local_file(corpus: str) -> bool:
     """A corpus (or tokenizer) named by a file path, not a bundled name or a hub dataset."""
     return corpus not in BUNDLED and not corpus.startswith("hf:")
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (at most 200 characters), or its type when it has no text."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def require_file(path: Path, field: str) -> Path:

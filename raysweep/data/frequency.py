@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer
 
-from raysweep.storage import StoragePath, read_parquet_table
+from raysweep.store.storage import StoragePath, read_parquet_table
 
 
 def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size: int) -> pa.Table:
@@ -27,10 +27,23 @@ def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size
     })
 
 
-
 def read_token_counts(data_dir: StoragePath, vocab_size: int) -> np.ndarray:
     """Training count of every token id (0 for types never seen), from a data dir's token_freq."""
     freq = read_parquet_table(data_dir / "token_freq.parquet").select(["token_id", "count"])
     counts = np.zeros(vocab_size, dtype=np.int64)
     counts[freq["token_id"].to_numpy()] = freq["count"].to_numpy()
     return counts
+
+
+def frequency_row_scale(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-row decay multiplier (count_i / median count) ** alpha: counts clipped to >= 1 (a type
+    never seen in training decays like a type seen once), median over the types seen."""
+    counts = np.asarray(counts, dtype=np.float64)
+    median = np.median(counts[counts > 0]) if (counts > 0).any() else 1.0
+    return (np.maximum(counts, 1.0) / median) ** alpha
+
+
+def max_row_decay_factor(counts: np.ndarray, alpha: float, lr: float, weight_decay: float) -> float:
+    """The largest lr * lambda * row multiplier of a trial: at >= 1 the decay step would flip the
+    sign of that embedding row (and grow it) instead of shrinking it."""
+    return float(lr * weight_decay * frequency_row_scale(counts, alpha).max())

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from raysweep.config import DataConfig, EvalConfig
-from raysweep.data.corpus import CorpusError, corpus_fingerprint, first_line, load_documents, split_documents
+from raysweep.spec.schema import DataConfig, EvalConfig
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
-from raysweep.storage import StoragePath, is_remote, location, upload_tree
+from raysweep.spec.errors import first_line
+from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import StoragePath, is_remote, location, upload_tree
 
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("train", "heldout")
@@ -117,13 +119,12 @@ def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
                           "an unk_token that is in its vocabulary, or use kind: bpe") from None
 
 
-def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: StoragePath,
+def prepare_data(data: DataConfig, evaluation: EvalConfig, layout: SweepLayout,
                  min_sequences: int = 1) -> PreparedData:
     """The sweep's data directory, built once; on local storage, copied from a sibling sweep that
     has it."""
     key = data_key(data, evaluation)
-    sweep_dir = location(sweep_dir)
-    final = sweep_dir / "data" / key
+    final = layout.data_dir(key)
     if (final / "meta.json").exists():
         return PreparedData.load(final)
     if is_remote(final):
@@ -133,7 +134,8 @@ def prepare_data(data: DataConfig, evaluation: EvalConfig, sweep_dir: StoragePat
             _build(data, evaluation, key, Path(staging), min_sequences)
             upload_tree(Path(staging), final, last="meta.json")
     else:
-        siblings = sorted(sweep_dir.parent.glob(f"*/data/{key}/meta.json"))
+        siblings = sorted(m for sweep in layout.root.parent.iterdir() if sweep.is_dir()
+                          for m in [SweepLayout(sweep).data_dir(key) / "meta.json"] if m.exists())
         _prepare_local(data, evaluation, key, final, siblings, min_sequences)
     prepared = PreparedData.load(final)
     if prepared.n_train_sequences < min_sequences:

@@ -7,7 +7,7 @@ from typing import Optional
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from raysweep.config import TokenizerConfig
+from raysweep.spec.schema import TokenizerConfig
 from raysweep.data.corpus import CorpusError, require_file
 
 EOS = "<|endoftext|>"

@@ -16,7 +16,6 @@ reader), so a restart never stages a copy.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -24,30 +23,15 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from raysweep.storage import StoragePath, atomic_write_text, location
+from raysweep.store.layout import step_of_checkpoint
+from raysweep.store.storage import StoragePath, atomic_write_text, location
 
 STATE_FILE = "train_state.json"
 COMPLETE_MARKER = "_COMPLETE"
-TRIAL_DONE_FILE = "complete.json"  # in a trial's run dir: its TorchTrainer finished (final metrics)
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-
-def trial_run_dir(sweep_dir: StoragePath, trial_id: str) -> StoragePath:
-    """Where Ray Train stores a trial's run: RunConfig(name=trial_id, storage_path=<sweep>/train)."""
-    return location(sweep_dir) / "train" / trial_id
-
-
-def checkpoint_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
 
 
 def mark_complete(stored_checkpoint: StoragePath, step: int) -> None:
     atomic_write_text(stored_checkpoint / COMPLETE_MARKER, json.dumps({"step": step}))
-
-
-def _step_of(directory: StoragePath) -> int:
-    match = _STEP_DIR.match(directory.name)
-    return int(match.group(1)) if match else -1
 
 
 def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) -> Optional[StoragePath]:
@@ -58,7 +42,7 @@ def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) 
     candidates = [d for d in run_dir.glob("step-*") if (d / COMPLETE_MARKER).exists()]
     if ray_checkpoint_path:
         candidates.append(run_dir / PurePosixPath(ray_checkpoint_path).name)
-    return max(candidates, key=_step_of, default=None)
+    return max(candidates, key=step_of_checkpoint, default=None)
 
 
 def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,

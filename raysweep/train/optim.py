@@ -6,14 +6,14 @@ whose summary is saved with every trial.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from raysweep.config import TrainConfig
+from raysweep.data.frequency import frequency_row_scale
+from raysweep.spec.schema import TrialTrainConfig
 
 
 def embedding_param_names(model: torch.nn.Module) -> set[str]:
@@ -52,46 +52,43 @@ def summarize_mask(model: torch.nn.Module, mask: dict[str, bool]) -> dict:
     return summary
 
 
-def frequency_row_scale(counts: np.ndarray, alpha: float) -> np.ndarray:
-    """Per-row decay multiplier (count_i / median count) ** alpha: counts clipped to >= 1 (a type
-    never seen in training decays like a type seen once), median over the types seen."""
-    counts = np.asarray(counts, dtype=np.float64)
-    median = np.median(counts[counts > 0]) if (counts > 0).any() else 1.0
-    return (np.maximum(counts, 1.0) / median) ** alpha
-
-
-def max_row_decay_factor(counts: np.ndarray, alpha: float, lr: float, weight_decay: float) -> float:
-    """The largest lr * lambda * row multiplier of a trial: at >= 1 the decay step would flip the
-    sign of that embedding row (and grow it) instead of shrinking it."""
-    return float(lr * weight_decay * frequency_row_scale(counts, alpha).max())
-
-
-def build_optimizer(model: torch.nn.Module, weight_decay: float, cfg: TrainConfig,
+def build_optimizer(model: torch.nn.Module, cfg: TrialTrainConfig,
                     token_counts: Optional[np.ndarray] = None) -> torch.optim.AdamW:
-    """AdamW over the decay policy's groups. With `cfg.freq_decay_alpha` != 0, the embedding rows
-    leave AdamW's decay and a step pre-hook decays each row by its own strength (decoupled, before
-    the update, exactly as AdamW applies its own decay)."""
+    """AdamW over the decay policy's groups, with the trial's lambda. With frequency-aware decay
+    (`cfg.uses_row_decay`), the embedding rows leave AdamW's decay and a step pre-hook decays each
+    row by its own strength (decoupled, before the update, exactly as AdamW applies its own decay)."""
     mask = decay_mask(model, cfg.decay_policy)
     params = dict(model.named_parameters())
     per_row = set()
-    if cfg.freq_decay_alpha and weight_decay:
+    if cfg.uses_row_decay:
         if token_counts is None:
             raise ValueError("train.freq_decay_alpha needs the training token counts")
         per_row = {n for n in embedding_param_names(model) if mask[n]}
     groups = [
-        {"params": [params[n] for n, d in mask.items() if d and n not in per_row], "weight_decay": weight_decay},
+        {"params": [params[n] for n, d in mask.items() if d and n not in per_row], "weight_decay": cfg.weight_decay},
         {"params": [params[n] for n, d in mask.items() if not d], "weight_decay": 0.0},
-        {"params": [params[n] for n in sorted(per_row)], "weight_decay": 0.0, "row_decay": weight_decay},
+        {"params": [params[n] for n in sorted(per_row)], "weight_decay": 0.0, "row_decay": cfg.weight_decay},
     ]
-    # fused: one kernel for all tensors, on CPU and GPU. Torch's CPU default, the per-tensor loop,
-    # pays a dispatch per tensor and op on FSDP2's DTensors (tiny preset, 2 gloo ranks: per-tensor
-    # 6.4-8.6 ms a step, foreach 3.0-3.5, fused 1.5; bench/fsdp_step.py).
+    # fused: one kernel for all tensors, on CPU and GPU; torch's CPU default, the per-tensor loop,
+    # pays a dispatch per tensor and op, the more so on FSDP2's DTensors.
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
     if per_row:
         scale = torch.from_numpy(frequency_row_scale(token_counts, cfg.freq_decay_alpha))
         optimizer.register_step_pre_hook(_RowDecay(optimizer, scale))
     return optimizer
+
+
+def build_lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrialTrainConfig, start_step: int = 0):
+    """transformers' linear warmup then cosine to `lr * min_lr_ratio` at the last step, as a torch
+    LambdaLR positioned at `start_step` (a resumed trial continues the schedule where it stopped)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr  # LambdaLR scales this; a resumed group's `lr` is mid-schedule
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps,
+        min_lr_rate=cfg.min_lr_ratio, last_epoch=start_step - 1)
 
 
 class _RowDecay:
@@ -114,13 +111,3 @@ class _RowDecay:
         for group in optimizer.param_groups:
             for p in group["params"] if "row_decay" in group else []:
                 p.mul_(1 - group["lr"] * group["row_decay"] * self.scales[p])
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of 0-based optimizer step `step`: linear warmup, then cosine to min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    decay_steps = max(1, cfg.steps - cfg.warmup_steps - 1)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)

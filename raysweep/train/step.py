@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from raysweep.train.parallel import clip_grad_norm_
 
-
-def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: float,
+def train_step(model, optimizer, input_ids: torch.Tensor, grad_clip: float,
                label_smoothing: float = 0.0) -> torch.Tensor:
-    """One optimizer step on a batch of sequences (next-token loss); returns this rank's loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    """One optimizer step on a batch of sequences (next-token loss) at the optimizer's current lr;
+    returns this rank's loss. Under FSDP2 the gradients are DTensors and torch's clip takes their
+    global norm."""
     if label_smoothing:
         logits = model(input_ids=input_ids).logits[:, :-1]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -21,7 +19,7 @@ def train_step(model, optimizer, input_ids: torch.Tensor, lr: float, grad_clip: 
         loss = model(input_ids=input_ids, labels=input_ids).loss
     loss.backward()
     if grad_clip > 0:
-        clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()

@@ -22,8 +22,8 @@ import torch
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
-from raysweep.model import build_config, build_model
-from raysweep.tables import TABLES
+from raysweep.models.build import build_config, build_model
+from raysweep.present.tables import TABLES
 from raysweep.train.checkpoint import load_model_weights
 from raysweep.train.loop import batch_rows
 from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
@@ -200,8 +200,8 @@ def test_duckdb_cli_opens_the_catalog(reference):
 def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
     """every query returns rows on a real sweep; plot writes 7 PNG + 7 SVG; the HTML page embeds
     them; embedding norms cover the whole vocabulary at every eval."""
-    from raysweep.queries import load_queries
-    from raysweep.sql import connect
+    from raysweep.catalog.queries import load_queries
+    from raysweep.catalog.connect import connect
 
     with connect([reference]) as con:
         for query in load_queries():
@@ -249,7 +249,7 @@ def _readme_sql_blocks() -> list[str]:
 def test_readme_studies_run_on_a_real_sweep(reference):
     """every ```sql block of the README runs on the reference sweep; the first two (which select
     no subset by outcome) return rows."""
-    from raysweep.sql import connect
+    from raysweep.catalog.connect import connect
 
     blocks = _readme_sql_blocks()
     assert len(blocks) >= 3

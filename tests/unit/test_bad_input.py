@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 from raysweep import cli
-from raysweep.catalog import build_catalog
-from raysweep.config import parse_spec, spec_to_yaml
+from raysweep.catalog.build import build_catalog
+from raysweep.spec.schema import parse_spec, spec_to_yaml
 from raysweep.data.corpus import load_documents
 from raysweep.data.prepare import prepare_data
 from raysweep.data.tokenizer import train_bpe
-from raysweep.shards import token_shard_path, write_shard
+from raysweep.store.shards import token_shard_path, write_shard
 from tests.conftest import REPO, cli_env, tiny_spec_dict, write_spec
 from tests.synthetic_sweep import STEPS, write_synthetic_sweep
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from raysweep.config import parse_spec, spec_to_yaml
-from raysweep.sweep import SweepDirError, _check_existing_sweep
+from raysweep.spec.schema import parse_spec, spec_to_yaml
+from raysweep.run.tuner import SweepDirError, _check_existing_sweep
 
 
 def raysweep(*args, cwd):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from raysweep import cli
-from raysweep.cluster import validate_cluster_file
+from raysweep.ops.cluster import validate_cluster_file
 from tests.conftest import REPO
 
 SHIPPED = sorted((REPO / "clusters").glob("*.yaml"))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.config import SpecError, data_config, grid_points, load_spec, parse_spec, vocab_axis
-from raysweep.model import PRESETS
+from raysweep.spec.schema import SpecError, data_config, grid_points, load_spec, parse_spec, vocab_axis
+from raysweep.models.build import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
 

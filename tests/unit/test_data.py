@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raysweep.config import DataConfig, EvalConfig
+from raysweep.spec.schema import DataConfig, EvalConfig
 from raysweep.data.corpus import CorpusError, load_documents, split_documents
 from raysweep.data.prepare import PreparedData, prepare_data
 from raysweep.data.pack import encode_stream, open_array

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raysweep.catalog import build_catalog, report_table
-from raysweep.evaluate import n_batches_for, rank_slice, score
-from raysweep.model import build_config, build_model
-from raysweep.sweep import TRIALS_SCHEMA
-from raysweep.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path,
+from raysweep.catalog.build import build_catalog, report_table
+from raysweep.train.evaluate import n_batches_for, rank_slice, score
+from raysweep.models.build import build_config, build_model
+from raysweep.run.tuner import TRIALS_SCHEMA
+from raysweep.store.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path,
                              token_shard_path, write_shard)
 
 
@@ -69,7 +69,7 @@ _SLOW_WRITER = """
 import sys
 import numpy as np, pyarrow as pa
 from pathlib import Path
-from raysweep.shards import TOKEN_SCHEMA, write_shard
+from raysweep.store.shards import TOKEN_SCHEMA, write_shard
 n = 40_000_000  # seconds of zstd work: long enough to be killed mid-write
 rng = np.random.default_rng(0)
 table = pa.Table.from_arrays([pa.array(np.zeros(n, np.int32)), pa.array(np.zeros(n, np.int32)),

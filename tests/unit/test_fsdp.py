@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from raysweep.config import TrainConfig
-from raysweep.model import build_config, build_model
+from raysweep.spec.schema import TrainConfig
+from raysweep.models.build import build_config, build_model
 from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import clip_grad_norm_, parallelize

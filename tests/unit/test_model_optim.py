@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.config import TrainConfig
-from raysweep.model import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
+from raysweep.spec.schema import TrainConfig
+from raysweep.models.build import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
 from raysweep.train.step import train_step
 from raysweep.train.optim import build_optimizer, decay_mask, lr_at, max_row_decay_factor, summarize_mask
 

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from ray import tune
 
-from raysweep.catalog import build_catalog, pareto_front_sql, trial_objectives
-from raysweep.config import SpecError, TrialPoint, parse_spec
-from raysweep.search import corner_points, param_space, point_from_config, record_point, sweep_points
-from raysweep.sql import connect
+from raysweep.catalog.build import build_catalog, pareto_front_sql, trial_objectives
+from raysweep.spec.schema import SpecError, TrialPoint, parse_spec
+from raysweep.trials.optuna import corner_points, param_space, point_from_config, record_point, sweep_points
+from raysweep.catalog.connect import connect
 from tests.synthetic_sweep import write_synthetic_sweep
 
 SEARCH = {"name": "s", "search": "optuna", "grid": {"weight_decay": [0.0], "scale": ["tiny"], "seed": [3]},
@@ -188,7 +188,7 @@ def test_search_tables_are_per_trial_and_agree_with_the_catalog(search_sweep, tm
     """A search's tables: the front, every trial's objectives, every trial's bins; none pooled."""
     import pandas as pd
 
-    from raysweep.tables import SEARCH_TABLES, write_tables
+    from raysweep.present.tables import SEARCH_TABLES, write_tables
 
     written = write_tables(search_sweep, tmp_path)
     assert sorted(p.name for p in written) == sorted([f"{n}.csv" for n in SEARCH_TABLES] + ["tables.md"])

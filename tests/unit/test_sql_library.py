@@ -7,10 +7,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raysweep.catalog import build_catalog
-from raysweep.queries import QueryError, load_queries, parse_query
-from raysweep.shards import complete_shards, partition_keys
-from raysweep.sql import connect
+from raysweep.catalog.build import build_catalog
+from raysweep.catalog.queries import QueryError, load_queries, parse_query
+from raysweep.store.shards import complete_shards, partition_keys
+from raysweep.catalog.connect import connect
 from tests.synthetic_sweep import MISSING, STEPS, write_synthetic_sweep
 
 FINAL = STEPS[-1]
@@ -329,7 +329,7 @@ def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
     """`raysweep tables`: one CSV per table plus tables.md; the excess table equals the bin table's
     difference to λ = 0, and the CI table's means equal balanced_vs_average averaged over seeds."""
     from raysweep import cli
-    from raysweep.tables import TABLES
+    from raysweep.present.tables import TABLES
 
     assert cli.main(["tables", str(sweep), "--out", str(tmp_path / "t")]) == 0
     tables = {name: pd.read_csv(tmp_path / "t" / f"{name}.csv") for name in TABLES}

@@ -4,8 +4,8 @@ are unchanged, and is refused (one line) when they would be."""
 import pytest
 import yaml
 
-from raysweep.config import parse_spec, spec_to_yaml
-from raysweep.sweep import SweepDirError, _check_existing_sweep, _current_regularizer
+from raysweep.spec.schema import parse_spec, spec_to_yaml
+from raysweep.run.tuner import SweepDirError, _check_existing_sweep, _current_regularizer
 
 
 def _write_pre_axes_spec(spec) -> None:

@@ -15,19 +15,16 @@ import typing
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import yaml
 from tqdm import tqdm
 
-from raysweep.config import OBJECTIVE_METRICS, SearchParam
-from raysweep.queries import install_queries, query_with_callees
-from raysweep.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards,
-                             partition_keys)
-from raysweep.storage import (StoragePath, fetch_file, is_remote, location, read_parquet_schema,
-                              register_filesystems)
-
-CATALOG_FILE = "catalog.duckdb"
+from raysweep.spec.schema import OBJECTIVE_METRICS, SearchParam
+from raysweep.catalog.queries import install_queries, query_with_callees
+from raysweep.store.layout import SweepLayout, partition_keys
+from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
+from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
+                                    register_filesystems)
 
 # Bins by training count: floor(log3(count)); the epsilon keeps exact powers of 3 in their own
 # bin despite float rounding of ln(c)/ln(3). Types never seen in training get bin -1 ('unseen').
@@ -102,43 +99,25 @@ def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> lis
     return [shard for shard, keys in keyed if final_step.get(keys["trial"]) == int(keys["step"])]
 
 
-# trials columns added after the first release, with the value they had before (plain AdamW)
-_LATER_TRIALS_COLUMNS = {"freq_decay_alpha": "DOUBLE DEFAULT 0.0", "label_smoothing": "DOUBLE DEFAULT 0.0",
-                         "dropout": "DOUBLE DEFAULT 0.0", "vocab_size": "BIGINT"}
-
-
-def _add_columns_of_later_versions(con) -> None:
-    """A trials table written before a column existed gets it, so every query reads one shape; a
-    missing vocabulary size is the row count of the trial's token_freq (one row per token id)."""
-    present = {row[0] for row in con.execute("DESCRIBE trials").fetchall()}
-    for name, definition in _LATER_TRIALS_COLUMNS.items():
-        if name not in present:
-            con.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
-    con.execute("UPDATE trials SET vocab_size = (SELECT count(*) FROM token_freq f "
-                "WHERE f.data_key = trials.data_key) WHERE vocab_size IS NULL")
-
-
-def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
+def build_catalog(sweep_dir) -> StoragePath:
     """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
-    sweep_dir = location(sweep_dir)
+    layout = SweepLayout.at(sweep_dir)
     # Complete data dirs only (meta.json is written or uploaded last), never a staging dir.
-    freq_files = sorted(meta.parent / "token_freq.parquet" for meta in sweep_dir.glob("data/*/meta.json")
-                        if not meta.parent.name.startswith("."))
-    trials_file = sweep_dir / "trials.parquet"
-    if not freq_files or not trials_file.exists():
-        raise FileNotFoundError(f"{sweep_dir}: not a finished sweep directory (no data/*/token_freq.parquet "
+    freq_files = [marker.parent / "token_freq.parquet" for marker in layout.built_data_markers()]
+    if not freq_files or not layout.trials_file.exists():
+        raise FileNotFoundError(f"{layout.root}: not a finished sweep directory (no data/*/token_freq.parquet "
                                 "or trials.parquet); run `raysweep sweep SPEC.yaml` first")
-    final = sweep_dir / CATALOG_FILE
+    final = layout.catalog_file
     if is_remote(final):
         with tempfile.TemporaryDirectory(prefix="raysweep-catalog-") as staging:
-            built = Path(staging) / CATALOG_FILE
-            _write_catalog(built, sweep_dir, freq_files, trials_file)
+            built = Path(staging) / final.name
+            _write_catalog(built, layout, freq_files)
             final.fs.put_file(str(built), final.path)  # one upload: the old catalog or the new
         return final
-    tmp = sweep_dir / f".{CATALOG_FILE}.tmp-{os.getpid()}"
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
-        _write_catalog(tmp, sweep_dir, freq_files, trials_file)
+        _write_catalog(tmp, layout, freq_files)
     except BaseException:
         tmp.unlink(missing_ok=True)  # the previous catalog, if any, stays as it was
         raise
@@ -146,41 +125,49 @@ def build_catalog(sweep_dir: str | StoragePath) -> StoragePath:
     return final
 
 
-def local_catalog(sweep_dir: str | StoragePath) -> Path:
+def local_catalog(sweep_dir) -> Path:
     """The catalog file to open: the sweep's own, or a fresh local copy of a stored one."""
-    sweep_dir = location(sweep_dir)
-    path = sweep_dir / CATALOG_FILE
+    layout = SweepLayout.at(sweep_dir)
+    path = layout.catalog_file
     if not path.exists():
-        raise FileNotFoundError(f"{sweep_dir}: no {CATALOG_FILE}; run `raysweep catalog {sweep_dir}` "
+        raise FileNotFoundError(f"{layout.root}: no {path.name}; run `raysweep catalog {layout.root}` "
                                 "on a sweep directory first")
-    return fetch_file(path, f"{hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:16]}-{CATALOG_FILE}")
+    return fetch_file(path, f"{hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]}-{path.name}")
 
 
-def open_catalog(sweep_dir: str | StoragePath) -> duckdb.DuckDBPyConnection:
+def open_catalog(sweep_dir) -> duckdb.DuckDBPyConnection:
     """A read-only connection to a sweep's catalog that can read its shards wherever they are."""
-    con = duckdb.connect(str(local_catalog(sweep_dir)), read_only=True)
-    register_filesystems(con, [location(sweep_dir)])
+    layout = SweepLayout.at(sweep_dir)
+    con = duckdb.connect(str(local_catalog(layout)), read_only=True)
+    register_filesystems(con, [layout.root])
     return con
 
 
-def _write_catalog(tmp: Path, sweep_dir: StoragePath, freq_files: list[StoragePath],
-                   trials_file: StoragePath) -> None:
+def _trials_table(layout: SweepLayout) -> pa.Table:
+    from raysweep.run.migrations import upgrade_trials_table
+    from raysweep.run.trials_table import TRIALS_SCHEMA
+
+    return upgrade_trials_table(read_parquet_table(layout.trials_file), layout, TRIALS_SCHEMA)
+
+
+def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]) -> None:
     with duckdb.connect(str(tmp)) as con:
-        register_filesystems(con, [sweep_dir])
+        register_filesystems(con, [layout.root])
         con.execute(_MACROS)
         _create_token_freq(con, freq_files)
-        con.execute(f"CREATE TABLE trials AS SELECT * FROM read_parquet('{trials_file}')")
-        _add_columns_of_later_versions(con)
-        for name, (subdir, *_) in tqdm(SHARD_VIEWS.items(), desc="catalog: shard views", unit="view",
-                                       disable=None):  # disable=None: only on a terminal
-            shards = complete_shards(sweep_dir / "shards" / subdir)
+        con.register("trials_rows", _trials_table(layout))
+        con.execute("CREATE TABLE trials AS SELECT * FROM trials_rows")
+        con.unregister("trials_rows")
+        for name in tqdm(SHARD_VIEWS, desc="catalog: shard views", unit="view",
+                         disable=None):  # disable=None: only on a terminal
+            shards = complete_shards(layout.shards_root(name))
             _check_shards(name, shards)
             if name == "tokens":
                 _create_token_views(con, shards)
             else:
                 con.execute(_shard_view(name, shards))
         install_queries(con)
-        search = search_settings(sweep_dir)
+        search = search_settings(layout)
         if search is not None:
             con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(search)}")
 
@@ -226,86 +213,29 @@ def pareto_front_sql(objectives: list[str]) -> str:
         ORDER BY {', '.join(objectives)}, trial_id"""
 
 
-def search_settings(sweep_dir: StoragePath) -> list[str] | None:
+def search_settings(sweep_dir) -> list[str] | None:
     """The objectives of a `search: optuna` sweep, from its spec.yaml; None for a grid. Read
-    as written (a full dump of the validated spec), not re-validated: that would import torch."""
-    spec_file = sweep_dir / "spec.yaml"
+    as written (a full dump of the validated spec)."""
+    spec_file = SweepLayout.at(sweep_dir).spec_file
     raw = (yaml.safe_load(spec_file.read_text()) if spec_file.exists() else None) or {}
     if raw.get("search") != "optuna":
         return None
     return list(raw["optuna"]["objectives"])
 
 
-def trial_objectives(sweep_dir: str | StoragePath, trial_row: pa.Table, freq_file: StoragePath) -> dict:
+def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath) -> dict:
     """The `trial_objectives` query on one finished trial ({`<split>_<metric>`: value} for every split
     it has), over an in-memory catalog of just that trial: what its driver reports to the search."""
-    sweep_dir = location(sweep_dir)
-    trial_id = trial_row.column("trial_id")[0].as_py()
-    tokens_dir = sweep_dir / "shards" / "tokens"
-    shards = sorted(s for split_dir in (tokens_dir.glob("split=*") if tokens_dir.exists() else [])
-                    for s in complete_shards(split_dir / f"trial={trial_id}"))
+    from raysweep.run.trials_table import TRIALS_SCHEMA
+
+    shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir))
     with duckdb.connect() as con:
-        register_filesystems(con, [sweep_dir])
+        register_filesystems(con, [layout.root])
         con.execute(_MACROS)
-        _create_token_freq(con, [freq_file])
-        con.register("trial_row", trial_row)
+        _create_token_freq(con, [data_dir / "token_freq.parquet"])
+        con.register("trial_row", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
         con.execute("CREATE TABLE trials AS SELECT * FROM trial_row")
         _create_token_views(con, shards)
         install_queries(con, query_with_callees("trial_objectives"))
         rows = con.execute("SELECT * FROM trial_objectives()").df().to_dict("records")
     return {f"{row['split']}_{metric}": row[metric] for row in rows for metric in OBJECTIVE_METRICS}
-
-
-REPORT_SQL = """
-WITH overall AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
-           avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
-    FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay
-),
-bins AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
-    FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin
-)
-SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, lr, weight_decay)
-ORDER BY split, scale, vocab_size, regularizer, lr, weight_decay, bin
-"""
-
-
-def report_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    """Final-step table: per split x scale (x vocabulary size, regularizer and lr, when the sweep has
-    more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
-    frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
-    with open_catalog(sweep_dir) as con:
-        long = con.execute(REPORT_SQL).df()
-    if long.empty:
-        return long
-    keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",
-            "balanced_loss"]
-    wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
-    wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
-                    for c in wide.columns]
-    bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
-    for column in ("vocab_size", "regularizer", "lr"):
-        if wide[column].nunique() == 1:
-            keys.remove(column)  # a single value: the column would say nothing
-    ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
-    return wide.sort_values(["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay"])[ordered] \
-        .reset_index(drop=True)
-
-
-def format_report(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "no final-step token shards in this sweep yet"
-    header = ("Final step, mean loss (nats) per token type, averaged over seeds. average = over "
-              "occurrences; balanced = over types; binK = types with 3^K <= train count < 3^(K+1).")
-    return header + "\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}",
-                                           na_rep="-")
-
-
-def pareto_front_table(sweep_dir: str | StoragePath) -> pd.DataFrame:
-    """The catalog's `pareto_front` table (a `search: optuna` sweep's; empty for a grid)."""
-    with open_catalog(sweep_dir) as con:
-        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        return con.execute("SELECT * FROM pareto_front").df() if "pareto_front" in tables else pd.DataFrame()

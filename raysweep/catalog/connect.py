@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import duckdb
 
-from raysweep.catalog import CATALOG_FILE, SHARD_VIEWS, CatalogError, local_catalog, open_catalog
-from raysweep.queries import load_queries
-from raysweep.storage import StoragePath, location, register_filesystems
+from raysweep.catalog.build import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
+from raysweep.catalog.queries import load_queries
+from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import StoragePath, location, register_filesystems
 
 _TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens"]  # tables keyed by trial_id
 
@@ -58,5 +59,5 @@ def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:
         return con
     except duckdb.Error as exc:  # a damaged or foreign catalog.duckdb
         first_line = str(exc).splitlines()[0]
-        raise CatalogError(f"{' '.join(str(location(d) / CATALOG_FILE) for d in sweep_dirs)}: cannot open the "
+        raise CatalogError(f"{' '.join(str(SweepLayout.at(d).catalog_file) for d in sweep_dirs)}: cannot open the "
                            f"catalog ({first_line}); rebuild it with `raysweep catalog SWEEP_DIR`") from None

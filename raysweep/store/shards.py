@@ -1,11 +1,11 @@
 """Parquet shards of per-token evaluation rows, written atomically with a manifest as marker.
 
-A shard's path is a pure function of (kind, split, trial, step, rank), so a retried eval
-overwrites instead of duplicating. The order of writes makes a half-written shard impossible
+A shard's path is a pure function of (kind, split, trial, step, rank) (raysweep.store.layout), so a
+retried eval overwrites instead of duplicating. The order of writes makes a half-written shard impossible
 to mistake for a complete one: drop the old manifest, write the data under a temporary name,
 rename it into place, then write the manifest (rows, sha256) the same way. On an object store
 the data object appears whole when its upload completes, so no rename is needed
-(raysweep.storage).
+(raysweep.store.storage).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 
 import pyarrow as pa
 
-from raysweep.storage import (StoragePath, atomic_write_text, ensure_dir, location,
-                              remove_stale_temporaries, sha256_file, write_parquet)
+from raysweep.store.storage import (StoragePath, atomic_write_text, ensure_dir, location,
+                                    remove_stale_temporaries, sha256_file, write_parquet)
 
 TOKEN_SCHEMA = pa.schema([
     ("seq_id", pa.int32()),    # row of the eval set (same rows for every trial)
@@ -40,27 +40,6 @@ TRAIN_METRICS_SCHEMA = pa.schema([
 ])
 
 MANIFEST_SUFFIX = ".manifest.json"
-
-
-def token_shard_path(sweep_dir: StoragePath, split: str, trial_id: str, step: int, rank: int) -> StoragePath:
-    return (location(sweep_dir) / "shards" / "tokens" / f"split={split}" / f"trial={trial_id}"
-            / f"step={step}" / f"part-{rank}.parquet")
-
-
-def embedding_shard_path(sweep_dir: StoragePath, trial_id: str, step: int) -> StoragePath:
-    return (location(sweep_dir) / "shards" / "embeddings" / f"trial={trial_id}" / f"step={step}"
-            / "part-0.parquet")
-
-
-def train_metrics_path(sweep_dir: StoragePath, trial_id: str, upto_step: int) -> StoragePath:
-    """Per-step training metrics of the steps that ended at `upto_step` (one file per report)."""
-    return (location(sweep_dir) / "shards" / "train_metrics" / f"trial={trial_id}"
-            / f"upto={upto_step}" / "part-0.parquet")
-
-
-def partition_keys(shard: StoragePath) -> dict[str, str]:
-    """The hive keys in a shard's path: {'split': ..., 'trial': ..., 'step': ...}."""
-    return dict(part.split("=", 1) for part in str(shard).split("/") if "=" in part)
 
 
 def manifest_path(shard: StoragePath) -> StoragePath:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from torch.distributed.tensor import DTensor
 
-from raysweep.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA
+from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA
 
 
 def rank_slice(n_sequences: int, rank: int, world_size: int) -> np.ndarray:

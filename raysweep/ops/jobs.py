@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from raysweep.cluster import DRIVER_RESOURCE
-from raysweep.config import SpecError, apply_override, parse_spec, read_spec_file
+from raysweep.ops.cluster import DRIVER_RESOURCE
+from raysweep.spec.errors import SpecError
+from raysweep.spec.load import apply_override, parse_spec, read_spec_file
 from raysweep.data.corpus import is_local_file
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

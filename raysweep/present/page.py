@@ -8,10 +8,10 @@ import html
 import tempfile
 from pathlib import Path
 
-from raysweep.catalog import format_report, report_table
-from raysweep.plots import write_figures
-from raysweep.sql import connect
-from raysweep.storage import StoragePath, atomic_write_text, location
+from raysweep.present.report import format_report, report_table
+from raysweep.present.figures import write_figures
+from raysweep.catalog.connect import connect
+from raysweep.store.storage import StoragePath, atomic_write_text, location
 
 _STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
           "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
@@ -24,7 +24,7 @@ def _table(frame) -> str:
 
 def write_html_report(sweep_dir: str | StoragePath, out: StoragePath | None = None) -> StoragePath:
     sweep_dir = location(sweep_dir)
-    out = out or sweep_dir / "report.html"
+    out = out or SweepLayout.at(sweep_dir).report_page
     with connect([sweep_dir]) as con:
         trials = con.execute("SELECT trial_id, weight_decay, scale, seed, regularizer, n_params, status, "
                              "error FROM trials ORDER BY scale, vocab_size, regularizer, weight_decay, seed").df()

@@ -10,9 +10,9 @@ import math
 
 import pandas as pd
 
-from raysweep.catalog import SEARCH_COLUMNS, search_settings
-from raysweep.sql import connect
-from raysweep.storage import StoragePath, atomic_write_text, ensure_dir, location
+from raysweep.catalog.build import SEARCH_COLUMNS, search_settings
+from raysweep.catalog.connect import connect
+from raysweep.store.storage import StoragePath, atomic_write_text, ensure_dir, location
 
 _BY = "tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay"  # a trial's place in the grid, seeds pooled
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from raysweep.config import SweepSpec
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
-from raysweep.shards import (embedding_shard_path, is_complete, manifest_path, partition_keys,
-                             token_shard_path, train_metrics_path)
-from raysweep.search import sweep_points
-from raysweep.storage import StoragePath, read_parquet_metadata
-from raysweep.train.checkpoint import (COMPLETE_MARKER, TRIAL_DONE_FILE, checkpoint_dir_name,
-                                       trial_run_dir)
+from raysweep.spec.schema import SweepSpec
+from raysweep.store.layout import partition_keys
+from raysweep.store.shards import is_complete, manifest_path
+from raysweep.store.storage import StoragePath, read_parquet_metadata
+from raysweep.train.checkpoint import COMPLETE_MARKER
+from raysweep.trials.source import trial_source
 
 
 @dataclass
@@ -57,11 +56,11 @@ def report_steps(spec: SweepSpec) -> list[int]:
 
 def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[StoragePath]:
     splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
-    workers = spec.resources.workers_per_trial
-    paths = [token_shard_path(spec.sweep_dir, split, trial_id, step, rank)
+    workers, layout = spec.resources.workers_per_trial, spec.layout
+    paths = [layout.token_shard(split, trial_id, step, rank)
              for step in eval_steps(spec) for split in splits for rank in range(workers)]
-    paths += [embedding_shard_path(spec.sweep_dir, trial_id, step) for step in eval_steps(spec)]
-    paths += [train_metrics_path(spec.sweep_dir, trial_id, step) for step in report_steps(spec)]
+    paths += [layout.embedding_shard(trial_id, step) for step in eval_steps(spec)]
+    paths += [layout.train_metrics_shard(trial_id, step) for step in report_steps(spec)]
     return paths
 
 
@@ -80,29 +79,29 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
 def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
     """`datas`: the sweep's PreparedData per point of the vocab axis (sweep.load_prepared)."""
     report = VerifyReport()
+    layout = spec.layout
     expected: set[str] = set()
-    for trial in sweep_points(spec):
-        run_dir = trial_run_dir(spec.sweep_dir, trial.trial_id)
-        if not (run_dir / TRIAL_DONE_FILE).exists():
+    for trial in trial_source(spec).points():
+        if not layout.done_file(trial.trial_id).exists():
             report.n_unfinished += 1  # unfinished trials are `raysweep status`'s business, not corruption
             continue
         shards = expected_shards(spec, datas[trial.vocab_size], trial.trial_id)
         expected |= {str(p) for p in shards}
         for path in shards:
             _check_shard(path, report)
-        final = run_dir / checkpoint_dir_name(spec.train.steps)
+        final = layout.checkpoint_dir(trial.trial_id, spec.train.steps)
         report.n_checked += 1
         if not (final / COMPLETE_MARKER).exists():
             report.missing.append(f"{final}/{COMPLETE_MARKER} (final checkpoint)")
-        for checkpoint in sorted(run_dir.glob("step-*")):
+        for checkpoint in layout.checkpoint_dirs(trial.trial_id):
             if str(checkpoint) != str(final) and not (checkpoint / COMPLETE_MARKER).exists():
                 report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
-    shards_dir = spec.sweep_dir / "shards"
+    shards_dir = layout.shards_root()
     done: dict[str, bool] = {}  # trial -> finished (one request per trial on an object store)
     for path in sorted(shards_dir.rglob("*.parquet")):
         trial = partition_keys(path).get("trial", "")
         if trial not in done:
-            done[trial] = (trial_run_dir(spec.sweep_dir, trial) / TRIAL_DONE_FILE).exists()
+            done[trial] = layout.done_file(trial).exists()
         if done[trial] and str(path) not in expected:
             report.unexpected.append(str(path))
     report.partial += [f"{p} (temporary file left by an interrupted write)"

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from raysweep.catalog import search_objectives_sql, search_settings
-from raysweep.sql import connect
-from raysweep.storage import StoragePath, atomic_write_bytes, ensure_dir, location
+from raysweep.catalog.build import search_objectives_sql, search_settings
+from raysweep.catalog.connect import connect
+from raysweep.store.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
@@ -231,7 +231,7 @@ def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = No
     """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`, which may be on an
     object store: figures are rendered in memory and written whole)."""
     sweep_dir = location(sweep_dir)
-    out_dir = out_dir or sweep_dir / "figures"
+    out_dir = out_dir or SweepLayout.at(sweep_dir).figures_dir
     ensure_dir(out_dir)
     written = []
     figures = FIGURES

@@ -6,20 +6,20 @@ field path and the bad value (``grid.weight_decay[2]: must be >= 0, got -0.1``).
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
 
-from raysweep.cluster import STORAGE_ENV
 from raysweep.data.corpus import is_local_file
-from raysweep.storage import StoragePath, StorageError, check_location, location
+from raysweep.models.presets import PRESETS
+from raysweep.ops.cluster import STORAGE_ENV
+from raysweep.spec.errors import SpecError, describe_error
+from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import StorageError, check_location
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
 # What `search: optuna` may vary; each bound must pass the constraints of the field it stands for.
@@ -34,21 +34,12 @@ REGULARIZER_AXES = {"decay_policy": ("train", "decay_policy"), "freq_decay_alpha
                     "label_smoothing": ("train", "label_smoothing"), "dropout": ("model", "dropout")}
 
 
-class SpecError(ValueError):
-    """A spec that cannot run. ``problems`` holds one ``field.path: message`` line each."""
-
-    def __init__(self, problems: list[str], source: str = "spec"):
-        self.problems = problems
-        self.source = source
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
-
-
 def _types_in(annotation: Any) -> set:
     """Every type an annotation names: Optional[list[int]] -> {NoneType, list, int}."""
     return {annotation} | {t for arg in get_args(annotation) for t in _types_in(arg)}
 
 
-class _Section(BaseModel):
+class SpecSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
                               allow_inf_nan=False)
 
@@ -69,7 +60,7 @@ def _absolute_local_path(path: Optional[str]) -> Optional[str]:
     return os.path.abspath(os.path.expanduser(path)) if path is not None and is_local_file(path) else path
 
 
-class TokenizerConfig(_Section):
+class TokenizerConfig(SpecSection):
     kind: Literal["bpe", "file"] = "bpe"
     """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json)."""
     vocab_size: int = Field(4096, ge=260)
@@ -85,7 +76,7 @@ class TokenizerConfig(_Section):
         return _absolute_local_path(path)
 
 
-class DataConfig(_Section):
+class DataConfig(SpecSection):
     corpus: str = "rotten-tomatoes"
     """`rotten-tomatoes` (bundled), a local .txt/.jsonl/.json/.csv/.parquet file, or `hf:<dataset>`."""
     text_column: str = "text"
@@ -106,14 +97,14 @@ class DataConfig(_Section):
         return _absolute_local_path(corpus)
 
 
-class ModelConfig(_Section):
+class ModelConfig(SpecSection):
     family: Literal["llama", "qwen2"] = "llama"
     """transformers architecture for the CPU presets; GPU presets carry their own family."""
     dropout: float = Field(0.0, ge=0, lt=1)
     """Attention dropout (the paper trains without). `grid.dropout` makes it an axis."""
 
 
-class TrainConfig(_Section):
+class TrainConfig(SpecSection):
     steps: int = Field(300, ge=1)
     """Optimizer steps per trial."""
     batch_size: int = Field(16, ge=1)
@@ -150,7 +141,7 @@ class TrainConfig(_Section):
     (1: every block): memory for time, for the large presets' long sequences. None: off."""
 
 
-class EvalConfig(_Section):
+class EvalConfig(SpecSection):
     every: int = Field(100, ge=1)
     """Steps between per-token evaluations (the last step always evaluates)."""
     n_train_sequences: int = Field(64, ge=1)
@@ -161,11 +152,11 @@ class EvalConfig(_Section):
     """Sequences per eval forward pass on each worker."""
 
 
-class GridConfig(_Section):
+class GridConfig(SpecSection):
     weight_decay: list[float] = Field([0.0, 1.0], min_length=1)
     """AdamW decoupled weight decay values (lambda)."""
     scale: list[str] = Field(["tiny"], min_length=1)
-    """Model scale presets (see `raysweep.model.PRESETS`)."""
+    """Model scale presets (see `raysweep.models.presets.PRESETS`)."""
     seed: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     """Seeds of model init and data order."""
     # The regularizer axes: left out, the single value of the train/model field of the same name.
@@ -185,8 +176,6 @@ class GridConfig(_Section):
     def _check(self) -> "GridConfig":
         problems = [f"grid.weight_decay[{i}]: must be a finite number >= 0, got {v!r}"
                     for i, v in enumerate(self.weight_decay) if not 0 <= v < math.inf]
-        from raysweep.model import PRESETS  # late: model imports torch
-
         problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"
                      for i, v in enumerate(self.scale) if v not in PRESETS]
         for field in ("weight_decay", "scale", "seed", "vocab_size", *REGULARIZER_AXES):
@@ -205,20 +194,20 @@ def _bound_problem(name: str, value: float) -> Optional[str]:
         return None if 0 <= value < math.inf else f"must be a finite number >= 0, got {value!r}"
     model = ModelConfig if name == "dropout" else TrainConfig
     try:
-        TypeAdapter(Annotated[float, *model.model_fields[name].metadata]).validate_python(value)
+        TypeAdapter(Annotated[(float, *model.model_fields[name].metadata)]).validate_python(value)
     except ValidationError as exc:
-        return _describe(exc.errors()[0])
+        return describe_error(exc.errors()[0])
     return None
 
 
-class SearchRange(_Section):
+class SearchRange(SpecSection):
     low: float
     high: float
     log: bool = False
     """Sample log-uniformly (needs low > 0), as for a learning rate."""
 
 
-class OptunaConfig(_Section):
+class OptunaConfig(SpecSection):
     """`search: optuna`: Optuna's sampler, through Ray Tune, picks each trial's point in `space`.
     Scale and seed take the grid's single value, and so does weight decay when not searched; every
     other field not in `space` keeps its single train/model value."""
@@ -255,7 +244,7 @@ class OptunaConfig(_Section):
         return self
 
 
-class ResourcesConfig(_Section):
+class ResourcesConfig(SpecSection):
     workers_per_trial: int = Field(2, ge=1)
     """Ray Train workers (FSDP2 ranks) per trial."""
     use_gpu: bool = False
@@ -266,7 +255,7 @@ class ResourcesConfig(_Section):
     """None: as many as the cluster's scarcest resource allows."""
 
 
-class FailureConfig(_Section):
+class FailureConfig(SpecSection):
     max_failures: int = Field(3, ge=0)
     """Worker-group restarts per trial (Ray Train), each from the last checkpoint."""
     max_preemption_failures: int = Field(10, ge=-1)
@@ -281,7 +270,7 @@ class FailureConfig(_Section):
     """Testing aid: rank 0 of each trial dies once when it reaches this step (None: never)."""
 
 
-class SweepSpec(_Section):
+class SweepSpec(SpecSection):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name; the sweep lives in `<storage>/<name>/`."""
     storage: str = Field(default_factory=lambda: os.environ.get(STORAGE_ENV, "runs"), validate_default=True)
@@ -310,8 +299,6 @@ class SweepSpec(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
-        from raysweep.model import PRESETS
-
         problems = []
         workers = self.resources.workers_per_trial
         if self.train.batch_size % workers:
@@ -388,179 +375,20 @@ class SweepSpec(_Section):
         return problems
 
     @property
-    def sweep_dir(self) -> StoragePath:
-        return location(self.storage) / self.name
+    def layout(self) -> SweepLayout:
+        """Every path inside this sweep's directory, `<storage>/<name>/`."""
+        return SweepLayout.of(self.storage, self.name)
 
 
-def _field_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for a bad key of a mapping: the key itself names it
-            continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
+class TrialTrainConfig(TrainConfig):
+    """One trial's train settings: the spec's `train`, with the trial's point in place (its lambda,
+    regularizer axes and a searched lr). The worker builds its optimizer from this alone."""
 
-
-def _describe(error: dict) -> str:
-    ctx, got = error.get("ctx", {}), error.get("input")
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field; check the spelling against the spec sections in the README"
-    if kind == "missing":
-        return "required field is missing"
-    if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
-              "less_than_equal": "<="}[kind]
-        bound = next(iter(ctx.values()))
-        return f"must be {op} {bound}, got {got!r}"
-    if kind == "finite_number":
-        return f"must be a finite number, got {got!r}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {got!r}"
-    if kind == "too_short":
-        return f"must not be empty, got {got!r}"
-    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {got!r}"
-
-
-def _errors_to_problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        nested = error.get("ctx", {}).get("error")
-        if isinstance(nested, SpecError):  # a section validator already wrote full lines
-            problems += nested.problems
-        else:
-            problems.append(f"{_field_path(error['loc'])}: {_describe(error)}")
-    return problems
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise SpecError([f"--set {assignment!r}: expected key.path=value, e.g. --set train.steps=100"])
-    key, value_text = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise SpecError([f"--set {assignment!r}: empty name in key path {key!r}"])
-    try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as exc:
-        raise SpecError([f"--set {key}: value {value_text!r} is not valid YAML ({exc.problem})"])
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SpecError([f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section"])
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_spec(raw: Any, overrides: tuple[str, ...] = (), source: str = "spec") -> SweepSpec:
-    """Validate a spec dict (plus overrides), raising SpecError with every problem at once."""
-    if not isinstance(raw, dict):
-        raise SpecError([f"top level must be a mapping of sections, got {type(raw).__name__}"], source)
-    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy; overrides must not touch the caller's dict
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    try:
-        return SweepSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_errors_to_problems(exc), source) from None
-    except SpecError as exc:
-        raise SpecError(exc.problems, source) from None
-
-
-def read_spec_file(path: str | Path) -> Any:
-    """The parsed YAML of a spec file, unvalidated; a missing file or bad YAML is a SpecError."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(["spec file not found; pass an existing YAML such as examples/demo.yaml"], str(path))
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError([f"not valid YAML: {exc}".replace("\n", " ")], str(path)) from None
-
-
-def load_spec(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepSpec:
-    """Read and validate a spec YAML file."""
-    return parse_spec(read_spec_file(path), overrides, source=str(path))
-
-
-def spec_to_yaml(spec: SweepSpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-
-
-class TrialPoint(_Section):
-    """One point of the grid; its id is a pure function of the point, so retries find their files.
-    The regularizer fields default to plain AdamW."""
-
-    weight_decay: float = Field(ge=0)
-    scale: str
-    seed: int
-    decay_policy: DecayPolicy = "all_matrices"
-    freq_decay_alpha: float = 0.0
-    label_smoothing: float = 0.0
-    dropout: float = 0.0
-    vocab_size: Optional[int] = None
-    """The BPE size asked of the grid's vocab axis; None: the spec's tokenizer (no axis)."""
-    lr: Optional[float] = Field(None, gt=0)
-    """A searched peak learning rate; None: train.lr."""
-
-    def _regularizer_parts(self) -> list[tuple[str, str]]:
-        """(id suffix, description) of each regularizer setting that is not plain AdamW's."""
-        parts = []
-        if self.decay_policy != "all_matrices":
-            parts.append((self.decay_policy, self.decay_policy))
-        for field, short in (("freq_decay_alpha", "fa"), ("label_smoothing", "ls"), ("dropout", "do")):
-            if getattr(self, field):
-                parts.append((f"{short}{getattr(self, field)!r}", f"{field}={getattr(self, field)!r}"))
-        return parts
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW's decoupled weight decay (lambda), the variable under study."""
 
     @property
-    def trial_id(self) -> str:
-        vocab = f"-v{self.vocab_size}" if self.vocab_size is not None else ""
-        suffix = "".join(f"-{short}" for short, _ in self._regularizer_parts())
-        lr = f"-lr{self.lr!r}" if self.lr is not None else ""
-        return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{vocab}{suffix}{lr}"
-
-    @property
-    def regularizer(self) -> str:
-        """Everything but lambda that regularizes the trial, e.g. `adamw` or
-        `adamw no_embeddings label_smoothing=0.1`: trials pair with their lambda = 0 baseline on it."""
-        return " ".join(["adamw", *(text for _, text in self._regularizer_parts())])
-
-    def peak_lr(self, train: TrainConfig) -> float:
-        """The trial's peak learning rate: a searched lr, else the spec's."""
-        return self.lr if self.lr is not None else train.lr
-
-
-def regularizer_axes(spec: SweepSpec) -> dict[str, list]:
-    """Each regularizer axis's values: the grid's list, or the spec's single value."""
-    return {axis: getattr(spec.grid, axis) or [getattr(getattr(spec, section), field)]
-            for axis, (section, field) in REGULARIZER_AXES.items()}
-
-
-def vocab_axis(spec: SweepSpec) -> list[Optional[int]]:
-    """The grid's BPE sizes, or [None]: the spec's one tokenizer."""
-    return list(spec.grid.vocab_size) if spec.grid.vocab_size else [None]
-
-
-def data_config(spec: SweepSpec, vocab_size: Optional[int]) -> DataConfig:
-    """The data settings of the trials at one point of the vocab axis."""
-    if vocab_size is None:
-        return spec.data
-    tokenizer = spec.data.tokenizer.model_copy(update={"vocab_size": vocab_size})
-    return spec.data.model_copy(update={"tokenizer": tokenizer})
-
-
-def grid_points(spec: SweepSpec) -> list[TrialPoint]:
-    """Every trial of the spec's grid (scale x weight decay x seed x vocab x regularizer axes)."""
-    axes = regularizer_axes(spec)
-    points = []
-    for scale in spec.grid.scale:
-        for wd in spec.grid.weight_decay:
-            for seed in spec.grid.seed:
-                for vocab in vocab_axis(spec):
-                    for values in itertools.product(*axes.values()):
-                        points.append(TrialPoint(weight_decay=wd, scale=scale, seed=seed, vocab_size=vocab,
-                                                 **dict(zip(axes, values))))
-    return points
+    def uses_row_decay(self) -> bool:
+        """Frequency-aware decay is on: the embedding rows leave AdamW's own decay and decay each by
+        its own strength. Needs a nonzero lambda and alpha, and a policy that decays the embeddings."""
+        return bool(self.weight_decay and self.freq_decay_alpha and self.decay_policy != "no_embeddings")

@@ -1,0 +1,61 @@
+"""`raysweep status`: every trial's state as Ray Tune recorded it, plus Train worker restarts.
+
+Reads the sweep's Tune experiment through Tune's public `ExperimentAnalysis` (no running Ray
+needed), names each trial by its trial source's point, and adds the worker-group starts its rank 0
+logged in `attempts.jsonl`. A search trial reports to Tune only at its end, so its last step comes
+from its newest training-metrics chunk. Once the sweep command has ended, its `trials.parquet` is
+newer than Tune's state and its status wins: Tune leaves a trial stopped by Ctrl-C as RUNNING, the
+trials table says INTERRUPTED.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from raysweep.run.trials_table import error_summary
+from raysweep.store.layout import SweepLayout, partition_keys
+from raysweep.store.shards import complete_shards
+from raysweep.store.storage import read_parquet_table
+from raysweep.trials.source import trial_source
+
+
+def _last_written_step(layout: SweepLayout, trial_id: str) -> int | None:
+    chunks = complete_shards(layout.trial_train_metrics_dir(trial_id))
+    return max((int(partition_keys(c)["upto"]) for c in chunks), default=None)
+
+
+def _final_statuses(layout: SweepLayout) -> dict[str, str]:
+    """The trials table's statuses, when the sweep command wrote it after Tune's last state."""
+    states = sorted(layout.tune_dir.glob("experiment_state-*.json"))
+    trials_file = layout.trials_file
+    if not states or not trials_file.exists() or trials_file.stat().st_mtime < states[-1].stat().st_mtime:
+        return {}
+    return {row["trial_id"]: row["status"] for row in read_parquet_table(trials_file).to_pylist()}
+
+
+def trial_status(sweep_dir) -> pd.DataFrame:
+    from ray.tune import ExperimentAnalysis
+
+    from raysweep.run.preflight import load_sweep_spec
+
+    layout = SweepLayout.at(sweep_dir)
+    if not list(layout.tune_dir.glob("experiment_state-*.json")):
+        raise FileNotFoundError(f"{layout.root}: no Tune experiment state (tune/experiment_state-*.json); "
+                                "is this a sweep directory that has started?")
+    spec = load_sweep_spec(layout)
+    analysis = ExperimentAnalysis(str(layout.tune_dir))
+    source = trial_source(spec)
+    final_statuses = _final_statuses(layout)
+    rows = []
+    for trial in analysis.trials:
+        point = source.point_of(trial.config)
+        attempts_file = layout.attempts_file(point.trial_id)
+        attempts = attempts_file.read_text().splitlines() if attempts_file.exists() else []
+        error = trial.get_error() if trial.status == trial.ERROR else None
+        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, trial.status),
+                     "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
+                     "last_step": (trial.last_result or {}).get("step") or _last_written_step(layout, point.trial_id),
+                     "trial_retries": int(trial.num_failures or 0),
+                     "worker_restarts": max(0, len(attempts) - 1),
+                     "error": error_summary(error)[:120] if error else ""})
+    return pd.DataFrame(rows).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)

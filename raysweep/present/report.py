@@ -1,0 +1,63 @@
+"""The sweep's frequency-bin table: what `raysweep sweep` and `raysweep report` print."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from raysweep.catalog.build import open_catalog
+from raysweep.store.layout import SweepLayout
+
+
+REPORT_SQL = """
+WITH overall AS (
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
+           avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
+    FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay
+),
+bins AS (
+    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
+    FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
+    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin
+)
+SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, lr, weight_decay)
+ORDER BY split, scale, vocab_size, regularizer, lr, weight_decay, bin
+"""
+
+
+def report_table(sweep_dir) -> pd.DataFrame:
+    """Final-step table: per split x scale (x vocabulary size, regularizer and lr, when the sweep has
+    more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
+    frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
+    with open_catalog(sweep_dir) as con:
+        long = con.execute(REPORT_SQL).df()
+    if long.empty:
+        return long
+    keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",
+            "balanced_loss"]
+    wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
+    wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
+                    for c in wide.columns]
+    bins = sorted((c for c in wide.columns if c.startswith("bin")), key=lambda c: int(c[3:]))
+    for column in ("vocab_size", "regularizer", "lr"):
+        if wide[column].nunique() == 1:
+            keys.remove(column)  # a single value: the column would say nothing
+    ordered = keys + (["unseen"] if "unseen" in wide.columns else []) + bins
+    return wide.sort_values(["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay"])[ordered] \
+        .reset_index(drop=True)
+
+
+def format_report(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "no final-step token shards in this sweep yet"
+    header = ("Final step, mean loss (nats) per token type, averaged over seeds. average = over "
+              "occurrences; balanced = over types; binK = types with 3^K <= train count < 3^(K+1).")
+    return header + "\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}",
+                                           na_rep="-")
+
+
+def pareto_front_table(sweep_dir) -> pd.DataFrame:
+    """The catalog's `pareto_front` table (a `search: optuna` sweep's; empty for a grid)."""
+    with open_catalog(sweep_dir) as con:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        return con.execute("SELECT * FROM pareto_front").df() if "pareto_front" in tables else pd.DataFrame()

@@ -1,0 +1,89 @@
+"""[2] The trial driver: the Tune function trainable that runs one trial's Ray Train TorchTrainer.
+
+Three layers, as in Ray's Train/Tune interop guide:
+  [1] `train_loop_per_worker` (raysweep.train.loop): one worker of a trial.
+  [2] `run_trial` (here): builds a TorchTrainer named after the trial id and fits it.
+  [3] `run_sweep` / `resume_sweep` (raysweep.run.tuner): the Tuner over the trial source's points.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ray import tune
+from ray.train import CheckpointConfig
+from ray.train import FailureConfig as TrainFailureConfig
+from ray.train import RunConfig as TrainRunConfig
+from ray.train import ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from raysweep.data.prepare import PreparedData
+from raysweep.spec.schema import SweepSpec
+from raysweep.store.storage import atomic_write_text, location
+from raysweep.train.loop import train_loop_per_worker
+from raysweep.trials.point import TrialPoint
+from raysweep.trials.source import trial_source
+
+
+def data_slot(vocab_size: int | None) -> str:
+    """The key of a vocab-axis point's data dir in `data_dirs` (Tune's config keys are strings)."""
+    return "" if vocab_size is None else str(vocab_size)
+
+
+def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
+    """Run (or resume) one trial's TorchTrainer to completion.
+
+    `config` holds only the trial's point; the spec and the data dirs (one per point of the vocab
+    axis, keyed by `data_slot`) come from `tune.with_parameters`.
+    """
+    spec = SweepSpec.model_validate(spec_dict)
+    source = trial_source(spec)
+    trial = source.point_of(config)
+    layout = spec.layout
+    done = layout.done_file(trial.trial_id)
+    if done.exists():  # finished in an earlier run of this sweep dir: nothing to redo
+        tune.report(json.loads(done.read_text()))
+        return
+    data_dir = data_dirs[data_slot(trial.vocab_size)]
+    source.record(trial, layout.point_file(trial.trial_id))
+    result = _trainer(spec, trial, data_dir, source.train_callbacks()).fit()
+    final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
+    report = source.final_report(trial, lambda t: _objectives(spec, t, data_dir), final)
+    atomic_write_text(done, json.dumps(report if report is not None else final))
+    if report is not None:
+        tune.report(report)
+
+
+def _trainer(spec: SweepSpec, trial: TrialPoint, data_dir: str, callbacks: list) -> TorchTrainer:
+    use_gpu = spec.resources.use_gpu
+    resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "trial": trial.model_dump(),
+                           "data_dir": data_dir, "driver_started_at": time.time()},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.resources.workers_per_trial, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=TrainRunConfig(
+            # The name is the trial id, never a timestamp: a retried or restored trial finds
+            # its own checkpoints under the same name.
+            name=trial.trial_id,
+            storage_path=str(spec.layout.train_root),
+            failure_config=TrainFailureConfig(
+                max_failures=spec.failure.max_failures,
+                max_preemption_failures=spec.failure.max_preemption_failures,
+                controller_failure_limit=spec.failure.controller_failure_limit),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _objectives(spec: SweepSpec, trial: TrialPoint, data_dir: str) -> dict:
+    """The trial's `trial_objectives` on its own final shards ({`<split>_<metric>`: value})."""
+    from raysweep.catalog.build import trial_objectives
+    from raysweep.run.trials_table import trial_row
+
+    data = PreparedData.load(location(data_dir))
+    return trial_objectives(spec.layout, trial_row(spec, trial, data, "TERMINATED", None), data.data_dir)

@@ -1,0 +1,71 @@
+"""Sweep dirs written by earlier raysweep versions: every rule that reads one lives here.
+
+- Before the regularizer axes, trial ids did not name a non-default decay policy or dropout: such a
+  sweep cannot continue under this version's ids (`check_ids_unchanged`).
+- Trials rows of before the axes lack their columns and spell the regularizer differently
+  (`current_regularizer`, `upgrade_trials_table`); rows of before the vocab axis lack `vocab_size`.
+- Trials of before point files (`point.json`) are known only from the spec's grid (`recorded_or_grid_points`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from raysweep.spec.errors import SweepDirError
+from raysweep.spec.schema import REGULARIZER_AXES
+from raysweep.store.layout import SweepLayout
+from raysweep.trials.point import TrialPoint
+
+# trials columns added after the first release, with the value they had before (plain AdamW)
+_LATER_TRIALS_COLUMNS = {"decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0,
+                         "dropout": 0.0, "vocab_size": None}
+
+
+def check_ids_unchanged(layout: SweepLayout, old_raw: dict) -> None:
+    """Trial ids name a non-default decay policy or dropout since the regularizer axes exist; a
+    sweep written before them with such a setting has its results under the old ids."""
+    if "freq_decay_alpha" in (old_raw.get("train") or {}):
+        return  # written by a version with the axes: same ids
+    policy = (old_raw.get("train") or {}).get("decay_policy", "all_matrices")
+    dropout = (old_raw.get("model") or {}).get("dropout", 0.0)
+    if policy != "all_matrices" or dropout:
+        raise SweepDirError(f"{layout.root}: was written by an older raysweep whose trial ids did not name "
+                            f"decay_policy={policy!r} / dropout={dropout!r}; finish it with that version, or "
+                            "run the spec under another `name`")
+
+
+def current_regularizer(row: dict) -> dict:
+    """A trials row of an earlier grid with the regularizer columns as this version writes them
+    (rows from before the axes lack them), so excess_loss still pairs it with its baseline."""
+    point = TrialPoint.model_validate({k: row[k] for k in TrialPoint.model_fields
+                                       if row.get(k) is not None and k != "lr"})
+    return row | {axis: getattr(point, axis) for axis in REGULARIZER_AXES} | {"regularizer": point.regularizer}
+
+
+def upgrade_trials_table(table: pa.Table, layout: SweepLayout, schema: pa.Schema) -> pa.Table:
+    """A trials table of any version in this version's schema: missing columns at their old
+    meaning, and a missing vocabulary size read from the trial's data dir."""
+    if table.schema.equals(schema):
+        return table
+    vocab = {}
+    for marker in layout.built_data_markers():
+        meta = json.loads(marker.read_text())
+        vocab[marker.parent.name] = meta.get("vocab_size")
+    rows = []
+    for row in table.to_pylist():
+        row = {name: row.get(name, default) for name, default in _LATER_TRIALS_COLUMNS.items()} | row
+        if row["vocab_size"] is None:
+            row["vocab_size"] = vocab.get(row["data_key"])
+        rows.append(current_regularizer(row))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def recorded_or_grid_points(layout: SweepLayout, grid_points: list[TrialPoint]) -> dict[str, TrialPoint]:
+    """trial id -> point: what the drivers recorded, else (a sweep of before point files) the grid's."""
+    points = {p.trial_id: p for p in grid_points}
+    for point_file in layout.recorded_points():
+        point = TrialPoint.model_validate(json.loads(point_file.read_text()))
+        points[point.trial_id] = point
+    return points

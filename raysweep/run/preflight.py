@@ -1,0 +1,189 @@
+"""Checks before a sweep starts Ray, each failing in one line that names the field or file and the fix:
+the sweep dir's earlier spec, storage, the cluster's capacity, the data on disk; then the data itself.
+
+Bad input leaves storage as it was (`preflight` removes a sweep dir it created)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import yaml
+
+from raysweep.data.corpus import corpus_fingerprint
+from raysweep.data.prepare import PreparedData, data_key, prepare_data
+from raysweep.data.tokenizer import load_tokenizer_file
+from raysweep.run.migrations import check_ids_unchanged
+from raysweep.spec.data_checks import check_spec_against_data
+from raysweep.spec.errors import SpecError, SweepDirError, first_line
+from raysweep.spec.load import parse_spec
+from raysweep.spec.schema import SweepSpec
+from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import first_missing_dir, is_remote, remove_empty_dirs
+from raysweep.trials.point import data_config, vocab_axis
+from raysweep.trials.source import trial_source
+
+
+def preflight(spec: SweepSpec) -> tuple[bool, dict]:
+    """Every check that can fail on bad input, then the data: (same spec as the sweep dir holds, the
+    PreparedData of each vocab-axis point)."""
+    layout = spec.layout
+    same_spec = check_existing_sweep(spec)
+    created = first_missing_dir(layout.root)
+    try:
+        check_storage(layout)
+        if not os.environ.get("RAY_ADDRESS"):
+            check_capacity(spec, local_resources())
+        check_data_unchanged(spec)
+        datas = prepare(spec)
+        check_spec_against_data(spec, datas)
+    except BaseException:
+        if created is not None:  # bad input leaves storage as it was: no empty sweep dir either
+            remove_empty_dirs(created)
+        raise
+    return same_spec, datas
+
+
+def spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`path: old -> new` for every field that differs between two spec dumps."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += spec_differences(a, b, path + ".")
+        elif a != b:
+            diffs.append(f"{path}: {a!r} -> {b!r}")
+    return diffs
+
+
+def check_existing_sweep(spec: SweepSpec) -> bool:
+    """True if this sweep dir already ran exactly this spec (so it resumes).
+
+    Fields the trial source lets change (a grid's grid, and how steps run) continue the sweep; any
+    other difference is refused, because the trials would no longer be comparable.
+    """
+    layout = spec.layout
+    if not layout.spec_file.exists():
+        return False
+    raw = yaml.safe_load(layout.spec_file.read_text())
+    check_ids_unchanged(layout, raw)
+    try:  # fields added since the sweep was written take their defaults on both sides
+        old = SweepSpec.model_validate(raw).model_dump(mode="json")
+    except (ValueError, TypeError):
+        old = raw
+    new = spec.model_dump(mode="json")
+    may_differ = trial_source(spec).mutable_prefixes()
+    diffs = [d for d in spec_differences(old, new) if not d.split(":", 1)[0].startswith(may_differ)]
+    if diffs:
+        raise SweepDirError(f"{layout.root}: holds a sweep with a different spec ({'; '.join(diffs)}); "
+                            f"use another `name` or `storage`, or the original values")
+    return old == new
+
+
+def load_sweep_spec(sweep_dir) -> SweepSpec:
+    """The spec a sweep dir was run with, with `storage` pointing where the dir is now."""
+    layout = SweepLayout.at(sweep_dir)
+    if not layout.spec_file.exists():
+        raise SweepDirError(f"{layout.root}: not a sweep directory (no spec.yaml); "
+                            "run `raysweep sweep SPEC.yaml` first")
+    raw = yaml.safe_load(layout.spec_file.read_text())
+    return parse_spec(raw, (f"storage={layout.root.parent}",), source=str(layout.spec_file))
+
+
+def check_storage(layout: SweepLayout) -> None:
+    """The sweep dir can be created and written: fail now, not in a worker an hour from now."""
+    sweep_dir = layout.root
+    probe = sweep_dir / f".write-probe-{os.getpid()}"
+    if is_remote(sweep_dir):
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except Exception as exc:  # botocore / gcsfs raise their own types for auth and missing buckets
+            raise SweepDirError(f"storage: cannot write to {sweep_dir} ({first_line(exc)}); check the bucket "
+                                "name and the credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS), "
+                                "or --set storage=PATH") from None
+        return
+    for path in (sweep_dir.parent, sweep_dir):
+        if path.exists() and not path.is_dir():
+            raise SweepDirError(f"storage: {path} is a file, not a directory; point storage at a "
+                                "directory (--set storage=PATH)")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SweepDirError(f"storage: cannot write to {sweep_dir} ({exc.strerror or exc}); point "
+                            "storage at a writable directory (--set storage=PATH)") from None
+
+
+def local_resources() -> dict:
+    """What an embedded Ray will have, known before starting it."""
+    import torch
+
+    return {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+
+
+def check_capacity(spec: SweepSpec, cluster: dict) -> None:
+    """One trial fits on the cluster (`cluster`: Ray's resource totals)."""
+    need_cpu = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    problems = []
+    if cluster.get("CPU", 0) < need_cpu:
+        problems.append(f"resources.workers_per_trial: a trial needs {need_cpu} CPUs "
+                        f"(workers_per_trial x cpus_per_worker) but the cluster has "
+                        f"{cluster.get('CPU', 0):g}; lower resources.workers_per_trial or "
+                        "resources.cpus_per_worker, or run on a larger cluster (RAY_ADDRESS)")
+    if spec.resources.use_gpu and cluster.get("GPU", 0) < spec.resources.workers_per_trial:
+        problems.append(f"resources.use_gpu: a trial needs {spec.resources.workers_per_trial} GPUs "
+                        f"but the cluster has {cluster.get('GPU', 0):g}; use --set "
+                        "resources.use_gpu=false or fewer workers")
+    if problems:
+        raise SpecError(problems)
+
+
+def check_data_unchanged(spec: SweepSpec) -> None:
+    """A resumed sweep must read the data its checkpoints were trained on. Its spec is the same,
+    so a new data key means a corpus or tokenizer file changed on disk."""
+    layout = spec.layout
+    if not layout.spec_file.exists():
+        return  # never started: a data dir left by a failed first attempt binds nothing
+    built = sorted(layout.built_data_markers(), key=lambda m: m.stat().st_mtime)
+    keys = {data_key(data_config(spec, v), spec.eval) for v in vocab_axis(spec)}
+    if not built or any(meta.parent.name in keys for meta in built):
+        return
+    key = data_key(spec.data, spec.eval)
+    old = json.loads(built[-1].read_text())  # the newest: what the sweep ran on last
+    tok = spec.data.tokenizer
+    if tok.kind == "file":
+        vocab = load_tokenizer_file(tok.path).get_vocab_size(with_added_tokens=True)
+        if vocab != old["vocab_size"]:
+            raise SweepDirError(f"data.tokenizer.path: {tok.path} now has a vocabulary of {vocab}, but "
+                                f"this sweep's data and checkpoints use {old['vocab_size']}; restore the "
+                                "original file or start a new sweep under another name")
+    changed = "data.tokenizer.path" if tok.kind == "file" and old.get("fingerprints", {}).get(
+        "tokenizer") != corpus_fingerprint(tok.path) else "data.corpus"
+    raise SweepDirError(f"{changed}: the file changed since this sweep's data was built (data key "
+                        f"{old['data_key']} -> {key}); restore the original file or start a new "
+                        "sweep under another name")
+
+
+def prepare(spec: SweepSpec) -> dict:
+    """The data dir of every point of the vocab axis ({None: data} without one), built or reused."""
+    layout = spec.layout
+    try:
+        return {v: prepare_data(data_config(spec, v), spec.eval, layout, min_sequences=spec.train.batch_size)
+                for v in vocab_axis(spec)}
+    except OSError as exc:  # disk full, quota, file-size limit: nothing half-built is kept
+        where = exc.filename or layout.data_root
+        if is_remote(layout.root):  # s3fs / gcsfs raise OSErrors for refused or failed requests
+            raise SweepDirError(f"storage: uploading the data dir to {where} failed "
+                                f"({first_line(exc)}); check the credentials and the bucket's permissions") from None
+        raise SweepDirError(f"storage: writing {where} failed ({exc.strerror or exc}): the disk is full "
+                            "or a quota or file-size limit was hit; free space or point storage "
+                            "elsewhere (--set storage=PATH)") from None
+
+
+def load_prepared(spec: SweepSpec) -> dict:
+    """The data dirs a sweep was run on ({vocab axis point: PreparedData}), without building any."""
+    return {v: PreparedData.load(spec.layout.data_dir(data_key(data_config(spec, v), spec.eval)))
+            for v in vocab_axis(spec)}

@@ -1,0 +1,68 @@
+"""trials.parquet: one row per trial that Tune knew in a run, written from the points that ran."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from raysweep.data.prepare import PreparedData
+from raysweep.run.migrations import current_regularizer
+from raysweep.spec.schema import SweepSpec
+from raysweep.store.storage import read_parquet_table, write_parquet
+from raysweep.trials.point import TrialPoint
+
+TRIALS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),
+    ("seed", pa.int64()), ("decay_policy", pa.string()), ("freq_decay_alpha", pa.float64()),
+    ("label_smoothing", pa.float64()), ("dropout", pa.float64()), ("regularizer", pa.string()),
+    ("n_params", pa.int64()), ("flops_per_token", pa.int64()), ("lr", pa.float64()),
+    ("steps", pa.int64()), ("data_key", pa.string()), ("vocab_size", pa.int64()),
+    ("status", pa.string()), ("error", pa.string()),
+])
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(error: BaseException | str) -> str:
+    """The line that names the cause: a Ray task error's text is the actor's header, the remote
+    traceback, and last the exception itself (with terminal colours)."""
+    lines = [line.strip() for line in _ANSI_ESCAPE.sub("", str(error)).splitlines() if line.strip()]
+    return lines[-1] if lines else (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
+def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: str, error: str | None) -> dict:
+    """The trial's row of the trials table (TRIALS_SCHEMA)."""
+    from raysweep.models.build import build_config, count_params, flops_per_token  # torch: only when writing
+
+    model_config = build_config(trial.scale, data.vocab_size, spec.model.family, trial.dropout, data.eos_id)
+    return {
+        "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
+        "seed": trial.seed, "decay_policy": trial.decay_policy,
+        "freq_decay_alpha": trial.freq_decay_alpha, "label_smoothing": trial.label_smoothing,
+        "dropout": trial.dropout, "regularizer": trial.regularizer,
+        "n_params": count_params(model_config),
+        "flops_per_token": flops_per_token(model_config, spec.data.seq_len),
+        "lr": trial.peak_lr(spec.train), "steps": spec.train.steps, "data_key": data.data_key,
+        "vocab_size": data.vocab_size,
+        "status": status, "error": error,
+    }
+
+
+def trial_status(done: bool, error: str | None, started: bool) -> str:
+    """ERROR with an error; TERMINATED once finished (its done marker); INTERRUPTED when it ran
+    without finishing (a stopped sweep); PENDING when it never started."""
+    return "ERROR" if error else "TERMINATED" if done else "INTERRUPTED" if started else "PENDING"
+
+
+def write_trials_table(spec: SweepSpec, datas: dict, ran: list[tuple[TrialPoint, str, str | None]]) -> list[dict]:
+    """trials.parquet from the trials of this run (`ran`: point, status, error), merged with the rows of
+    earlier runs of the sweep (an earlier grid) that this one did not touch. Returns this run's rows."""
+    rows = [trial_row(spec, point, datas[point.vocab_size], status, error) for point, status, error in ran]
+    path = spec.layout.trials_file
+    this_run = {row["trial_id"] for row in rows}
+    earlier = []
+    if path.exists():
+        earlier = [current_regularizer(r) for r in read_parquet_table(path).to_pylist() if r["trial_id"] not in this_run]
+    write_parquet(pa.Table.from_pylist(earlier + rows, schema=TRIALS_SCHEMA), path)
+    return rows

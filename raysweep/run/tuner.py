@@ -1,0 +1,122 @@
+"""[3] The sweep: a Ray Tune Tuner over the trial source's points, each trial a driver
+(raysweep.run.driver) that runs one Ray Train TorchTrainer.
+
+`run_sweep(spec)`: preflight (raysweep.run.preflight), Ray, the Tuner, the trials table.
+`resume_sweep(sweep_dir)`: Tuner.restore of an interrupted sweep, errored trials included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+from ray import tune
+
+from raysweep.ops.cluster import DRIVER_RESOURCE
+from raysweep.run.driver import data_slot, run_trial
+from raysweep.run.preflight import check_capacity, check_data_unchanged, load_sweep_spec, preflight, prepare
+from raysweep.run.trials_table import error_summary, trial_status, write_trials_table
+from raysweep.spec.errors import SweepDirError
+from raysweep.spec.schema import SweepSpec
+from raysweep.spec.load import spec_to_yaml
+from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import atomic_write_text
+from raysweep.trials.source import trial_source
+
+log = logging.getLogger("raysweep")
+
+
+def init_ray() -> None:
+    """Connect to RAY_ADDRESS if set, else start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        if DRIVER_RESOURCE not in ray.cluster_resources():
+            raise SweepDirError(f"the Ray cluster at {os.environ['RAY_ADDRESS']} has no "
+                                f"'{DRIVER_RESOURCE}' resource; start its head with "
+                                f"--resources='{{\"{DRIVER_RESOURCE}\": 64}}'")
+        return
+    ray.init(resources={DRIVER_RESOURCE: 1024}, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level=logging.WARNING, log_to_driver=True,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+
+
+def max_concurrent_trials(spec: SweepSpec) -> int:
+    """How many trials fit at once on the cluster's scarcest resource (the spec may cap it)."""
+    if spec.resources.max_concurrent_trials:
+        return spec.resources.max_concurrent_trials
+    cluster = ray.cluster_resources()
+    workers = spec.resources.workers_per_trial
+    fits = int(cluster.get("CPU", 0) // (workers * spec.resources.cpus_per_worker))
+    if spec.resources.use_gpu:
+        fits = min(fits, int(cluster.get("GPU", 0) // workers))
+    return max(1, fits)
+
+
+def _trainable(spec: SweepSpec, datas: dict):
+    trainable = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
+                                     data_dirs={data_slot(v): str(d.data_dir) for v, d in datas.items()})
+    return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: 1})
+
+
+def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
+    source = trial_source(spec)
+
+    def trial_name(trial) -> str:
+        return source.point_of(trial.config).trial_id
+
+    return tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec), trial_name_creator=trial_name,
+                           trial_dirname_creator=trial_name, **source.tune_options())
+
+
+def run_sweep(spec: SweepSpec) -> SweepLayout:
+    """Prepare data, run every trial of the spec's source, write the trials table."""
+    layout = spec.layout
+    same_spec, datas = preflight(spec)
+    atomic_write_text(layout.spec_file, spec_to_yaml(spec))
+    init_ray()
+    check_capacity(spec, ray.cluster_resources())
+    if same_spec and tune.Tuner.can_restore(str(layout.tune_dir)):
+        log.warning("resuming the sweep in %s", layout.root)
+        return resume_sweep(layout)
+    tuner = tune.Tuner(
+        _trainable(spec, datas),
+        param_space=trial_source(spec).param_space(),
+        tune_config=_tune_config(spec),
+        run_config=tune.RunConfig(
+            name=layout.tune_dir.name, storage_path=str(layout.root),
+            failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+            verbose=1),
+    )
+    _finish(spec, tuner.fit(), datas)
+    return layout
+
+
+def resume_sweep(sweep_dir) -> SweepLayout:
+    """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
+    spec = load_sweep_spec(sweep_dir)
+    layout = spec.layout
+    check_data_unchanged(spec)
+    if not tune.Tuner.can_restore(str(layout.tune_dir)):
+        raise SweepDirError(f"{layout.root}: no Tune experiment state to resume under {layout.tune_dir}; "
+                            "start it with `raysweep sweep`")
+    datas = prepare(spec)
+    init_ray()
+    check_capacity(spec, ray.cluster_resources())
+    tuner = tune.Tuner.restore(str(layout.tune_dir), trainable=_trainable(spec, datas), resume_errored=True)
+    _finish(spec, tuner.fit(), datas)
+    return layout
+
+
+def _finish(spec: SweepSpec, results: tune.ResultGrid, datas: dict) -> None:
+    """trials.parquet from the trials Tune ran: each one's point, its status and why it failed."""
+    source, layout = trial_source(spec), spec.layout
+    ran = []
+    for result in results:
+        point = source.point_of(result.config)
+        error = error_summary(result.error) if result.error else None
+        started = layout.point_file(point.trial_id).exists()
+        ran.append((point, trial_status(layout.done_file(point.trial_id).exists(), error, started), error))
+    write_trials_table(spec, datas, ran)

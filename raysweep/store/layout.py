@@ -1,0 +1,158 @@
+"""Every path inside one sweep directory, in one place.
+
+    spec.yaml  trials.parquet  catalog.duckdb  report.html  figures/  tables/
+    data/<data_key>/                 tokenizer.json train.bin eval-*.bin meta.json token_freq.parquet
+    tune/                            Ray Tune's experiment (resume reads it)
+    train/<trial_id>/                Ray Train's run: step-XXXXXXXX/ checkpoints, point.json,
+                                     attempts.jsonl, decay_groups.json, complete.json
+    shards/tokens/split=<split>/trial=<trial_id>/step=<step>/part-<rank>.parquet
+    shards/embeddings/trial=<trial_id>/step=<step>/part-0.parquet
+    shards/train_metrics/trial=<trial_id>/upto=<step>/part-0.parquet
+
+Every name is a pure function of its inputs (trial id, step, rank), so a retried writer finds, and
+overwrites, what an earlier attempt wrote. No other module joins paths under a sweep dir.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+import os
+
+from raysweep.store.storage import StoragePath, location
+
+SHARD_KINDS = ("tokens", "embeddings", "train_metrics")
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    root: StoragePath
+
+    @classmethod
+    def at(cls, sweep_dir: Union[str, os.PathLike, "SweepLayout"]) -> "SweepLayout":
+        """The layout of an existing sweep dir (a path, a storage URI, or a layout already)."""
+        return sweep_dir if isinstance(sweep_dir, SweepLayout) else cls(location(sweep_dir))
+
+    @classmethod
+    def of(cls, storage: str, name: str) -> "SweepLayout":
+        return cls(location(storage) / name)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # The sweep's own files -------------------------------------------------------------------
+    @property
+    def spec_file(self) -> StoragePath:
+        return self.root / "spec.yaml"
+
+    @property
+    def trials_file(self) -> StoragePath:
+        return self.root / "trials.parquet"
+
+    @property
+    def catalog_file(self) -> StoragePath:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def report_page(self) -> StoragePath:
+        return self.root / "report.html"
+
+    @property
+    def figures_dir(self) -> StoragePath:
+        return self.root / "figures"
+
+    @property
+    def tables_dir(self) -> StoragePath:
+        return self.root / "tables"
+
+    # Data ------------------------------------------------------------------------------------
+    @property
+    def data_root(self) -> StoragePath:
+        return self.root / "data"
+
+    def data_dir(self, data_key: str) -> StoragePath:
+        return self.data_root / data_key
+
+    def built_data_markers(self) -> list[StoragePath]:
+        """meta.json of every complete data dir (written last; staging dirs start with a dot)."""
+        return sorted(m for m in self.data_root.glob("*/meta.json") if not m.parent.name.startswith("."))
+
+    # Ray Tune and Ray Train ------------------------------------------------------------------
+    @property
+    def tune_dir(self) -> StoragePath:
+        return self.root / "tune"
+
+    @property
+    def train_root(self) -> StoragePath:
+        """Ray Train's storage_path: each trial's run is `RunConfig(name=trial_id)` under it."""
+        return self.root / "train"
+
+    def trial_dir(self, trial_id: str) -> StoragePath:
+        return self.train_root / trial_id
+
+    def point_file(self, trial_id: str) -> StoragePath:
+        """The trial point its driver ran, recorded before training."""
+        return self.trial_dir(trial_id) / "point.json"
+
+    def done_file(self, trial_id: str) -> StoragePath:
+        """The trial's TorchTrainer finished (holds its final metrics)."""
+        return self.trial_dir(trial_id) / "complete.json"
+
+    def attempts_file(self, trial_id: str) -> StoragePath:
+        return self.trial_dir(trial_id) / "attempts.jsonl"
+
+    def decay_groups_file(self, trial_id: str) -> StoragePath:
+        return self.trial_dir(trial_id) / "decay_groups.json"
+
+    def crash_marker(self, trial_id: str, step: int) -> StoragePath:
+        return self.trial_dir(trial_id) / f".crash-injected-at-{step}"
+
+    def checkpoint_dir(self, trial_id: str, step: int) -> StoragePath:
+        return self.trial_dir(trial_id) / checkpoint_dir_name(step)
+
+    def checkpoint_dirs(self, trial_id: str) -> list[StoragePath]:
+        return sorted(self.trial_dir(trial_id).glob("step-*"))
+
+    def recorded_points(self) -> list[StoragePath]:
+        return sorted(self.train_root.glob("*/point.json"))
+
+    # Shards ----------------------------------------------------------------------------------
+    def shards_root(self, kind: Optional[str] = None) -> StoragePath:
+        return self.root / "shards" / kind if kind else self.root / "shards"
+
+    def token_shard(self, split: str, trial_id: str, step: int, rank: int) -> StoragePath:
+        return (self.shards_root("tokens") / f"split={split}" / f"trial={trial_id}" / f"step={step}"
+                / f"part-{rank}.parquet")
+
+    def trial_token_dirs(self, trial_id: str) -> list[StoragePath]:
+        """The token-shard dirs of one trial, one per split."""
+        tokens = self.shards_root("tokens")
+        return [split_dir / f"trial={trial_id}" for split_dir in tokens.glob("split=*")] if tokens.exists() else []
+
+    def embedding_shard(self, trial_id: str, step: int) -> StoragePath:
+        return self.shards_root("embeddings") / f"trial={trial_id}" / f"step={step}" / "part-0.parquet"
+
+    def train_metrics_shard(self, trial_id: str, upto_step: int) -> StoragePath:
+        """Per-step training metrics of the steps that ended at `upto_step` (one file per report)."""
+        return self.shards_root("train_metrics") / f"trial={trial_id}" / f"upto={upto_step}" / "part-0.parquet"
+
+    def trial_train_metrics_dir(self, trial_id: str) -> StoragePath:
+        return self.shards_root("train_metrics") / f"trial={trial_id}"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def step_of_checkpoint(directory: StoragePath) -> int:
+    """The step a `step-XXXXXXXX` dir holds; -1 for any other name."""
+    match = _STEP_DIR.match(directory.name)
+    return int(match.group(1)) if match else -1
+
+
+def partition_keys(shard: StoragePath) -> dict[str, str]:
+    """The hive keys in a shard's path: {'split': ..., 'trial': ..., 'step': ...}."""
+    return dict(part.split("=", 1) for part in str(shard).split("/") if "=" in part)

@@ -1,0 +1,126 @@
+"""What the training loop does besides steps, as named hooks on a step cadence (levanter's
+`trainer.add_hook(cb, every=...)`): per-token evaluation, the training-metrics chunk, and the
+report with its checkpoint.
+
+Every rank calls every hook at the same steps: evaluation runs collectives (FSDP2 gathers
+parameters in each forward) and `ray.train.report` synchronizes the ranks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray.train
+import torch
+import torch.distributed as dist
+
+from raysweep.store.layout import SweepLayout, checkpoint_dir_name
+from raysweep.store.shards import TRAIN_METRICS_SCHEMA, write_shard, write_token_shard
+from raysweep.train.checkpoint import mark_complete, save_checkpoint
+from raysweep.train.evaluate import embedding_norms, n_batches_for, rank_slice, score
+
+
+def _sum_over_ranks(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+class EvalHook:
+    """Every `every` steps and at the last: this rank's token shards for each split, rank 0's
+    embedding-norm shard; returns the global mean loss per split."""
+
+    def __init__(self, layout: SweepLayout, trial_id: str, eval_sets: dict, every: int, last_step: int,
+                 batch_size: int, rank: int, world: int, device: torch.device):
+        self.layout, self.trial_id, self.eval_sets = layout, trial_id, eval_sets
+        self.every, self.last_step, self.batch_size = every, last_step, batch_size
+        self.rank, self.world, self.device = rank, world, device
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.last_step
+
+    def __call__(self, model: torch.nn.Module, step: int) -> dict:
+        started = time.perf_counter()
+        metrics = {}
+        for split, sequences in self.eval_sets.items():
+            rows = rank_slice(len(sequences), self.rank, self.world)
+            n_batches = n_batches_for(len(sequences), self.world, self.batch_size)
+            table = score(model, sequences, rows, self.batch_size, n_batches, self.device)
+            write_token_shard(table, self.layout.token_shard(split, self.trial_id, step, self.rank))
+            totals = torch.tensor([float(np.sum(table["loss"].to_numpy())), table.num_rows],
+                                  dtype=torch.float64, device=self.device)
+            totals = _sum_over_ranks(totals, self.world)
+            metrics[f"eval_loss_{split}"] = (totals[0] / totals[1]).item()
+        norms = embedding_norms(model)  # a collective under FSDP2: every rank calls it
+        if self.rank == 0:
+            write_shard(norms, self.layout.embedding_shard(self.trial_id, step))
+        metrics["eval_s"] = time.perf_counter() - started  # scoring + shard writes: eval's share of a trial
+        return metrics
+
+
+class MetricsHook:
+    """Records every step; at each report, averages the window's losses over ranks (one collective
+    per report, not per step), writes the window as a train-metrics chunk (rank 0) and returns its
+    summary."""
+
+    def __init__(self, layout: SweepLayout, trial_id: str, steps: int, tokens_per_step: int,
+                 flops_per_token: int, peak_flops: float, rank: int, world: int, device: torch.device):
+        self.layout, self.trial_id = layout, trial_id
+        self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
+        self.rank, self.world = rank, world
+        # This rank's loss per step, filled in place: keeping a 0-d tensor per step until the report grew
+        # a CPU worker's memory ~4 MB a step (tiny: 0.6 -> 3 GB in 600 steps; bench/README.md).
+        self.losses = torch.zeros(steps, device=device)
+        self.window: list[tuple] = []
+
+    def record(self, step: int, loss: torch.Tensor, lr: float, step_time_s: float) -> None:
+        """`step`: the steps done, 1-based, as every table counts them."""
+        self.losses[step - 1] = loss
+        tokens_per_s = self.tokens_per_step / step_time_s
+        mfu = tokens_per_s * self.flops_per_token / (self.world * self.peak_flops)
+        self.window.append((step, lr, tokens_per_s, step_time_s, mfu, time.time()))
+
+    def flush(self, step: int) -> dict:
+        first = self.window[0][0] - 1
+        losses = _sum_over_ranks(self.losses[first:first + len(self.window)].clone(), self.world) / self.world
+        rows = [(s, loss, *rest) for (s, *rest), loss in zip(self.window, losses.tolist())]
+        if self.rank == 0:
+            columns = dict(zip(TRAIN_METRICS_SCHEMA.names, zip(*rows)))
+            write_shard(pa.table(columns, schema=TRAIN_METRICS_SCHEMA),
+                        self.layout.train_metrics_shard(self.trial_id, step))
+        self.window = []
+        _, loss, lr, tokens_per_s, step_time_s, mfu, _ = zip(*rows)
+        return {"step": step, "loss": float(np.mean(loss)), "lr": lr[-1],
+                "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_time_s)),
+                "mfu": float(np.median(mfu))}
+
+
+class CheckpointHook:
+    """`ray.train.report` of the metrics, with a DCP checkpoint every `every` steps and at the last.
+
+    Ray registers a checkpoint only when its controller polls the report; once every rank has
+    returned from it (each after its own upload), rank 0 marks the stored checkpoint `_COMPLETE`."""
+
+    def __init__(self, layout: SweepLayout, trial_id: str, every: int, last_step: int, rank: int, world: int):
+        self.layout, self.trial_id = layout, trial_id
+        self.every, self.last_step, self.rank, self.world = every, last_step, rank, world
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.last_step
+
+    def report(self, model, optimizer, metrics: dict, step: int, save: bool) -> None:
+        if not save:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix=f"ckpt-{step}-rank{self.rank}-") as directory:
+            save_checkpoint(model, optimizer, step, Path(directory), self.rank)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=checkpoint_dir_name(step))
+        if self.world > 1:
+            dist.barrier()  # every rank has uploaded its part: the stored checkpoint is whole
+        if self.rank == 0:
+            mark_complete(self.layout.checkpoint_dir(self.trial_id, step), step)

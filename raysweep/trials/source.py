@@ -1,0 +1,79 @@
+"""Where a sweep's trials come from: one interface over the grid and the Optuna search.
+
+The run layer (Tuner, driver, trials table, verify) asks a source for Tune's param_space and search
+options, for the point a Tune config stands for, and for what a trial reports to Tune; it never asks
+which kind of source it holds. `trial_source(spec)` picks the source named by `spec.search`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from raysweep.spec.schema import SweepSpec
+from raysweep.store.storage import atomic_write_text, ensure_dir
+from raysweep.trials.point import TrialPoint
+
+# Spec fields that change how a step runs, not what it computes (the same losses up to float
+# rounding: tests/unit/test_fsdp.py), so any sweep may continue under other values.
+EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing")
+
+
+class TrialSource:
+    """The trials of one sweep. Subclasses: raysweep.trials.grid.GridSource, raysweep.trials.optuna.OptunaSource."""
+
+    # Spec field prefixes that may change between runs of one sweep dir (the rest must stay equal).
+    extensible_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+
+    def param_space(self) -> dict:
+        """Ray Tune's param_space."""
+        raise NotImplementedError
+
+    def tune_options(self) -> dict:
+        """Extra `tune.TuneConfig` arguments (a search algorithm, a sample count)."""
+        return {}
+
+    def point_of(self, config: dict) -> TrialPoint:
+        """The trial a Tune trial config stands for."""
+        raise NotImplementedError
+
+    def points(self) -> list[TrialPoint]:
+        """Every trial of the sweep known so far (verify and the exit status check these)."""
+        raise NotImplementedError
+
+    def bounding_points(self) -> list[TrialPoint]:
+        """Points at which every spec check that needs the data must hold: the grid, or a search box's corners."""
+        raise NotImplementedError
+
+    def train_callbacks(self) -> list:
+        """Ray Train callbacks of each trial's TorchTrainer: Tune sees every eval's report."""
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        return [TuneReportCallback()]
+
+    def final_report(self, trial: TrialPoint, score: Callable[[TrialPoint], dict], final: dict) -> dict | None:
+        """What a finished trial's driver reports to Tune itself (None: Tune saw its reports already).
+        `score(trial)` runs the `trial_objectives` query on the trial's final shards."""
+        return None
+
+    def mutable_prefixes(self) -> tuple[str, ...]:
+        return (*self.extensible_prefixes, *EXECUTION_ONLY)
+
+    def record(self, trial: TrialPoint, point_file) -> None:
+        """The point a driver runs, written before training: status, verify and the trials table read it."""
+        ensure_dir(point_file.parent)
+        atomic_write_text(point_file, trial.model_dump_json())
+
+
+def read_point(point_file) -> TrialPoint:
+    return TrialPoint.model_validate(json.loads(point_file.read_text()))
+
+
+def trial_source(spec: SweepSpec) -> TrialSource:
+    from raysweep.trials.grid import GridSource
+    from raysweep.trials.optuna import OptunaSource
+
+    return {"grid": GridSource, "optuna": OptunaSource}[spec.search](spec)
