@@ -77,13 +77,13 @@ def _catalog(args) -> int:
 
 
 def _report(args) -> int:
-    from raysweep.catalog.build import build_catalog
+    from raysweep.catalog.build import build_catalog, is_current
     from raysweep.present.report import format_report, report_table
     from raysweep.store.layout import SweepLayout
     from raysweep.store.storage import location
 
     layout = SweepLayout.at(args.sweep_dir)
-    if not layout.catalog_file.exists():
+    if not is_current(layout):  # none yet, or one an older raysweep built: the catalog is derived data
         build_catalog(layout)
     if args.html:
         from raysweep.present.page import write_html_report

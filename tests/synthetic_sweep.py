@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysweep.store.shards import (EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA,
-                             embedding_shard_path, token_shard_path, train_metrics_path, write_shard)
-from raysweep.run.tuner import TRIALS_SCHEMA
+from raysweep.run.trials_table import TRIALS_SCHEMA
+from raysweep.store.layout import SweepLayout
+from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, write_shard
 
 # Counts with zeros (unseen types), ties (two 3s, two 9s) and exact powers of three.
 COUNTS = [0, 0, 1, 1, 2, 3, 3, 4, 8, 9, 9, 10, 26, 27, 28, 80, 81, 200, 243, 500]
@@ -26,7 +26,8 @@ PIECES = [(" " if i % 3 == 0 else "") + "abcdefgh"[: 1 + i * 5 % 8] for i in ran
 def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight_decays=(0.0, 0.5, 1.0),
                           scales=("s1",), rng_seed: int = 0) -> Path:
     rng = np.random.default_rng(rng_seed)
-    data_dir = root / "data" / data_key
+    layout = SweepLayout.at(root)
+    data_dir = layout.data_dir(data_key)
     data_dir.mkdir(parents=True)
     counts = np.array(COUNTS)
     order = np.lexsort((np.arange(VOCAB), -counts))
@@ -48,12 +49,12 @@ def write_synthetic_sweep(root: Path, data_key: str = "k1", seeds=(0, 1), weight
                                "lr": 1e-3, "steps": STEPS[-1],
                                "data_key": data_key, "vocab_size": VOCAB, "status": "TERMINATED",
                                "error": None})
-                _write_trial_shards(root, trial_id, wd, rng)
-    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), root / "trials.parquet")
+                _write_trial_shards(layout, trial_id, wd, rng)
+    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), layout.trials_file)
     return root
 
 
-def _write_trial_shards(root: Path, trial_id: str, wd: float, rng) -> None:
+def _write_trial_shards(layout: SweepLayout, trial_id: str, wd: float, rng) -> None:
     for step in STEPS:
         if (trial_id, step) == MISSING:
             continue
@@ -68,12 +69,12 @@ def _write_trial_shards(root: Path, trial_id: str, wd: float, rng) -> None:
                     pa.array(np.tile(np.arange(1, seq_len), n_seq), pa.int32()),
                     pa.array(tokens, pa.int32()), pa.array(loss, pa.float32()),
                     pa.array(rng.random(len(tokens)) < 0.5)], schema=TOKEN_SCHEMA),
-                    token_shard_path(root, split, trial_id, step, rank))
+                    layout.token_shard(split, trial_id, step, rank))
         write_shard(pa.Table.from_arrays([
             pa.array(np.arange(VOCAB), pa.int32()),
             pa.array(rng.uniform(0.5, 2, VOCAB), pa.float32()),
             pa.array(rng.uniform(0.5, 2, VOCAB), pa.float32())], schema=EMBEDDING_SCHEMA),
-            embedding_shard_path(root, trial_id, step))
+            layout.embedding_shard(trial_id, step))
     # two report chunks; a retry rewrote steps 16..20 in the second chunk with different values
     for upto, steps in ((20, range(1, 21)), (30, range(16, 31))):
         steps = np.array(list(steps))
@@ -82,4 +83,4 @@ def _write_trial_shards(root: Path, trial_id: str, wd: float, rng) -> None:
             pa.array(np.full(len(steps), 1e-3)), pa.array(np.full(len(steps), 1000.0)),
             pa.array(np.full(len(steps), 0.1)), pa.array(np.full(len(steps), 0.01)),
             pa.array(1.8e9 + steps * 0.1)], schema=TRAIN_METRICS_SCHEMA),
-            train_metrics_path(root, trial_id, upto))
+            layout.train_metrics_shard(trial_id, upto))

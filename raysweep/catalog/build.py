@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from raysweep.spec.schema import OBJECTIVE_METRICS, SearchParam
 from raysweep.catalog.queries import install_queries, query_with_callees
+from raysweep.spec.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys
 from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
@@ -37,6 +38,10 @@ CREATE MACRO freq_bin(c) AS
 def _sql_list(paths: list[StoragePath]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
+
+# What the catalog's tables, views and macros look like; a catalog of another version is rebuilt.
+# 2: the redesign (named report queries, exact t quantiles).
+CATALOG_VERSION = 2
 
 # view name -> (shard subdir, selected columns, hive partition types, typed empty columns)
 SHARD_VIEWS = {
@@ -74,7 +79,7 @@ def _check_shards(name: str, shards: list[StoragePath]) -> None:
         try:
             schema = read_parquet_schema(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a damaged footer
-            raise CatalogError(f"{path}: not a readable Parquet shard ({str(exc).splitlines()[0]}); "
+            raise CatalogError(f"{path}: not a readable Parquet shard ({first_line(exc)}); "
                                "`raysweep verify` lists every damaged file; move it away to build "
                                "the catalog without it") from None
         if not schema.equals(_SCHEMAS[name]):
@@ -139,8 +144,31 @@ def open_catalog(sweep_dir) -> duckdb.DuckDBPyConnection:
     """A read-only connection to a sweep's catalog that can read its shards wherever they are."""
     layout = SweepLayout.at(sweep_dir)
     con = duckdb.connect(str(local_catalog(layout)), read_only=True)
+    if catalog_version(con) != CATALOG_VERSION:
+        con.close()
+        raise CatalogError(f"{layout.catalog_file}: built by another raysweep version; rebuild it with "
+                           f"`raysweep catalog {layout.root}` (it is derived from the shards)")
     register_filesystems(con, [layout.root])
     return con
+
+
+def catalog_version(con) -> int | None:
+    """The layout version a catalog was built with (None: a catalog of before versions were recorded)."""
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'catalog_info'").fetchall():
+        return None
+    return con.execute("SELECT version FROM catalog_info").fetchone()[0]
+
+
+def is_current(sweep_dir) -> bool:
+    """The sweep has a catalog this version can read."""
+    layout = SweepLayout.at(sweep_dir)
+    if not layout.catalog_file.exists():
+        return False
+    try:
+        with duckdb.connect(str(local_catalog(layout)), read_only=True) as con:
+            return catalog_version(con) == CATALOG_VERSION
+    except duckdb.Error:  # damaged: rebuilt like a missing one
+        return False
 
 
 def _trials_table(layout: SweepLayout) -> pa.Table:
@@ -167,6 +195,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
             else:
                 con.execute(_shard_view(name, shards))
         install_queries(con)
+        con.execute("CREATE TABLE catalog_info AS SELECT ? AS version", [CATALOG_VERSION])
         search = search_settings(layout)
         if search is not None:
             con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(search)}")

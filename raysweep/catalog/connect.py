@@ -12,6 +12,7 @@ import duckdb
 
 from raysweep.catalog.build import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
 from raysweep.catalog.queries import load_queries
+from raysweep.spec.errors import first_line
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, location, register_filesystems
 
@@ -58,6 +59,5 @@ def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:
         con.execute(union_sql(sweep_dirs))
         return con
     except duckdb.Error as exc:  # a damaged or foreign catalog.duckdb
-        first_line = str(exc).splitlines()[0]
         raise CatalogError(f"{' '.join(str(SweepLayout.at(d).catalog_file) for d in sweep_dirs)}: cannot open the "
-                           f"catalog ({first_line}); rebuild it with `raysweep catalog SWEEP_DIR`") from None
+                           f"catalog ({first_line(exc)}); rebuild it with `raysweep catalog SWEEP_DIR`") from None

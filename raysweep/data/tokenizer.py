@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from raysweep.spec.schema import TokenizerConfig
 from raysweep.data.corpus import CorpusError, require_file
+from raysweep.spec.errors import first_line
 
 EOS = "<|endoftext|>"
 _EOS_CANDIDATES = (EOS, "</s>", "<eos>", "<|im_end|>")
@@ -31,9 +32,8 @@ def load_tokenizer_file(path: str) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorpusError(f"data.tokenizer.path: {str(file)!r} is not a tokenizer.json that "
-                          f"`tokenizers` can parse ({first_line})") from None
+                          f"`tokenizers` can parse ({first_line(exc)})") from None
 
 
 def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> Tokenizer:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import yaml
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from raysweep.ops.cluster import DRIVER_RESOURCE
-from raysweep.spec.errors import SpecError
+from raysweep.spec.errors import SpecError, first_line
 from raysweep.spec.load import apply_override, parse_spec, read_spec_file
 from raysweep.data.corpus import is_local_file
 
@@ -44,7 +44,7 @@ def _client(address: str | None):
     try:
         return JobSubmissionClient(url)
     except Exception as exc:  # ConnectionError, or a RuntimeError wrapping it
-        raise JobError(f"--address: cannot reach Ray's Jobs API at {url} ({str(exc).splitlines()[0]}); "
+        raise JobError(f"--address: cannot reach Ray's Jobs API at {url} ({first_line(exc)}); "
                        "start the cluster, or forward its dashboard with `ray dashboard CLUSTER.yaml`") from None
 
 
@@ -75,26 +75,30 @@ def submit(spec_path: Path, overrides: tuple[str, ...], address: str | None) -> 
     job_id = f"raysweep-{raw['name']}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="raysweep-job-") as working_dir:
         (Path(working_dir) / SPEC_NAME).write_text(yaml.safe_dump(raw, sort_keys=False))
-        deadline = time.monotonic() + AGENT_WAIT_S
-        while True:
-            try:
-                client.submit_job(
-                    entrypoint=f"raysweep sweep {SPEC_NAME}",
-                    submission_id=job_id,
-                    runtime_env={"working_dir": working_dir, "env_vars": {
-                        "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job_id,
-                        **{k: v for k, v in os.environ.items() if k == "RAYSWEEP_TRACEBACK"}}},
-                    entrypoint_resources={DRIVER_RESOURCE: 1},
-                    metadata={"raysweep_sweep": str(raw["name"])},
-                )
-                return job_id
-            except RuntimeError as exc:
-                # A cluster that has just started answers before its job agent is up.
-                if "No available agent" in str(exc) and time.monotonic() < deadline:
-                    time.sleep(2)
-                    continue
-                raise JobError(f"--address: the Jobs API at {jobs_address(address)} refused the sweep "
-                               f"({str(exc).splitlines()[0]})") from None
+        try:
+            _submit_when_agent_is_up(client, job_id, working_dir, str(raw["name"]))
+        except RuntimeError as exc:
+            raise JobError(f"--address: the Jobs API at {jobs_address(address)} refused the sweep "
+                           f"({first_line(exc)})") from None
+    return job_id
+
+
+def _agent_not_up(exc: BaseException) -> bool:
+    """A cluster that has just started answers before its job agent is up."""
+    return isinstance(exc, RuntimeError) and "No available agent" in str(exc)
+
+
+@retry(retry=retry_if_exception(_agent_not_up), wait=wait_fixed(2), stop=stop_after_delay(AGENT_WAIT_S), reraise=True)
+def _submit_when_agent_is_up(client, job_id: str, working_dir: str, sweep_name: str) -> None:
+    client.submit_job(
+        entrypoint=f"raysweep sweep {SPEC_NAME}",
+        submission_id=job_id,
+        runtime_env={"working_dir": working_dir, "env_vars": {
+            "TOKENIZERS_PARALLELISM": "false", JOB_ENV: job_id,
+            **{k: v for k, v in os.environ.items() if k == "RAYSWEEP_TRACEBACK"}}},
+        entrypoint_resources={DRIVER_RESOURCE: 1},
+        metadata={"raysweep_sweep": sweep_name},
+    )
 
 
 def job_status(job_id: str, address: str | None) -> str:
@@ -102,7 +106,7 @@ def job_status(job_id: str, address: str | None) -> str:
     try:
         info = client.get_job_info(job_id)
     except RuntimeError as exc:
-        raise JobError(f"{job_id}: no such job at {jobs_address(address)} ({str(exc).splitlines()[0]}); "
+        raise JobError(f"{job_id}: no such job at {jobs_address(address)} ({first_line(exc)}); "
                        "`ray job list` shows the cluster's jobs") from None
     message = f" ({info.message})" if info.message else ""
     return f"{job_id}: {info.status}{message}"
@@ -123,4 +127,4 @@ def job_logs(job_id: str, address: str | None, follow: bool) -> None:
             print(client.get_job_logs(job_id), end="")
     except Exception as exc:  # the Jobs API went away mid-stream
         raise JobError(f"{job_id}: reading the log from {jobs_address(address)} failed "
-                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                       f"({first_line(exc)})") from None

@@ -5,24 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from raysweep.catalog.build import open_catalog
-from raysweep.store.layout import SweepLayout
-
-
-REPORT_SQL = """
-WITH overall AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, count(DISTINCT tr.seed) AS n_seeds,
-           avg(b.average_loss) AS average_loss, avg(b.balanced_loss) AS balanced_loss
-    FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay
-),
-bins AS (
-    SELECT b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin, avg(b.type_mean_loss) AS bin_loss
-    FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id
-    GROUP BY b.split, tr.scale, tr.vocab_size, tr.regularizer, tr.lr, tr.weight_decay, b.bin
-)
-SELECT * FROM overall JOIN bins USING (split, scale, vocab_size, regularizer, lr, weight_decay)
-ORDER BY split, scale, vocab_size, regularizer, lr, weight_decay, bin
-"""
 
 
 def report_table(sweep_dir) -> pd.DataFrame:
@@ -30,7 +12,7 @@ def report_table(sweep_dir) -> pd.DataFrame:
     more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
     frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
     with open_catalog(sweep_dir) as con:
-        long = con.execute(REPORT_SQL).df()
+        long = con.execute("SELECT * FROM report_bins()").df()
     if long.empty:
         return long
     keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",

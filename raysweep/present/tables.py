@@ -12,6 +12,7 @@ import pandas as pd
 
 from raysweep.catalog.build import SEARCH_COLUMNS, search_settings
 from raysweep.catalog.connect import connect
+from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_text, ensure_dir, location
 
 _BY = "tr.scale, tr.vocab_size, tr.regularizer, tr.weight_decay"  # a trial's place in the grid, seeds pooled
@@ -91,24 +92,29 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> list[StoragePath]:
-    """Every table as `<name>.csv` under `out_dir`, and all of them on `tables.md`."""
-    sweep_dir, out_dir = location(sweep_dir), location(out_dir)
-    ensure_dir(out_dir)
-    written, page = [], [f"# Tables of sweep `{sweep_dir.name}`", "",
-                         "Written by `raysweep tables`; each table is one SQL over the catalog "
-                         "(`raysweep/tables.py`), the seeds of each grid point pooled.", ""]
-    # The grid's tables pool the seeds of a grid point; a search's trials each have their own point.
+def study_tables(sweep_dir) -> dict[str, pd.DataFrame]:
+    """Every table of the sweep by name: a grid's tables pool the seeds of a grid point; a search's
+    trials each have their own point."""
     tables = SEARCH_TABLES if search_settings(sweep_dir) is not None else TABLES
     with connect([sweep_dir]) as con:
-        for name, (title, sql) in tables.items():
-            frame = con.execute(sql).df()
-            path = out_dir / f"{name}.csv"
-            atomic_write_text(path, frame.to_csv(index=False))
-            written.append(path)
-            page += [f"## {title}", "", f"`{name}.csv`", "", _markdown(frame), ""]
+        return {name: con.execute(sql).df() for name, (_, sql) in tables.items()}
+
+
+def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> list[StoragePath]:
+    """Every table as `<name>.csv` under `out_dir`, and all of them on `tables.md`."""
+    layout, out_dir = SweepLayout.at(sweep_dir), location(out_dir)
+    ensure_dir(out_dir)
+    written, page = [], [f"# Tables of sweep `{layout.name}`", "",
+                         "Written by `raysweep tables`; each table is one SQL over the catalog "
+                         "(`raysweep/present/tables.py`), the seeds of each grid point pooled.", ""]
+    titles = {name: title for name, (title, _) in {**TABLES, **SEARCH_TABLES}.items()}
+    for name, frame in study_tables(layout).items():
+        path = out_dir / f"{name}.csv"
+        atomic_write_text(path, frame.to_csv(index=False))
+        written.append(path)
+        page += [f"## {titles[name]}", "", f"`{name}.csv`", "", _markdown(frame), ""]
     atomic_write_text(out_dir / "tables.md", "\n".join(page))
     return written + [out_dir / "tables.md"]
 
 
-__all__ = ["TABLES", "write_tables"]
+__all__ = ["TABLES", "study_tables", "write_tables"]

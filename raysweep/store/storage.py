@@ -58,8 +58,9 @@ def check_location(location: str) -> str:
         raise StorageError(f"{location}: names no bucket; use {protocol}://BUCKET/PREFIX")
     package = OBJECT_STORES[protocol]
     if importlib.util.find_spec(package) is None:
-        raise StorageError(f"{location}: {protocol}:// needs the {package} package; pip install {package}"
-                           + (" (or raysweep[gcs])" if package == "gcsfs" else ""))
+        extra = "gcs" if package == "gcsfs" else "s3"
+        raise StorageError(f"{location}: {protocol}:// needs the {package} package; "
+                           f"pip install 'raysweep[{extra}]'")
     return f"{protocol}://{rest}"
 
 

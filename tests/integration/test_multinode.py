@@ -65,7 +65,9 @@ def test_submitted_sweep_spreads_trials_over_worker_nodes(cluster, tmp_path):
     env, address, gcs = cluster
     workers = _worker_node_ids(env, gcs)
     assert len(workers) == 2
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "shared", name="multi"))
+    # 2 workers a trial on 2-CPU nodes: each trial fills one node
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "shared", name="multi",
+                                                             resources={"workers_per_trial": 2}))
 
     submitted = subprocess.run([sys.executable, "-m", "raysweep.cli", "submit", str(spec), "--address", address],
                                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)

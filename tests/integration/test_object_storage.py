@@ -116,7 +116,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_env, tmp_path):
     stored = {k: _read(s3_env, prefix + k) for k in keys if k.endswith(".manifest.json")}
     local = {str(p.relative_to(local_dir)): p.read_bytes() for p in local_dir.rglob("_*.manifest.json")}
     s3_manifests, local_manifests = _manifests(stored), _manifests(local)
-    assert len(s3_manifests) == 2 * 2 * 2 + 2  # steps x splits x ranks + embeddings
+    assert len(s3_manifests) == 2 * 2 * 1 + 2  # steps x splits x ranks + embeddings
     assert s3_manifests == local_manifests
 
     verify = run_cli(["verify", sweep_uri], tmp_path, env=s3_env, check=False)

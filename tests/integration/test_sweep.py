@@ -1,4 +1,5 @@
-"""End to end on a real local Ray: FSDP2 on 2 gloo workers, Parquet shards, DuckDB catalog.
+"""End to end on a real local Ray: one worker per trial (two trials at once), FSDP2 on 2 gloo workers
+where the test says so, Parquet shards, DuckDB catalog.
 
 One uninterrupted reference sweep (2 trials) is the yardstick; an injected worker crash and a
 killed-then-resumed sweep must reproduce its per-token shards exactly.
@@ -24,6 +25,8 @@ from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.models.build import build_config, build_model
 from raysweep.present.tables import TABLES
+from raysweep.store.layout import SweepLayout
+from raysweep.store.shards import manifest_path
 from raysweep.train.checkpoint import load_model_weights
 from raysweep.train.loop import batch_rows
 from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
@@ -74,8 +77,8 @@ def test_train_metrics_carry_throughput_and_mfu(reference):
             FROM train_curves() c JOIN trials tr USING (trial_id) ORDER BY c.trial_id, c.step""").df()
     assert len(rows) == 2 * STEPS and (rows["tokens_per_s"] > 0).all()
     for trial_id, trial in rows.groupby("trial_id"):
-        peak = json.loads((reference / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])["peak_flops"]
-        expected = trial["tokens_per_s"] * trial["flops_per_token"] / (2 * peak)
+        attempt = json.loads((reference / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
+        expected = trial["tokens_per_s"] * trial["flops_per_token"] / (attempt["workers"] * attempt["peak_flops"])
         assert np.allclose(trial["mfu"], expected, rtol=1e-9) and (trial["mfu"] < 1).all()
         assert trial["time"].is_monotonic_increasing
 
@@ -111,8 +114,8 @@ def test_shard_losses_equal_the_models_loss_from_the_checkpoint(reference, split
 @pytest.mark.parametrize("step", [1, EVAL_EVERY + 1], ids=["first-window", "second-window"])
 def test_logged_training_loss_is_the_models_loss_on_that_steps_batch(reference, step):
     """train_metrics' loss at the first step of a report window is the loss of the weights it
-    started from (the seeded init, the step-20 checkpoint) on that step's batch, averaged over the
-    two ranks' halves: the per-step buffer, its index and the rank average are right."""
+    started from (the seeded init, the step-20 checkpoint) on that step's batch (the mean of its two
+    equal halves' losses): the per-step buffer and its index are right."""
     trial_id, batch_size = "nano-wd1.0-s0", 4
     data = PreparedData.load(next((reference / "data").iterdir()))
     model = build_model(build_config("nano", data.vocab_size, eos_token_id=data.eos_id), seed=0)
@@ -266,18 +269,20 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     copy = tmp_path / "moved" / "ref"
     shutil.copytree(reference, copy)
     assert run_cli(["verify", str(copy)], tmp_path).stdout.strip().endswith(": ok")
-    step_dir = copy / "shards" / "tokens" / "split=train" / "trial=nano-wd0.0-s0" / f"step={STEPS}"
-    (step_dir / "part-0.parquet").unlink()
-    (step_dir / "_part-1.manifest.json").unlink()
-    heldout = copy / "shards" / "tokens" / "split=heldout" / "trial=nano-wd1.0-s0" / f"step={EVAL_EVERY}"
-    (heldout / "part-0.parquet").write_bytes((heldout / "part-0.parquet").read_bytes()[:-20])
-    shutil.copy(heldout / "part-1.parquet", heldout / "part-7.parquet")
-    (heldout / ".part-1.parquet.tmp-abc").write_bytes(b"half")
+    layout = SweepLayout.at(copy)
+    layout.token_shard("train", "nano-wd0.0-s0", STEPS, 0).unlink()
+    manifest_path(layout.token_shard("heldout", "nano-wd0.0-s0", STEPS, 0)).unlink()
+    truncated = layout.token_shard("heldout", "nano-wd1.0-s0", EVAL_EVERY, 0)
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    shutil.copy(layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 0),
+                layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 7))
+    (truncated.parent / ".part-0.parquet.tmp-abc").write_bytes(b"half")
     result = run_cli(["verify", str(copy)], tmp_path, check=False)
     lines = result.stdout.splitlines()
     assert result.returncode == 1
     assert any(l.startswith("missing:") and l.endswith(f"step={STEPS}/part-0.parquet") for l in lines)
-    assert any(l.startswith("partial:") and "part-1.parquet (no manifest)" in l for l in lines)
+    assert any(l.startswith("partial:") and "split=heldout" in l and "part-0.parquet (no manifest)" in l
+               for l in lines)
     assert any(l.startswith("partial:") and "part-0.parquet (checksum differs" in l for l in lines)
     assert any(l.startswith("unexpected:") and l.endswith("part-7.parquet") for l in lines)
     assert any(l.startswith("partial:") and ".tmp-abc" in l for l in lines)
@@ -291,8 +296,9 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path):
     spares rows of rarer types relative to more frequent ones."""
     grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "freq_decay_alpha": [0.0, 0.5],
             "label_smoothing": [0.1], "dropout": [0.1]}
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(
-        tmp_path / "runs", name="reg", grid=grid, train={"compile": True, "activation_checkpointing": 1}))
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # 2 workers: FSDP2 over gloo, per-block units
+        tmp_path / "runs", name="reg", grid=grid, train={"compile": True, "activation_checkpointing": 1},
+        resources={"workers_per_trial": 2}))
     result = run_cli(["sweep", str(spec)], tmp_path)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which

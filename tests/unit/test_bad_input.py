@@ -23,11 +23,12 @@ import yaml
 
 from raysweep import cli
 from raysweep.catalog.build import build_catalog
-from raysweep.spec.schema import parse_spec, spec_to_yaml
 from raysweep.data.corpus import load_documents
 from raysweep.data.prepare import prepare_data
 from raysweep.data.tokenizer import train_bpe
-from raysweep.store.shards import token_shard_path, write_shard
+from raysweep.spec import parse_spec, spec_to_yaml
+from raysweep.store.layout import SweepLayout
+from raysweep.store.shards import write_shard
 from tests.conftest import REPO, cli_env, tiny_spec_dict, write_spec
 from tests.synthetic_sweep import STEPS, write_synthetic_sweep
 
@@ -89,8 +90,8 @@ def _prepared_sweep(tmp: Path, **sections) -> str:
     """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
     path = _spec(tmp, **sections)
     spec = parse_spec(yaml.safe_load(Path(path).read_text()))
-    prepare_data(spec.data, spec.eval, spec.sweep_dir, min_sequences=spec.train.batch_size)
-    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
+    prepare_data(spec.data, spec.eval, spec.layout, min_sequences=spec.train.batch_size)
+    spec.layout.spec_file.write_text(spec_to_yaml(spec))
     return path
 
 
@@ -101,7 +102,7 @@ def _synthetic_copy(tmp: Path, earlier: Path) -> Path:
 
 
 def _first_token_shard(sweep: Path) -> Path:
-    return token_shard_path(sweep, "train", "s1-wd0.0-s0", STEPS[0], 0)
+    return SweepLayout.at(sweep).token_shard("train", "s1-wd0.0-s0", STEPS[0], 0)
 
 
 def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
@@ -244,7 +245,7 @@ def _foreign_shard(sweep: Path) -> list[str]:
 
 
 def _damaged_catalog(sweep: Path) -> list[str]:
-    (sweep / "catalog.duckdb").write_bytes(b"not a database" * 1000)
+    SweepLayout.at(sweep).catalog_file.write_bytes(b"not a database" * 1000)
     return ["sql", str(sweep), "SELECT 1"]
 
 
@@ -288,7 +289,7 @@ def _no_ray(monkeypatch):
     """A case that got past validation would start Ray in the test process: fail it instead."""
     def refuse(*_):
         raise AssertionError("the bad input was not caught before Ray started")
-    monkeypatch.setattr("raysweep.sweep.init_ray", refuse)
+    monkeypatch.setattr("raysweep.run.tuner.init_ray", refuse)
 
 
 def test_every_row_of_the_table_has_a_case():

@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raysweep.catalog.build import build_catalog, report_table
-from raysweep.train.evaluate import n_batches_for, rank_slice, score
+from raysweep.catalog.build import build_catalog
 from raysweep.models.build import build_config, build_model
-from raysweep.run.tuner import TRIALS_SCHEMA
-from raysweep.store.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path,
-                             token_shard_path, write_shard)
+from raysweep.present.report import report_table
+from raysweep.run.trials_table import TRIALS_SCHEMA
+from raysweep.store.layout import SweepLayout
+from raysweep.store.shards import TOKEN_SCHEMA, complete_shards, is_complete, manifest_path, write_shard
+from raysweep.train.evaluate import n_batches_for, rank_slice, score
 
 
 def test_scored_rows_average_to_the_models_own_loss():
@@ -53,7 +54,7 @@ def _token_table(n: int, seed: int = 0) -> pa.Table:
 
 
 def test_shard_is_complete_only_with_its_manifest(tmp_path):
-    path = token_shard_path(tmp_path, "train", "t1", 10, 0)
+    path = SweepLayout.at(tmp_path).token_shard("train", "t1", 10, 0)
     write_shard(_token_table(40), path)
     assert is_complete(path, verify_checksum=True)
     # a rewrite that dies after dropping the manifest leaves the shard looking incomplete
@@ -83,7 +84,7 @@ write_shard(table, Path(sys.argv[1]))
 def test_writer_killed_mid_write_leaves_nothing_that_counts(tmp_path):
     """SIGKILL a process inside write_shard: no shard counts; the next writer of that shard
     clears the dead one's temporary file and completes it."""
-    path = token_shard_path(tmp_path, "train", "t1", 10, 0)
+    path = SweepLayout.at(tmp_path).token_shard("train", "t1", 10, 0)
     writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "writing"
     deadline = time.time() + 60
@@ -101,20 +102,22 @@ def test_writer_killed_mid_write_leaves_nothing_that_counts(tmp_path):
 
 def _fake_sweep(root):
     """Two trials (wd 0 and 1) over a 6-token vocab, with hand-chosen losses."""
-    (root / "data" / "k1").mkdir(parents=True)
+    layout = SweepLayout.at(root)
+    data_dir = layout.data_dir("k1")
+    data_dir.mkdir(parents=True)
     pq.write_table(pa.table({"token_id": pa.array(range(6), pa.int32()),
                              "count": [0, 1, 2, 3, 9, 27], "rank": [6, 5, 4, 3, 2, 1],
                              "share": [0, 1 / 42, 2 / 42, 3 / 42, 9 / 42, 27 / 42],
                              "piece": list("abcdef"), "n_chars": [1] * 6}),
-                   root / "data" / "k1" / "token_freq.parquet")
-    (root / "data" / "k1" / "meta.json").write_text('{"data_key": "k1"}')  # marks the data dir complete
+                   data_dir / "token_freq.parquet")
+    (data_dir / "meta.json").write_text('{"data_key": "k1", "vocab_size": 6}')  # marks the data dir complete
     trial = {"scale": "nano", "seed": 0, "steps": 10, "data_key": "k1", "status": "TERMINATED",
              "decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0, "dropout": 0.0,
                                "regularizer": "adamw", "n_params": 1,
              "flops_per_token": 6, "lr": 1e-3, "error": None}
     pq.write_table(pa.Table.from_pylist([{**trial, "trial_id": "a", "weight_decay": 0.0},
                                          {**trial, "trial_id": "b", "weight_decay": 1.0}],
-                                        schema=TRIALS_SCHEMA), root / "trials.parquet")
+                                        schema=TRIALS_SCHEMA), layout.trials_file)
     rows = {"a": ([1, 1, 4, 5], [1.0, 3.0, 0.5, 0.1]), "b": ([1, 4, 4, 5], [4.0, 1.0, 2.0, 0.3])}
     for trial, (tokens, losses) in rows.items():
         for step, offset in ((5, 10.0), (10, 0.0)):  # step 5 must not leak into the final table
@@ -122,9 +125,9 @@ def _fake_sweep(root):
                               "token_id": pa.array(tokens, pa.int32()),
                               "loss": pa.array([l + offset for l in losses], pa.float32()),
                               "correct": [True] * 4})
-            write_shard(table, token_shard_path(root, "train", trial, step, 0))
+            write_shard(table, layout.token_shard("train", trial, step, 0))
     # an incomplete shard (no manifest) must be ignored by the catalog
-    pq.write_table(_token_table(8), token_shard_path(root, "train", "a", 10, 1))
+    pq.write_table(_token_table(8), layout.token_shard("train", "a", 10, 1))
 
 
 def test_catalog_views_and_report_values(tmp_path):
@@ -148,7 +151,7 @@ def test_catalog_of_a_sweep_without_shards_yet(tmp_path):
     for manifest in tmp_path.rglob("_*.manifest.json"):
         manifest.unlink()
     build_catalog(tmp_path)
-    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(SweepLayout.at(tmp_path).catalog_file), read_only=True) as con:
         assert con.execute("SELECT count(*), sum(loss) FROM tokens").fetchone() == (0, None)
         assert con.execute("SELECT count(*) FROM train_metrics").fetchone()[0] == 0
     assert report_table(tmp_path).empty
@@ -158,11 +161,12 @@ def test_catalog_skips_data_dirs_still_being_built(tmp_path):
     """A data dir counts only with its meta.json (written or uploaded last): a staging dir and an
     interrupted upload contribute no token_freq rows."""
     _fake_sweep(tmp_path)
-    complete = tmp_path / "data" / "k1" / "token_freq.parquet"
+    layout = SweepLayout.at(tmp_path)
+    complete = layout.data_dir("k1") / "token_freq.parquet"
     for unfinished in ("k2", ".k3.tmp-123"):
-        (tmp_path / "data" / unfinished).mkdir()
-        shutil.copy(complete, tmp_path / "data" / unfinished / "token_freq.parquet")
-    (tmp_path / "data" / ".k3.tmp-123" / "meta.json").write_text('{"data_key": "k3"}')
+        layout.data_dir(unfinished).mkdir()
+        shutil.copy(complete, layout.data_dir(unfinished) / "token_freq.parquet")
+    (layout.data_dir(".k3.tmp-123") / "meta.json").write_text('{"data_key": "k3"}')
     build_catalog(tmp_path)
-    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(layout.catalog_file), read_only=True) as con:
         assert con.execute("SELECT DISTINCT data_key FROM token_freq").fetchall() == [("k1",)]

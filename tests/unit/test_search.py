@@ -12,9 +12,11 @@ import yaml
 from ray import tune
 
 from raysweep.catalog.build import build_catalog, pareto_front_sql, trial_objectives
-from raysweep.spec.schema import SpecError, TrialPoint, parse_spec
-from raysweep.trials.optuna import corner_points, param_space, point_from_config, record_point, sweep_points
 from raysweep.catalog.connect import connect
+from raysweep.spec import SpecError, parse_spec
+from raysweep.store.layout import SweepLayout
+from raysweep.trials.optuna import OptunaSource
+from raysweep.trials.point import TrialPoint
 from tests.synthetic_sweep import write_synthetic_sweep
 
 SEARCH = {"name": "s", "search": "optuna", "grid": {"weight_decay": [0.0], "scale": ["tiny"], "seed": [3]},
@@ -60,7 +62,7 @@ def test_fixed_weight_decay_must_be_one_value_when_not_searched():
 
 def test_param_space_has_distributions_for_searched_fields_and_constants_for_the_rest():
     spec = parse_spec(SEARCH, ("train.label_smoothing=0.1",))
-    space = param_space(spec)
+    space = OptunaSource(spec).param_space()
     assert isinstance(space["weight_decay"], tune.search.sample.Float)
     assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
     assert (space["scale"], space["seed"], space["label_smoothing"], space["decay_policy"]) == \
@@ -70,12 +72,13 @@ def test_param_space_has_distributions_for_searched_fields_and_constants_for_the
 
 def test_sampled_point_is_rounded_so_id_row_and_run_agree():
     spec = parse_spec(SEARCH)
-    config = {**param_space(spec), "weight_decay": 0.123456789, "lr": 0.00314159265}
-    point = point_from_config(spec, config)
+    source = OptunaSource(spec)
+    config = {**source.param_space(), "weight_decay": 0.123456789, "lr": 0.00314159265}
+    point = source.point_of(config)
     assert (point.weight_decay, point.lr) == (0.1235, 0.003142)
     assert point.trial_id == "tiny-wd0.1235-s3-lr0.003142"
     # Two samples that round alike are the same trial (and find each other's results).
-    assert point_from_config(spec, {**config, "weight_decay": 0.12349}).trial_id == point.trial_id
+    assert source.point_of({**config, "weight_decay": 0.12349}).trial_id == point.trial_id
 
 
 def test_grid_trial_ids_are_unchanged_by_the_lr_field():
@@ -84,16 +87,17 @@ def test_grid_trial_ids_are_unchanged_by_the_lr_field():
 
 def test_search_points_come_from_the_trials_started(tmp_path):
     spec = parse_spec(SEARCH, (f"storage={tmp_path}",))
-    assert sweep_points(spec) == []
+    source = OptunaSource(spec)
+    assert source.points() == []
     started = [TrialPoint(weight_decay=w, scale="tiny", seed=3, lr=lr) for w, lr in ((0.5, 1e-3), (0.0, 2e-3))]
     for point in started:
-        record_point(spec, point)
-    assert sorted(p.trial_id for p in sweep_points(spec)) == sorted(p.trial_id for p in started)
+        source.record(point, spec.layout.point_file(point.trial_id))
+    assert sorted(p.trial_id for p in source.points()) == sorted(p.trial_id for p in started)
 
 
 def test_corner_points_span_the_box():
     spec = parse_spec(SEARCH, ("optuna.space.freq_decay_alpha={low: -1.0, high: 2.0}",))
-    corners = {(p.weight_decay, p.lr, p.freq_decay_alpha) for p in corner_points(spec)}
+    corners = {(p.weight_decay, p.lr, p.freq_decay_alpha) for p in OptunaSource(spec).bounding_points()}
     assert corners == set(itertools.product((0.0, 1.0), (1e-4, 1e-2), (-1.0, 2.0)))
 
 
@@ -106,7 +110,8 @@ def search_sweep(tmp_path_factory):
                                  weight_decays=(0.0, 0.25, 0.5, 0.75, 1.0), rng_seed=7)
     spec = parse_spec({**SEARCH, "name": "srch", "optuna": {**SEARCH["optuna"],
                        "objectives": ["heldout_average_loss", "train_lowest_bin_loss"]}}, (f"storage={root.parent}",))
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    assert spec.layout == SweepLayout.at(root)
+    spec.layout.spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     build_catalog(root)
     return root
 
@@ -138,13 +143,14 @@ def test_trial_objectives_match_pandas(search_sweep):
 
 def test_one_trial_catalog_scores_a_trial_as_the_full_catalog_does(search_sweep):
     """What a search trial's driver reports equals what the sweep's catalog computes later."""
-    trials = pa.parquet.read_table(search_sweep / "trials.parquet")
+    layout = SweepLayout.at(search_sweep)
+    trials = pa.parquet.read_table(layout.trials_file).to_pylist()
     with connect([search_sweep]) as con:
         full = con.execute("SELECT * FROM trial_objectives()").df()
     for i in (0, 3):
-        row = trials.slice(i, 1)
-        trial_id = row.column("trial_id")[0].as_py()
-        got = trial_objectives(search_sweep, row, search_sweep / "data" / "k1" / "token_freq.parquet")
+        row = trials[i]
+        trial_id = row["trial_id"]
+        got = trial_objectives(layout, row, layout.data_dir("k1"))
         assert len(got) == 2 * 3
         for split in ("train", "heldout"):
             expected = full[(full["trial_id"] == trial_id) & (full["split"] == split)].iloc[0]

@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysweep.catalog.build import build_catalog
-from raysweep.catalog.queries import QueryError, load_queries, parse_query
-from raysweep.store.shards import complete_shards, partition_keys
 from raysweep.catalog.connect import connect
+from raysweep.catalog.queries import QueryError, load_queries, parse_query
+from raysweep.store.layout import SweepLayout, partition_keys
+from raysweep.store.shards import complete_shards
 from tests.synthetic_sweep import MISSING, STEPS, write_synthetic_sweep
 
 FINAL = STEPS[-1]
@@ -36,16 +37,17 @@ def sweep(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames(sweep):
     """The raw shards read with pyarrow alone, partitions parsed from the paths."""
+    layout = SweepLayout.at(sweep)
     parts = []
-    for path in complete_shards(sweep / "shards" / "tokens"):
+    for path in complete_shards(layout.shards_root("tokens")):
         frame = pq.read_table(path).to_pandas()
         keys = partition_keys(path)
         parts.append(frame.assign(split=keys["split"], trial_id=keys["trial"], step=int(keys["step"])))
     tokens = pd.concat(parts, ignore_index=True)
     tokens["loss"] = tokens["loss"].astype(np.float64)
-    freq = pq.read_table(sweep / "data" / "k1" / "token_freq.parquet").to_pandas()
+    freq = pq.read_table(layout.data_dir("k1") / "token_freq.parquet").to_pandas()
     freq["bin"] = freq["count"].map(_exact_bin)
-    trials = pq.read_table(sweep / "trials.parquet").to_pandas()
+    trials = pq.read_table(layout.trials_file).to_pandas()
     return tokens, freq, trials
 
 
@@ -258,7 +260,7 @@ def test_loss_vs_frequency_slope(sweep, frames):
 def test_embedding_norms(sweep, frames):
     _, freq, _ = frames
     parts = []
-    for path in complete_shards(sweep / "shards" / "embeddings"):
+    for path in complete_shards(SweepLayout.at(sweep).shards_root("embeddings")):
         keys = partition_keys(path)
         parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], step=int(keys["step"])))
     emb = pd.concat(parts).merge(freq[["token_id", "bin"]], on="token_id")
@@ -281,7 +283,7 @@ def test_train_curves_deduplicate_retried_steps(sweep):
 def test_loss_plateau_compares_the_last_window_with_the_one_before(sweep, share):
     """At share 0.25 the earlier window crosses the steps a retry rewrote: the later chunk's values count."""
     parts = []
-    for path in complete_shards(sweep / "shards" / "train_metrics"):
+    for path in complete_shards(SweepLayout.at(sweep).shards_root("train_metrics")):
         keys = partition_keys(path)
         parts.append(pq.read_table(path).to_pandas().assign(trial_id=keys["trial"], upto=int(keys["upto"])))
     steps = pd.concat(parts).sort_values("upto").drop_duplicates(["trial_id", "step"], keep="last")
@@ -342,7 +344,7 @@ def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
             (row.split, row.scale, row.regularizer, 0.0, row.bin)
         assert row.mean_excess == pytest.approx(bins[here] - bins[base], abs=1e-9)
     per_trial = query(sweep, "SELECT * FROM balanced_vs_average()").merge(
-        pd.read_parquet(sweep / "trials.parquet"), on="trial_id")
+        pd.read_parquet(SweepLayout.at(sweep).trials_file), on="trial_id")
     means = per_trial.groupby(["split", "weight_decay"])["balanced_loss"].mean()
     for row in tables["table1_balanced_vs_average"].itertuples():
         assert row.balanced_loss == pytest.approx(means[(row.split, row.weight_decay)])
