@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raysweep-installed
 
-.PHONY: install demo test stress study clean
+.PHONY: install demo test test-fast stress study clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The inner loop: every test that starts no Ray (about a minute).
+test-fast: install
+	$(PY) -m pytest -m "not ray and not stress"
 
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
 stress: install

@@ -16,10 +16,10 @@ grouped AS (
 ),
 final AS (
     SELECT g.scale, g.vocab_size, g.regularizer, g.split, g.weight_decay, g.n_seeds,
-           g.average_loss, coalesce(q.t, 1.96) * g.average_se AS average_ci95,
-           g.balanced_loss, coalesce(q.t, 1.96) * g.balanced_se AS balanced_ci95,
-           g.accuracy, coalesce(q.t, 1.96) * g.accuracy_se AS accuracy_ci95
+           g.average_loss, q.t * g.average_se AS average_ci95,
+           g.balanced_loss, q.t * g.balanced_se AS balanced_ci95,
+           g.accuracy, q.t * g.accuracy_se AS accuracy_ci95
     FROM grouped g
-    LEFT JOIN t_quantile() q ON q.df = (SELECT max(df) FROM t_quantile() WHERE df <= g.n_seeds - 1)
+    LEFT JOIN t_quantile() q ON q.df = g.n_seeds - 1
 )
 SELECT * FROM final

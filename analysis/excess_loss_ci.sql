@@ -14,9 +14,9 @@ grouped AS (
 ),
 final AS (
     SELECT g.scale, g.vocab_size, g.regularizer, g.split, g.bin, g.weight_decay, g.n_seeds, g.mean_excess,
-           g.mean_excess - coalesce(q.t, 1.96) * g.standard_error AS ci95_low,
-           g.mean_excess + coalesce(q.t, 1.96) * g.standard_error AS ci95_high
+           g.mean_excess - q.t * g.standard_error AS ci95_low,
+           g.mean_excess + q.t * g.standard_error AS ci95_high
     FROM grouped g
-    LEFT JOIN t_quantile() q ON q.df = (SELECT max(df) FROM t_quantile() WHERE df <= g.n_seeds - 1)
+    LEFT JOIN t_quantile() q ON q.df = g.n_seeds - 1
 )
 SELECT * FROM final

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -17,26 +18,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysweep.catalog.build import build_catalog
-from raysweep.store.shards import TOKEN_SCHEMA, token_shard_path, write_token_shard
-from raysweep.run.tuner import TRIALS_SCHEMA
+from raysweep.run.trials_table import TRIALS_SCHEMA
+from raysweep.store.layout import SweepLayout
+from raysweep.store.shards import TOKEN_SCHEMA, write_token_shard
 
 VOCAB, SEQ_LEN = 32_000, 128
 
 
 def write_sweep(root: Path, n_rows: int, n_trials: int = 8, steps=(1000, 2000)) -> None:
     rng = np.random.default_rng(0)
+    layout = SweepLayout.at(root)
     counts = (1e6 / np.arange(1, VOCAB + 1) ** 1.1).astype(np.int64)  # Zipf-like, zeros in the tail
-    (root / "data" / "k").mkdir(parents=True)
+    layout.data_dir("k").mkdir(parents=True)
     pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB), pa.int32()), "count": counts,
                              "rank": np.arange(1, VOCAB + 1), "share": counts / counts.sum(),
                              "piece": [str(i) for i in range(VOCAB)], "n_chars": pa.array(np.ones(VOCAB), pa.int32())}),
-                   root / "data" / "k" / "token_freq.parquet")
+                   layout.data_dir("k") / "token_freq.parquet")
+    # the data dir's completeness marker: the catalog reads only data dirs that have it
+    (layout.data_dir("k") / "meta.json").write_text(json.dumps({"data_key": "k", "vocab_size": VOCAB}))
     trials = [{"trial_id": f"t{i}", "weight_decay": [0.0, 0.1, 0.3, 1.0][i % 4], "scale": "s", "seed": i // 4,
                "decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0, "dropout": 0.0,
                                "regularizer": "adamw", "n_params": 1,
-               "flops_per_token": 1, "lr": 1e-3, "steps": steps[-1], "data_key": "k",
+               "flops_per_token": 1, "lr": 1e-3, "steps": steps[-1], "data_key": "k", "vocab_size": VOCAB,
                "status": "TERMINATED", "error": None} for i in range(n_trials)]
-    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), root / "trials.parquet")
+    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), layout.trials_file)
     shards = [(t["trial_id"], split, step, rank) for t in trials for split in ("train", "heldout")
               for step in steps for rank in (0, 1)]
     per_shard = n_rows // len(shards) // (SEQ_LEN - 1) * (SEQ_LEN - 1)
@@ -49,18 +54,19 @@ def write_sweep(root: Path, n_rows: int, n_trials: int = 8, steps=(1000, 2000)) 
             pa.array(np.repeat(np.arange(n_seq), SEQ_LEN - 1), pa.int32()),
             pa.array(np.tile(np.arange(1, SEQ_LEN), n_seq), pa.int32()),
             pa.array(np.roll(tokens, i * 7919)), pa.array(loss), pa.array(loss < 1.0)], schema=TOKEN_SCHEMA),
-            token_shard_path(root, split, trial, step, rank))
+            layout.token_shard(split, trial, step, rank))
 
 
 def pandas_reference(root: Path) -> tuple[float, float, int, float]:
     """Read the final-step shards into pandas (pyarrow's hive dataset: partition keys arrive as
     categoricals, pandas' fast path) and compute both queries there, warm like DuckDB's."""
     started = time.perf_counter()
-    tokens = pq.read_table(root / "shards" / "tokens", columns=["trial", "split", "token_id", "loss", "correct"],
+    layout = SweepLayout.at(root)
+    tokens = pq.read_table(layout.shards_root("tokens"), columns=["trial", "split", "token_id", "loss", "correct"],
                            filters=[("step", "=", 2000)], partitioning="hive").to_pandas()
     tokens = tokens.rename(columns={"trial": "trial_id"})
     load_s = time.perf_counter() - started
-    freq = pq.read_table(root / "data" / "k" / "token_freq.parquet").to_pandas()
+    freq = pq.read_table(layout.data_dir("k") / "token_freq.parquet").to_pandas()
     freq["bin"] = np.where(freq["count"] > 0, np.floor(np.log(np.maximum(freq["count"], 1)) / np.log(3) + 1e-9), -1)
 
     def per_type():  # token_type_loss: what both queries start from, in DuckDB as here
@@ -102,7 +108,7 @@ def main() -> None:
     write_sweep(root, args.rows)
     print(f"wrote {args.rows:,} rows of shards in {time.perf_counter() - started:.1f} s")
     build_catalog(root)
-    with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(SweepLayout.at(root).catalog_file), read_only=True) as con:
         total = con.execute("SELECT count(*) FROM tokens").fetchone()[0]
         threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
         final_rows = con.execute("SELECT count(*) FROM final_tokens").fetchone()[0]

@@ -15,13 +15,14 @@ import typing
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import yaml
 from tqdm import tqdm
 
 from raysweep.spec.schema import OBJECTIVE_METRICS, SearchParam
 from raysweep.catalog.queries import install_queries, query_with_callees
-from raysweep.spec.errors import first_line
+from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys
 from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
@@ -178,14 +179,30 @@ def _trials_table(layout: SweepLayout) -> pa.Table:
     return upgrade_trials_table(read_parquet_table(layout.trials_file), layout, TRIALS_SCHEMA)
 
 
+def t_quantiles(n_trials: int) -> pa.Table:
+    """The exact 95% two-sided Student t quantile for df = 1 .. max(1024, n_trials): an interval over
+    n seeds uses df = n - 1, and no group of a sweep can pool more seeds than it has trials."""
+    from scipy import stats
+
+    df = np.arange(1, max(1024, n_trials) + 1)
+    return pa.table({"df": pa.array(df, pa.int64()), "t": stats.t.ppf(0.975, df)})
+
+
+def create_table(con, name: str, table: pa.Table) -> None:
+    """A DuckDB table holding an Arrow table's rows (the name is ours, never user text)."""
+    con.register("_rows", table)
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM _rows")
+    con.unregister("_rows")
+
+
 def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]) -> None:
     with duckdb.connect(str(tmp)) as con:
         register_filesystems(con, [layout.root])
         con.execute(_MACROS)
         _create_token_freq(con, freq_files)
-        con.register("trials_rows", _trials_table(layout))
-        con.execute("CREATE TABLE trials AS SELECT * FROM trials_rows")
-        con.unregister("trials_rows")
+        trials = _trials_table(layout)
+        create_table(con, "trials", trials)
+        create_table(con, "t_quantiles", t_quantiles(trials.num_rows))
         for name in tqdm(SHARD_VIEWS, desc="catalog: shard views", unit="view",
                          disable=None):  # disable=None: only on a terminal
             shards = complete_shards(layout.shards_root(name))
@@ -262,8 +279,7 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
         register_filesystems(con, [layout.root])
         con.execute(_MACROS)
         _create_token_freq(con, [data_dir / "token_freq.parquet"])
-        con.register("trial_row", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
-        con.execute("CREATE TABLE trials AS SELECT * FROM trial_row")
+        create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
         _create_token_views(con, shards)
         install_queries(con, query_with_callees("trial_objectives"))
         rows = con.execute("SELECT * FROM trial_objectives()").df().to_dict("records")

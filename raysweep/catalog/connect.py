@@ -12,7 +12,7 @@ import duckdb
 
 from raysweep.catalog.build import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
 from raysweep.catalog.queries import load_queries
-from raysweep.spec.errors import first_line
+from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, location, register_filesystems
 
@@ -42,6 +42,8 @@ def union_sql(sweep_dirs: list[StoragePath]) -> str:
     # The same data key in two sweeps is the same data: keep one copy of its rows.
     statements.append("CREATE TEMP VIEW token_freq AS " + " UNION ".join(
         f"SELECT * FROM \"{a}\".token_freq" for a in aliases))
+    statements.append("CREATE TEMP VIEW t_quantiles AS " + " UNION ".join(
+        f"SELECT * FROM \"{a}\".t_quantiles" for a in aliases))
     statements.append("CREATE TEMP MACRO freq_bin(c) AS "
                       "CASE WHEN c = 0 THEN -1 ELSE CAST(floor(ln(c) / ln(3) + 1e-9) AS INTEGER) END")
     statements += [q.create_sql().replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO", 1)
@@ -51,9 +53,12 @@ def union_sql(sweep_dirs: list[StoragePath]) -> str:
 
 def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:
     """A read-only view of one sweep, or the union of several."""
+    sweep_dirs = [SweepLayout.at(d).root for d in sweep_dirs]
     try:
         if len(sweep_dirs) == 1:
             return open_catalog(sweep_dirs[0])
+        for sweep_dir in sweep_dirs:  # each one of this version, or an error naming the one to rebuild
+            open_catalog(sweep_dir).close()
         con = duckdb.connect()
         register_filesystems(con, [location(d) for d in sweep_dirs])
         con.execute(union_sql(sweep_dirs))

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.spec.errors import first_line
+from raysweep.errors import first_line
 
 BUNDLED = {"rotten-tomatoes"}
 _LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv",

@@ -24,7 +24,7 @@ from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
-from raysweep.spec.errors import first_line
+from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, is_remote, location, upload_tree
 
@@ -134,7 +134,8 @@ def prepare_data(data: DataConfig, evaluation: EvalConfig, layout: SweepLayout,
             _build(data, evaluation, key, Path(staging), min_sequences)
             upload_tree(Path(staging), final, last="meta.json")
     else:
-        siblings = sorted(m for sweep in layout.root.parent.iterdir() if sweep.is_dir()
+        storage = layout.root.parent
+        siblings = sorted(m for sweep in (storage.iterdir() if storage.is_dir() else []) if sweep.is_dir()
                           for m in [SweepLayout(sweep).data_dir(key) / "meta.json"] if m.exists())
         _prepare_local(data, evaluation, key, final, siblings, min_sequences)
     prepared = PreparedData.load(final)

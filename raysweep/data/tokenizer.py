@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from raysweep.spec.schema import TokenizerConfig
 from raysweep.data.corpus import CorpusError, require_file
-from raysweep.spec.errors import first_line
+from raysweep.errors import first_line
 
 EOS = "<|endoftext|>"
 _EOS_CANDIDATES = (EOS, "</s>", "<eos>", "<|im_end|>")

@@ -18,7 +18,8 @@ import yaml
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from raysweep.ops.cluster import DRIVER_RESOURCE
-from raysweep.spec.errors import SpecError, first_line
+from raysweep.errors import first_line
+from raysweep.spec.errors import SpecError
 from raysweep.spec.load import apply_override, parse_spec, read_spec_file
 from raysweep.data.corpus import is_local_file
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from raysweep.catalog.build import search_objectives_sql, search_settings
 from raysweep.catalog.connect import connect
+from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"

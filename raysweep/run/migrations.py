@@ -47,7 +47,7 @@ def current_regularizer(row: dict) -> dict:
 def upgrade_trials_table(table: pa.Table, layout: SweepLayout, schema: pa.Schema) -> pa.Table:
     """A trials table of any version in this version's schema: missing columns at their old
     meaning, and a missing vocabulary size read from the trial's data dir."""
-    if table.schema.equals(schema):
+    if table.schema.equals(schema) and table.column("vocab_size").null_count == 0:
         return table
     vocab = {}
     for marker in layout.built_data_markers():

@@ -15,7 +15,8 @@ from raysweep.data.prepare import PreparedData, data_key, prepare_data
 from raysweep.data.tokenizer import load_tokenizer_file
 from raysweep.run.migrations import check_ids_unchanged
 from raysweep.spec.data_checks import check_spec_against_data
-from raysweep.spec.errors import SpecError, SweepDirError, first_line
+from raysweep.errors import first_line
+from raysweep.spec.errors import SpecError, SweepDirError
 from raysweep.spec.load import parse_spec
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.layout import SweepLayout

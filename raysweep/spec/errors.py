@@ -57,8 +57,3 @@ def problems_of(exc: ValidationError) -> list[str]:
 
 class SweepDirError(ValueError):
     """A sweep directory that cannot be used as asked; the message names it and the fix."""
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (at most 200 characters), or its type when it has no text."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

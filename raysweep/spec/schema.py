@@ -112,9 +112,10 @@ class TrainConfig(SpecSection):
     lr: float = Field(3e-3, gt=0)
     """Peak learning rate."""
     warmup_steps: int = Field(30, ge=0)
-    """Linear warmup from 0 to `lr`."""
+    """Linear warmup from lr 0 at the first step to `lr` at step `warmup_steps` (transformers' schedule)."""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """Cosine decays to lr * min_lr_ratio at the last step (0: to zero; 1: constant after warmup)."""
+    """Cosine decays from `lr` toward lr * min_lr_ratio, reached just after the last step (0: to zero;
+    1: constant after warmup)."""
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
@@ -245,8 +246,9 @@ class OptunaConfig(SpecSection):
 
 
 class ResourcesConfig(SpecSection):
-    workers_per_trial: int = Field(2, ge=1)
-    """Ray Train workers (FSDP2 ranks) per trial."""
+    workers_per_trial: int = Field(1, ge=1)
+    """Ray Train workers per trial. 1: a plain module on CPU (as many trials at once as the cores
+    allow); 2 or more: FSDP2 ranks, one unit per decoder block (on GPUs, one GPU each)."""
     use_gpu: bool = False
     """One GPU per worker, NCCL and bf16 mixed precision; CPU uses gloo and float32."""
     cpus_per_worker: int = Field(1, ge=1)

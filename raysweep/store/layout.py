@@ -15,10 +15,10 @@ overwrites, what an earlier attempt wrote. No other module joins paths under a s
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
-import os
 
 from raysweep.store.storage import StoragePath, location
 
@@ -42,6 +42,13 @@ class SweepLayout:
     @property
     def name(self) -> str:
         return self.root.name
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        """A layout passes wherever a sweep dir's path does (its root's path or URI)."""
+        return str(self.root)
 
     # The sweep's own files -------------------------------------------------------------------
     @property

@@ -36,8 +36,9 @@ def _rounded(value: float, low: float, high: float) -> float:
 class OptunaSource(TrialSource):
     """`optuna.num_samples` trials, each reporting its objectives to Tune once, when finished."""
 
-    # A search continues only under its own spec: its searcher's state is restored, not rebuilt.
-    extensible_prefixes = ()
+    def mutable_prefixes(self) -> tuple[str, ...]:
+        # A search continues only under its own spec: its searcher's state is restored, not rebuilt.
+        return ()
 
     def param_space(self) -> dict:
         """A distribution per searched field, constants otherwise."""

@@ -55,9 +55,9 @@ class TrialPoint(SpecSection):
 
     def train_config(self, train: TrainConfig) -> TrialTrainConfig:
         """The spec's train settings with this point in place: what the trial's optimizer is built from."""
-        return TrialTrainConfig(**train.model_dump(), **{"weight_decay": self.weight_decay, "lr": self.peak_lr(train),
-                                "decay_policy": self.decay_policy, "freq_decay_alpha": self.freq_decay_alpha,
-                                "label_smoothing": self.label_smoothing})
+        return TrialTrainConfig(**(train.model_dump() | {
+            "weight_decay": self.weight_decay, "lr": self.peak_lr(train), "decay_policy": self.decay_policy,
+            "freq_decay_alpha": self.freq_decay_alpha, "label_smoothing": self.label_smoothing}))
 
 
 def regularizer_axes(spec: SweepSpec) -> dict[str, list]:

@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from raysweep.spec.schema import parse_spec, spec_to_yaml
-from raysweep.run.tuner import SweepDirError, _check_existing_sweep
+from raysweep.run.preflight import check_existing_sweep
+from raysweep.spec import SweepDirError, parse_spec, spec_to_yaml
 
 
 def raysweep(*args, cwd):
@@ -34,14 +34,14 @@ def test_existing_sweep_dir_resumes_extends_or_refuses(tmp_path):
     """same spec → resume; only the grid or execution options differ → continue; anything else → refused,
     naming fields."""
     spec = parse_spec({"name": "s", "storage": str(tmp_path)})
-    assert _check_existing_sweep(spec) is False  # nothing there yet
-    spec.sweep_dir.mkdir(parents=True)
-    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
-    assert _check_existing_sweep(spec) is True
+    assert check_existing_sweep(spec) is False  # nothing there yet
+    spec.layout.root.mkdir(parents=True)
+    spec.layout.spec_file.write_text(spec_to_yaml(spec))
+    assert check_existing_sweep(spec) is True
     wider = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("grid.weight_decay=[0.0, 0.1, 1.0]",))
-    assert _check_existing_sweep(wider) is False
+    assert check_existing_sweep(wider) is False
     compiled = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("train.compile=true", "train.activation_checkpointing=1"))
-    assert _check_existing_sweep(compiled) is False  # how steps run, not what they compute: continues
+    assert check_existing_sweep(compiled) is False  # how steps run, not what they compute: continues
     other = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("train.lr=0.01", "data.seq_len=64"))
     with pytest.raises(SweepDirError, match=r"data.seq_len: 128 -> 64; train.lr: 0.003 -> 0.01"):
-        _check_existing_sweep(other)
+        check_existing_sweep(other)

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.spec.schema import SpecError, data_config, grid_points, load_spec, parse_spec, vocab_axis
-from raysweep.models.build import PRESETS
+from raysweep.models.presets import PRESETS
+from raysweep.spec import SpecError, load_spec, parse_spec
+from raysweep.trials.grid import grid_points
+from raysweep.trials.point import data_config, vocab_axis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +30,8 @@ BASE = {"name": "x"}
     (BASE, ("train.stpes=10",), "train.stpes: unknown field"),
     (BASE, ("bogus=1",), "bogus: unknown field"),
     (BASE, ("train.steps=many",), "train.steps: input should be a valid integer"),
-    (BASE, ("train.batch_size=7",), "train.batch_size: 7 is not divisible by resources.workers_per_trial=2"),
+    (BASE, ("train.batch_size=7", "resources.workers_per_trial=2"),
+     "train.batch_size: 7 is not divisible by resources.workers_per_trial=2"),
     (BASE, ("data.seq_len=4096",), "data.seq_len: 4096 exceeds the context of grid.scale[0]='tiny'"),
     (BASE, ("data.heldout_fraction=1.5",), "data.heldout_fraction: must be < 1.0, got 1.5"),
     (BASE, ("data.tokenizer.kind=wordpiece",), "data.tokenizer.kind: must be one of 'bpe' or 'file'"),
@@ -146,4 +149,4 @@ def test_relative_storage_resolves_against_the_working_dir(tmp_path, monkeypatch
     """storage: runs → an absolute path, so Ray workers (other cwd) write where the user looks."""
     monkeypatch.chdir(tmp_path)
     spec = parse_spec({**BASE, "storage": "runs"})
-    assert spec.sweep_dir == tmp_path.resolve() / "runs" / "x"
+    assert spec.layout.root == tmp_path.resolve() / "runs" / "x"

@@ -7,11 +7,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raysweep.spec.schema import DataConfig, EvalConfig
 from raysweep.data.corpus import CorpusError, load_documents, split_documents
-from raysweep.data.prepare import PreparedData, prepare_data
 from raysweep.data.pack import encode_stream, open_array
+from raysweep.data.prepare import PreparedData, prepare_data
 from raysweep.data.tokenizer import eos_id, train_bpe
+from raysweep.spec.schema import DataConfig, EvalConfig
+from raysweep.store.layout import SweepLayout
 
 SMALL = DataConfig(corpus="rotten-tomatoes", max_train_docs=150, seq_len=32,
                    tokenizer={"vocab_size": 600})
@@ -19,8 +20,13 @@ EVAL = EvalConfig(n_train_sequences=20, n_heldout_sequences=15)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> PreparedData:
-    return prepare_data(SMALL, EVAL, tmp_path_factory.mktemp("runs") / "sweep")
+def sweep(tmp_path_factory) -> SweepLayout:
+    return SweepLayout.at(tmp_path_factory.mktemp("runs") / "sweep")
+
+
+@pytest.fixture(scope="module")
+def prepared(sweep) -> PreparedData:
+    return prepare_data(SMALL, EVAL, sweep)
 
 
 def test_bundled_corpus_is_movie_reviews_without_synopses():
@@ -75,14 +81,14 @@ def test_stream_is_each_document_encoded_alone_then_eos(with_eos):
     assert encode_stream(tokenizer, [], eos).shape == (0,)
 
 
-def test_second_sweep_reuses_the_data_dir(prepared, tmp_path):
+def test_second_sweep_reuses_the_data_dir(sweep, prepared, tmp_path):
     """same data settings in a sibling sweep → same key, copied not rebuilt; other settings → new key."""
-    again = prepare_data(SMALL, EVAL, prepared.data_dir.parents[1])
+    again = prepare_data(SMALL, EVAL, sweep)
     assert again.data_dir == prepared.data_dir
-    sibling = prepare_data(SMALL, EVAL, prepared.data_dir.parents[2] / "other")
+    sibling = prepare_data(SMALL, EVAL, SweepLayout.at(sweep.root.parent / "other"))
     assert sibling.data_key == prepared.data_key
     assert (sibling.data_dir / "train.bin").read_bytes() == (prepared.data_dir / "train.bin").read_bytes()
-    changed = prepare_data(SMALL.model_copy(update={"seq_len": 16}), EVAL, tmp_path / "s")
+    changed = prepare_data(SMALL.model_copy(update={"seq_len": 16}), EVAL, SweepLayout.at(tmp_path / "s"))
     assert changed.data_key != prepared.data_key
 
 
@@ -100,7 +106,8 @@ def test_local_corpus_files(tmp_path, suffix):
         pd.DataFrame({"body": docs}).to_parquet(path)
     assert load_documents(str(path), "body") == docs
     data = DataConfig(corpus=str(path), text_column="body", seq_len=16, tokenizer={"vocab_size": 300})
-    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2), tmp_path / "sw")
+    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2),
+                            SweepLayout.at(tmp_path / "sw"))
     assert prepared.n_train_sequences > 10
 
 
@@ -124,16 +131,17 @@ def test_corpus_smaller_than_a_batch_fails_and_leaves_no_data_dir(tmp_path):
     path = tmp_path / "small.txt"
     path.write_text("just a few words here\nand here\n" * 3)
     data = DataConfig(corpus=str(path), seq_len=64, tokenizer={"vocab_size": 300})
+    layout = SweepLayout.at(SweepLayout.at(tmp_path / "sw"))
     with pytest.raises(CorpusError, match="fewer than one batch"):
-        prepare_data(data, EvalConfig(), tmp_path / "sw", min_sequences=8)
-    assert list((tmp_path / "sw" / "data").iterdir()) == []
+        prepare_data(data, EvalConfig(), layout, min_sequences=8)
+    assert list(layout.data_root.iterdir()) == []
 
 
 def test_tokenizer_file_is_used_as_given(prepared, tmp_path):
     """kind: file → the saved tokenizer.json drives packing; same vocab, same ids."""
     data = DataConfig(**{**SMALL.model_dump(), "tokenizer": {
         "kind": "file", "path": str(prepared.data_dir / "tokenizer.json")}})
-    again = prepare_data(data, EVAL, tmp_path / "sw")
+    again = prepare_data(data, EVAL, SweepLayout.at(tmp_path / "sw"))
     assert again.vocab_size == prepared.vocab_size and again.data_key != prepared.data_key
     assert (np.asarray(open_array(again.data_dir, "train")) ==
             np.asarray(open_array(prepared.data_dir, "train"))).all()
@@ -144,7 +152,7 @@ def test_tokenizer_file_that_does_not_parse(tmp_path):
     bad.write_text("{not json")
     data = DataConfig(**{**SMALL.model_dump(), "tokenizer": {"kind": "file", "path": str(bad)}})
     with pytest.raises(CorpusError, match=r"data.tokenizer.path: .*tokenizer.json.* not a tokenizer.json"):
-        prepare_data(data, EVAL, tmp_path / "sw")
+        prepare_data(data, EVAL, SweepLayout.at(tmp_path / "sw"))
 
 
 def _word_level(vocab: dict, unk: str | None, path) -> str:
@@ -168,7 +176,8 @@ def test_tokenizer_file_with_gaps_in_its_ids_sizes_the_vocabulary_by_its_largest
     vocab = {"[UNK]": 0, "</s>": 1, "the": 2, "cat": 500, "mat": 70_000}
     data = DataConfig(corpus=_words_corpus(tmp_path), seq_len=8, tokenizer={
         "kind": "file", "path": _word_level(vocab, "[UNK]", tmp_path / "gaps.json")})
-    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2), tmp_path / "sw")
+    prepared = prepare_data(data, EvalConfig(n_train_sequences=4, n_heldout_sequences=2),
+                            SweepLayout.at(tmp_path / "sw"))
     assert prepared.vocab_size == 70_001
     assert {0, 500, 70_000} <= set(np.unique(open_array(prepared.data_dir, "train")).tolist())
 
@@ -177,7 +186,7 @@ def test_tokenizer_file_that_cannot_encode_the_corpus_names_the_field(tmp_path):
     no_unk = _word_level({"the": 0, "cat": 1}, "[UNK]", tmp_path / "no-unk.json")  # [UNK] not in the vocab
     data = DataConfig(corpus=_words_corpus(tmp_path), seq_len=8, tokenizer={"kind": "file", "path": no_unk})
     with pytest.raises(CorpusError, match=r"^data.tokenizer: cannot encode the corpus \(.*unk"):
-        prepare_data(data, EvalConfig(), tmp_path / "sw")
+        prepare_data(data, EvalConfig(), SweepLayout.at(tmp_path / "sw"))
 
 
 def test_text_column_of_non_strings_is_refused(tmp_path):
@@ -197,8 +206,8 @@ def test_held_out_split_without_one_sequence_is_refused(tmp_path):
     data = DataConfig(corpus=_words_corpus(tmp_path), heldout_fraction=1e-4, seq_len=8,
                       tokenizer={"vocab_size": 300})
     with pytest.raises(CorpusError, match=r"^data.heldout_fraction: 0.0001 .* eval.n_heldout_sequences: 0"):
-        prepare_data(data, EvalConfig(n_heldout_sequences=4), tmp_path / "sw")
-    prepared = prepare_data(data, EvalConfig(n_heldout_sequences=0), tmp_path / "sw")
+        prepare_data(data, EvalConfig(n_heldout_sequences=4), SweepLayout.at(tmp_path / "sw"))
+    prepared = prepare_data(data, EvalConfig(n_heldout_sequences=0), SweepLayout.at(tmp_path / "sw"))
     assert prepared.n_eval_sequences["heldout"] == 0
 
 

@@ -20,7 +20,7 @@ from raysweep.train.parallel import parallelize
 from raysweep.train.step import train_step
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
-SCALE = "nano"
+SCALE = "tiny"  # 2 decoder blocks: 2 FSDP units besides the root
 CLIPS = (0.05, 1e3, 0.05)  # well under the gradient norm, then far over it: clipped, unclipped, clipped
 STEPS = len(CLIPS)
 CFG = TrialTrainConfig(lr=0.01, weight_decay=1.0)  # no schedule: the optimizer's lr stays at cfg.lr

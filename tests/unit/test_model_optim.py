@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.spec.schema import TrainConfig
-from raysweep.models.build import PRESETS, build_config, build_model, count_params, flops_per_token, get_preset
+from raysweep.data.frequency import max_row_decay_factor
+from raysweep.models.build import build_config, build_model, count_params, flops_per_token
+from raysweep.models.presets import PRESETS, get_preset
+from raysweep.spec.schema import TrialTrainConfig
+from raysweep.train.optim import build_lr_schedule, build_optimizer, decay_mask, summarize_mask
 from raysweep.train.step import train_step
-from raysweep.train.optim import build_optimizer, decay_mask, lr_at, max_row_decay_factor, summarize_mask
 
 CPU_PRESETS = [name for name, p in PRESETS.items() if p.family is None]
 
@@ -69,19 +71,55 @@ def test_decay_mask_exact_membership(policy):
 
 def test_optimizer_groups_carry_the_weight_decay():
     model = build_model(build_config("nano", vocab_size=300), 0)
-    optimizer = build_optimizer(model, 0.3, TrainConfig(decay_policy="no_embeddings"))
+    optimizer = build_optimizer(model, TrialTrainConfig(weight_decay=0.3, decay_policy="no_embeddings"))
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.3 for p in g["params"]}
     assert id(model.model.embed_tokens.weight) not in decayed
     assert id(model.model.layers[0].self_attn.q_proj.weight) in decayed
 
 
+def _schedule_lrs(cfg: TrialTrainConfig, start_step: int = 0) -> list[float]:
+    """The lr a schedule built at `start_step` sets for each step from there to the last, read before
+    the step as the training loop does, and last the lr it ends at after the last step; on an
+    optimizer over one throwaway tensor. A resumed optimizer comes with the lr its checkpoint saved
+    mid-schedule (here an arbitrary one), which the schedule must not build on."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr if start_step == 0 else 0.123)
+    schedule = build_lr_schedule(optimizer, cfg, start_step)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(start_step, cfg.steps):
+        assert schedule.get_last_lr() == [lrs[-1]]
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
 def test_lr_schedule_warmup_then_cosine_to_floor():
-    cfg = TrainConfig(steps=101, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1)
-    assert lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(10, cfg) == pytest.approx(1.0)
-    assert lr_at(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert lr_at(100, cfg) == pytest.approx(0.1)
+    """transformers' schedule: lr * step / warmup, then cosine from lr at the end of the warmup down
+    to lr * min_lr_ratio, which it reaches when the last step is done."""
+    cfg = TrialTrainConfig(steps=110, lr=2.0, warmup_steps=10, min_lr_ratio=0.1)
+
+    def expected(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.lr * step / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / (cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    lrs = _schedule_lrs(cfg)
+    assert lrs == pytest.approx([expected(step) for step in range(cfg.steps + 1)], rel=1e-12, abs=1e-12)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(1.0)  # a linear warmup from 0
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
+    assert lrs[10] == pytest.approx(cfg.lr) and max(lrs) == pytest.approx(cfg.lr)  # the peak, at the warmup's end
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # then down all the way
+    assert lrs[60] == pytest.approx(cfg.lr * (0.1 + 0.9 * 0.5))  # halfway through the cosine
+    assert lrs[cfg.steps] == pytest.approx(cfg.lr * cfg.min_lr_ratio)  # the floor, after the last step
+
+
+@pytest.mark.parametrize("start_step", [1, 4, 10, 37, 109, 110])
+def test_lr_schedule_resumed_at_a_step_continues_the_uninterrupted_one(start_step):
+    """A trial restarted from its checkpoint at step k builds its schedule with start_step=k: from
+    there on the lrs are those of the uninterrupted run (not a fresh warmup)."""
+    cfg = TrialTrainConfig(steps=110, lr=2.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert _schedule_lrs(cfg, start_step) == pytest.approx(_schedule_lrs(cfg)[start_step:], rel=1e-12, abs=1e-15)
 
 
 def test_cpu_peak_is_a_measured_matmul():
@@ -102,8 +140,9 @@ def test_frequency_aware_decay_scales_each_embedding_row():
     shrink by 1 - lr * lambda * (count / median) ** alpha, other matrices by 1 - lr * lambda."""
     model = _tiny_model()
     counts = np.arange(64) * 3  # token 0 unseen (counts as 1), median of the seen = 96
-    cfg = TrainConfig(lr=0.01, freq_decay_alpha=0.5)
-    optimizer = build_optimizer(model, 2.0, cfg, token_counts=counts)
+    cfg = TrialTrainConfig(lr=0.01, weight_decay=2.0, freq_decay_alpha=0.5)
+    assert cfg.uses_row_decay
+    optimizer = build_optimizer(model, cfg, token_counts=counts)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -124,12 +163,12 @@ def test_frequency_aware_decay_with_flat_counts_is_adamw():
     torch.manual_seed(0)
     batch = torch.randint(0, 64, (4, 16))
     models = [_tiny_model(), _tiny_model()]
-    optimizers = [build_optimizer(models[0], 1.0, TrainConfig(lr=0.01)),
-                  build_optimizer(models[1], 1.0, TrainConfig(lr=0.01, freq_decay_alpha=1.0),
+    optimizers = [build_optimizer(models[0], TrialTrainConfig(lr=0.01, weight_decay=1.0)),
+                  build_optimizer(models[1], TrialTrainConfig(lr=0.01, weight_decay=1.0, freq_decay_alpha=1.0),
                                   token_counts=np.full(64, 7))]
     for _ in range(3):
         for model, optimizer in zip(models, optimizers):
-            train_step(model, optimizer, batch, lr=0.01, grad_clip=1.0)
+            train_step(model, optimizer, batch, grad_clip=1.0)
     for (name, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters()):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), name
 
@@ -141,10 +180,10 @@ def test_label_smoothing_changes_the_training_loss_only():
     logits = model(input_ids=batch).logits[:, :-1].reshape(-1, 64)
     smoothed = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1), label_smoothing=0.2)
     plain = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1))
-    got = train_step(model, build_optimizer(model, 0.0, TrainConfig()), batch, 0.0, 0.0, label_smoothing=0.2)
+    got = train_step(model, build_optimizer(model, TrialTrainConfig()), batch, 0.0, label_smoothing=0.2)
     assert got.item() == pytest.approx(smoothed.item(), rel=1e-5) and smoothed.item() > plain.item()
     model = _tiny_model()
-    got = train_step(model, build_optimizer(model, 0.0, TrainConfig()), batch, 0.0, 0.0)
+    got = train_step(model, build_optimizer(model, TrialTrainConfig()), batch, 0.0)
     assert got.item() == pytest.approx(plain.item(), rel=1e-5)
 
 

@@ -4,8 +4,9 @@ are unchanged, and is refused (one line) when they would be."""
 import pytest
 import yaml
 
-from raysweep.spec.schema import parse_spec, spec_to_yaml
-from raysweep.run.tuner import SweepDirError, _check_existing_sweep, _current_regularizer
+from raysweep.run.migrations import current_regularizer
+from raysweep.run.preflight import check_existing_sweep
+from raysweep.spec import SweepDirError, parse_spec, spec_to_yaml
 
 
 def _write_pre_axes_spec(spec) -> None:
@@ -15,43 +16,43 @@ def _write_pre_axes_spec(spec) -> None:
         raw["train"].pop(field)
     for axis in ("decay_policy", "freq_decay_alpha", "label_smoothing", "dropout"):
         raw["grid"].pop(axis)
-    spec.sweep_dir.mkdir(parents=True)
-    (spec.sweep_dir / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec.layout.root.mkdir(parents=True)
+    spec.layout.spec_file.write_text(yaml.safe_dump(raw))
 
 
 def test_pre_axes_sweep_with_plain_adamw_resumes(tmp_path):
     spec = parse_spec({"name": "old", "storage": str(tmp_path)})
     _write_pre_axes_spec(spec)
-    assert _check_existing_sweep(spec) is True
+    assert check_existing_sweep(spec) is True
 
 
 def test_pre_axes_sweep_whose_ids_would_change_is_refused(tmp_path):
     spec = parse_spec({"name": "old", "storage": str(tmp_path), "train": {"decay_policy": "no_embeddings"}})
     _write_pre_axes_spec(spec)
     with pytest.raises(SweepDirError, match="older raysweep whose trial ids did not name decay_policy='no_embeddings'"):
-        _check_existing_sweep(spec)
+        check_existing_sweep(spec)
 
 
 def test_trials_rows_of_earlier_grids_get_this_versions_regularizer():
     old_row = {"trial_id": "tiny-wd0.0-s0", "weight_decay": 0.0, "scale": "tiny", "seed": 0,
                "decay_policy": "all_matrices", "regularizer": "adamw:all_matrices"}
-    row = _current_regularizer(old_row)
+    row = current_regularizer(old_row)
     assert row["regularizer"] == "adamw" and row["dropout"] == 0.0 and row["trial_id"] == "tiny-wd0.0-s0"
 
 
 def test_a_search_dir_refuses_another_seed_where_a_grid_would_extend(tmp_path):
     grid = {"name": "g", "storage": str(tmp_path)}
     spec = parse_spec(grid)
-    spec.sweep_dir.mkdir(parents=True)
-    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
-    assert _check_existing_sweep(parse_spec(grid, ("grid.seed=[0, 1]",))) is False  # extends the grid
+    spec.layout.root.mkdir(parents=True)
+    spec.layout.spec_file.write_text(spec_to_yaml(spec))
+    assert check_existing_sweep(parse_spec(grid, ("grid.seed=[0, 1]",))) is False  # extends the grid
 
     search = {"name": "s", "storage": str(tmp_path), "search": "optuna", "grid": {"weight_decay": [0.0]},
               "optuna": {"space": {"weight_decay": {"low": 0.0, "high": 1.0}}}}
     spec = parse_spec(search)
-    spec.sweep_dir.mkdir(parents=True)
-    (spec.sweep_dir / "spec.yaml").write_text(spec_to_yaml(spec))
-    assert _check_existing_sweep(spec) is True  # the same search resumes
+    spec.layout.root.mkdir(parents=True)
+    spec.layout.spec_file.write_text(spec_to_yaml(spec))
+    assert check_existing_sweep(spec) is True  # the same search resumes
     for change in ("grid.seed=[1]", "optuna.num_samples=20", "train.compile=true"):  # a grid continues under compile
         with pytest.raises(SweepDirError, match="holds a sweep with a different spec"):
-            _check_existing_sweep(parse_spec(search, (change,)))
+            check_existing_sweep(parse_spec(search, (change,)))
