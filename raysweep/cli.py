@@ -9,34 +9,12 @@ from pathlib import Path
 
 
 def _print_results(layout, command: str) -> int:
-    """The report of a finished sweep run; exit status 1 when a trial of its grid did not finish
-    (rows of earlier grids in trials.parquet are not this run's)."""
     import ray
 
-    from raysweep.catalog.build import build_catalog
-    from raysweep.present.report import format_report, pareto_front_table, report_table
-    from raysweep.run.preflight import load_sweep_spec
-    from raysweep.store.storage import read_parquet_table
-    from raysweep.trials.source import trial_source
+    from raysweep.present.summary import print_sweep_summary
 
     ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
-    catalog = build_catalog(layout)
-    print(format_report(report_table(layout)))
-    print(f"\nsweep dir: {layout.root}\ncatalog:   {catalog}")
-    spec = load_sweep_spec(layout)
-    if spec.search == "optuna":
-        print("\nPareto front of the search (final step; `SELECT * FROM pareto_front` in the catalog):")
-        print(pareto_front_table(layout).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    in_sweep = {p.trial_id for p in trial_source(spec).points()}
-    trials = [t for t in read_parquet_table(layout.trials_file).to_pylist() if t["trial_id"] in in_sweep]
-    failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, INTERRUPTED, or PENDING: never ran
-    if failed:
-        print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials did not finish (first: "
-              f"{failed[0]['trial_id']}: {failed[0]['error'] or failed[0]['status']}); "
-              f"`raysweep status {layout.root}` lists them, "
-              f"`raysweep resume {layout.root}` retries them", file=sys.stderr)
-        return 1
-    return 0
+    return print_sweep_summary(layout, command)
 
 
 def _sweep(args) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,20 +20,14 @@ import pyarrow as pa
 import yaml
 from tqdm import tqdm
 
-from raysweep.spec.schema import OBJECTIVE_METRICS, SearchParam
-from raysweep.catalog.queries import install_queries, query_with_callees
+from raysweep.spec.schema import OBJECTIVE_METRICS
+from raysweep.catalog.queries import install_queries, query_with_callees, run_query, run_statement
 from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys
-from raysweep.store.shards import EMBEDDING_SCHEMA, TOKEN_SCHEMA, TRAIN_METRICS_SCHEMA, complete_shards
+from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
+                                   TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
                                     register_filesystems)
-
-# Bins by training count: floor(log3(count)); the epsilon keeps exact powers of 3 in their own
-# bin despite float rounding of ln(c)/ln(3). Types never seen in training get bin -1 ('unseen').
-_MACROS = """
-CREATE MACRO freq_bin(c) AS
-    CASE WHEN c = 0 THEN -1 ELSE CAST(floor(ln(c) / ln(3) + 1e-9) AS INTEGER) END;
-"""
 
 
 def _sql_list(paths: list[StoragePath]) -> str:
@@ -44,33 +38,38 @@ def _sql_list(paths: list[StoragePath]) -> str:
 # 2: the redesign (named report queries, exact t quantiles).
 CATALOG_VERSION = 2
 
-# view name -> (shard subdir, selected columns, hive partition types, typed empty columns)
+
+@dataclass(frozen=True)
+class ShardView:
+    """A view over one kind of shard: the hive keys of the shard paths, then the file's columns
+    (keys named in `keys_last` after them); the key `trial` shows as `trial_id`."""
+
+    file_schema: pa.Schema
+    partitions: pa.Schema
+    keys_last: tuple[str, ...] = ()
+
+    def fields(self) -> list[tuple[pa.Field, str]]:
+        """(source field, name in the view), in the view's order."""
+        keys = [f for f in self.partitions if f.name not in self.keys_last]
+        last = [self.partitions.field(name) for name in self.keys_last]
+        return [(f, "trial_id" if f.name == "trial" else f.name) for f in [*keys, *self.file_schema, *last]]
+
+
+# view name -> its shards' columns; the subdir of shards/ is the view's name
 SHARD_VIEWS = {
-    "tokens": ("tokens", "split, trial AS trial_id, step, seq_id, pos, token_id, loss, correct",
-               "{'split': VARCHAR, 'trial': VARCHAR, 'step': BIGINT}",
-               "NULL::VARCHAR AS split, NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, "
-               "NULL::INTEGER AS seq_id, NULL::INTEGER AS pos, NULL::INTEGER AS token_id, "
-               "NULL::FLOAT AS loss, NULL::BOOLEAN AS correct"),
-    "embeddings": ("embeddings", "trial AS trial_id, step, token_id, input_norm, output_norm",
-                   "{'trial': VARCHAR, 'step': BIGINT}",
-                   "NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, NULL::INTEGER AS token_id, "
-                   "NULL::FLOAT AS input_norm, NULL::FLOAT AS output_norm"),
-    # `upto` is the step of the report that wrote the chunk; train_curves de-duplicates on it.
-    "train_metrics": ("train_metrics",
-                      "trial AS trial_id, step, loss, lr, tokens_per_s, step_time_s, mfu, time, upto",
-                      "{'trial': VARCHAR, 'upto': BIGINT}",
-                      "NULL::VARCHAR AS trial_id, NULL::BIGINT AS step, NULL::DOUBLE AS loss, "
-                      "NULL::DOUBLE AS lr, NULL::DOUBLE AS tokens_per_s, NULL::DOUBLE AS step_time_s, "
-                      "NULL::DOUBLE AS mfu, NULL::DOUBLE AS time, "
-                      "NULL::BIGINT AS upto"),
+    "tokens": ShardView(TOKEN_SCHEMA, TOKEN_PARTITIONS),
+    "embeddings": ShardView(EMBEDDING_SCHEMA, EMBEDDING_PARTITIONS),
+    # `upto` is bookkeeping (train_curves de-duplicates retried steps on it): after the metrics
+    "train_metrics": ShardView(TRAIN_METRICS_SCHEMA, TRAIN_METRICS_PARTITIONS, keys_last=("upto",)),
 }
+
+# The DuckDB type of each Arrow type a shard or a partition key holds
+_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
+                 pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
 
 
 class CatalogError(ValueError):
     """A sweep whose files cannot be cataloged; the message names the file and the fix."""
-
-
-_SCHEMAS = {"tokens": TOKEN_SCHEMA, "embeddings": EMBEDDING_SCHEMA, "train_metrics": TRAIN_METRICS_SCHEMA}
 
 
 def _check_shards(name: str, shards: list[StoragePath]) -> None:
@@ -83,18 +82,24 @@ def _check_shards(name: str, shards: list[StoragePath]) -> None:
             raise CatalogError(f"{path}: not a readable Parquet shard ({first_line(exc)}); "
                                "`raysweep verify` lists every damaged file; move it away to build "
                                "the catalog without it") from None
-        if not schema.equals(_SCHEMAS[name]):
+        expected = SHARD_VIEWS[name].file_schema
+        if not schema.equals(expected):
             raise CatalogError(f"{path}: columns ({', '.join(f'{f.name} {f.type}' for f in schema)}) "
-                               f"are not the {name} shard schema ({', '.join(_SCHEMAS[name].names)}); "
+                               f"are not the {name} shard schema ({', '.join(expected.names)}); "
                                "written by another raysweep version or another program: read the sweep "
                                "with the raysweep version that wrote it, or move the file out")
 
 
 def _shard_view(name: str, shards: list[StoragePath], kind: str | None = None) -> str:
-    """A view over the complete shards only; typed and empty while there are none yet."""
-    _, columns, hive_types, empty = SHARD_VIEWS[kind or name]
+    """A view over the complete shards only; typed and empty while there are none yet. A view cannot
+    take parameters, so its statement names the files (escaped) and is written here; every name and
+    type in it comes from the ShardView."""
+    view = SHARD_VIEWS[kind or name]
     if not shards:
+        empty = ", ".join(f"NULL::{_DUCKDB_TYPES[f.type]} AS {shown}" for f, shown in view.fields())
         return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
+    columns = ", ".join(f.name if f.name == shown else f"{f.name} AS {shown}" for f, shown in view.fields())
+    hive_types = "{" + ", ".join(f"'{f.name}': {_DUCKDB_TYPES[f.type]}" for f in view.partitions) + "}"
     return f"""CREATE VIEW {name} AS SELECT {columns}
         FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
 
@@ -153,11 +158,18 @@ def open_catalog(sweep_dir) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def has_table(con, name: str) -> bool:
+    """The connection's database holds a table `name` (catalog introspection, not a library query)."""
+    return con.execute("SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = current_database() "
+                       "AND table_name = ?", [name]).fetchone()[0]
+
+
 def catalog_version(con) -> int | None:
-    """The layout version a catalog was built with (None: a catalog of before versions were recorded)."""
-    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'catalog_info'").fetchall():
+    """The layout version a catalog was built with (None: a catalog of before versions were recorded).
+    Read from the table itself, not through a query of the library: the catalog may be of any version."""
+    if not has_table(con, "catalog_info"):
         return None
-    return con.execute("SELECT version FROM catalog_info").fetchone()[0]
+    return con.table("catalog_info").select("version").fetchone()[0]
 
 
 def is_current(sweep_dir) -> bool:
@@ -189,74 +201,44 @@ def t_quantiles(n_trials: int) -> pa.Table:
 
 
 def create_table(con, name: str, table: pa.Table) -> None:
-    """A DuckDB table holding an Arrow table's rows (the name is ours, never user text)."""
-    con.register("_rows", table)
-    con.execute(f"CREATE TABLE {name} AS SELECT * FROM _rows")
-    con.unregister("_rows")
+    """A DuckDB table holding an Arrow table's rows."""
+    con.from_arrow(table).create(name)
 
 
 def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]) -> None:
     with duckdb.connect(str(tmp)) as con:
         register_filesystems(con, [layout.root])
-        con.execute(_MACROS)
         _create_token_freq(con, freq_files)
         trials = _trials_table(layout)
         create_table(con, "trials", trials)
         create_table(con, "t_quantiles", t_quantiles(trials.num_rows))
+        final_step = dict(zip(trials["trial_id"].to_pylist(), trials["steps"].to_pylist()))
         for name in tqdm(SHARD_VIEWS, desc="catalog: shard views", unit="view",
                          disable=None):  # disable=None: only on a terminal
             shards = complete_shards(layout.shards_root(name))
             _check_shards(name, shards)
             if name == "tokens":
-                _create_token_views(con, shards)
+                _create_token_views(con, shards, final_step)
             else:
                 con.execute(_shard_view(name, shards))
         install_queries(con)
-        con.execute("CREATE TABLE catalog_info AS SELECT ? AS version", [CATALOG_VERSION])
+        run_statement(con, "create_catalog_info", version=CATALOG_VERSION)
         search = search_settings(layout)
         if search is not None:
-            con.execute(f"CREATE TABLE pareto_front AS {pareto_front_sql(search)}")
+            run_statement(con, "create_pareto_front", objectives=search)
 
 
 def _create_token_freq(con, freq_files: list[StoragePath]) -> None:
-    con.execute(f"""CREATE TABLE token_freq AS
-        SELECT regexp_extract(filename, '/data/([^/]+)/token_freq.parquet$', 1) AS data_key,
-               token_id, count, rank, share, piece, n_chars, freq_bin(count) AS bin
-        FROM read_parquet({_sql_list(freq_files)}, filename = true)""")
+    install_queries(con, query_with_callees("create_token_freq"))  # freq_bin, before the other queries
+    run_statement(con, "create_token_freq", files=[str(path) for path in freq_files])
 
 
-def _create_token_views(con, shards: list[StoragePath]) -> None:
-    """`tokens`, and `final_tokens` over the files of each trial's last step (trials.steps): listing
-    them up front lets DuckDB skip the other steps' files at plan time; a join against `trials`
-    would read every file's rows before filtering them."""
+def _create_token_views(con, shards: list[StoragePath], final_step: dict[str, int]) -> None:
+    """`tokens`, and `final_tokens` over the files of each trial's last step (`final_step`, from
+    trials.steps): listing them up front lets DuckDB skip the other steps' files at plan time; a join
+    against `trials` would read every file's rows before filtering them."""
     con.execute(_shard_view("tokens", shards))
-    final_step = dict(con.execute("SELECT trial_id, steps FROM trials").fetchall())
     con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
-
-
-# The fields a search may vary, shown beside the objectives in `pareto_front` and the search tables
-SEARCH_COLUMNS = ", ".join(f"tr.{field}" for field in typing.get_args(SearchParam))
-
-
-def search_objectives_sql(objectives: list[str]) -> str:
-    """One row per finished trial: its `<split>_<metric>` objectives (final step) and searched fields."""
-    columns = ", ".join(f"max(o.{o.split('_', 1)[1]}) FILTER (WHERE o.split = '{o.split('_', 1)[0]}') AS {o}"
-                        for o in objectives)
-    return f"""SELECT o.trial_id, {columns}, {SEARCH_COLUMNS}
-        FROM trial_objectives() o JOIN trials tr ON tr.trial_id = o.trial_id
-        WHERE tr.status = 'TERMINATED'
-        GROUP BY ALL"""
-
-
-def pareto_front_sql(objectives: list[str]) -> str:
-    """The finished trials no other trial dominates (<= on every objective, < on one), with their
-    searched fields: the search's Pareto front."""
-    at_most = " AND ".join(f"other.{o} <= o.{o}" for o in objectives)
-    below = " OR ".join(f"other.{o} < o.{o}" for o in objectives)
-    return f"""WITH o AS ({search_objectives_sql(objectives)})
-        SELECT * FROM o
-        WHERE NOT EXISTS (SELECT 1 FROM o AS other WHERE {at_most} AND ({below}))
-        ORDER BY {', '.join(objectives)}, trial_id"""
 
 
 def search_settings(sweep_dir) -> list[str] | None:
@@ -277,10 +259,9 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
     shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir))
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
-        con.execute(_MACROS)
         _create_token_freq(con, [data_dir / "token_freq.parquet"])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
-        _create_token_views(con, shards)
+        _create_token_views(con, shards, {trial_row["trial_id"]: trial_row["steps"]})
         install_queries(con, query_with_callees("trial_objectives"))
-        rows = con.execute("SELECT * FROM trial_objectives()").df().to_dict("records")
+        rows = run_query(con, "trial_objectives").df().to_dict("records")
     return {f"{row['split']}_{metric}": row[metric] for row in rows for metric in OBJECTIVE_METRICS}

@@ -31,23 +31,33 @@ def _aliases(sweep_dirs: list[StoragePath]) -> list[str]:
     return aliases
 
 
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _identifier(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
 def union_sql(sweep_dirs: list[StoragePath]) -> str:
-    """Statements that attach several catalogs and build the union views and macros."""
+    """Statements that attach several catalogs and build the union views and macros. Written here:
+    ATTACH takes the file and alias as literals, and each view names every attached catalog (paths and
+    sweep names escaped)."""
     aliases = _aliases(sweep_dirs)
-    statements = [f"ATTACH '{local_catalog(d)}' AS \"{a}\" (READ_ONLY)" for d, a in zip(sweep_dirs, aliases)]
+    names = {a: _identifier(a) for a in aliases}
+    statements = [f"ATTACH {_literal(local_catalog(d))} AS {names[a]} (READ_ONLY)"
+                  for d, a in zip(sweep_dirs, aliases)]
     for table in _TRIAL_TABLES:
-        parts = [f"SELECT '{a}' AS sweep, * REPLACE ('{a}/' || trial_id AS trial_id) FROM \"{a}\".{table}"
-                 for a in aliases]
+        parts = [f"SELECT {_literal(a)} AS sweep, * REPLACE ({_literal(a + '/')} || trial_id AS trial_id) "
+                 f"FROM {names[a]}.{table}" for a in aliases]
         statements.append(f"CREATE TEMP VIEW {table} AS " + " UNION ALL ".join(parts))
     # The same data key in two sweeps is the same data: keep one copy of its rows.
     statements.append("CREATE TEMP VIEW token_freq AS " + " UNION ".join(
-        f"SELECT * FROM \"{a}\".token_freq" for a in aliases))
+        f"SELECT * FROM {names[a]}.token_freq" for a in aliases))
     statements.append("CREATE TEMP VIEW t_quantiles AS " + " UNION ".join(
-        f"SELECT * FROM \"{a}\".t_quantiles" for a in aliases))
-    statements.append("CREATE TEMP MACRO freq_bin(c) AS "
-                      "CASE WHEN c = 0 THEN -1 ELSE CAST(floor(ln(c) / ln(3) + 1e-9) AS INTEGER) END")
-    statements += [q.create_sql().replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO", 1)
-                   for q in load_queries()]
+        f"SELECT * FROM {names[a]}.t_quantiles" for a in aliases))
+    # freq_bin and every query of the library, as each catalog holds them (statements only build a catalog)
+    statements += [q.create_sql(temporary=True) for q in load_queries() if q.kind != "statement"]
     return ";\n".join(statements) + ";\n"
 
 

@@ -1,4 +1,5 @@
-"""The study's figures, drawn with matplotlib from the SQL library (PNG and SVG each)."""
+"""The study's figures, drawn with matplotlib from the SQL library (PNG and SVG each): each figure's data
+is a named query (`analysis/figure_*.sql`, panels labelled by `trial_panels`)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from raysweep.catalog.build import search_objectives_sql, search_settings
+from raysweep.catalog.build import search_settings
 from raysweep.catalog.connect import connect
+from raysweep.catalog.queries import run_query
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
 
-def _panel(alias: str = "") -> str:
-    """SQL for the panel key `scale`: the scale, plus the vocabulary size when the sweep has several
-    and the regularizer when it is not plain AdamW, so each grid axis gets its own panels."""
-    return (f"{alias}scale || CASE WHEN (SELECT count(DISTINCT vocab_size) FROM trials) > 1 "
-            f"THEN ' / vocab ' || {alias}vocab_size ELSE '' END "
-            f"|| CASE WHEN {alias}regularizer = 'adamw' THEN '' ELSE ' / ' || {alias}regularizer END AS scale")
-
-
-def _query(sweep_dir: StoragePath, sql: str) -> pd.DataFrame:
+def _query(sweep_dir: StoragePath, name: str, **params) -> pd.DataFrame:
     with connect([sweep_dir]) as con:
-        return con.execute(sql).df()
+        return run_query(con, name, **params).df()
 
 
 def _panels(keys: list[tuple], ncols: int = 2, height: float = 3.6):
@@ -51,38 +45,31 @@ def _wd_colors(weight_decays) -> dict:
 
 def loss_vs_rank(sweep_dir: StoragePath):
     """Figure 1 (the paper's): per-type mean loss against frequency rank, smoothed over log-spaced rank windows."""
-    data = _query(sweep_dir, f"""
-        SELECT t.split, {_panel('tr.')}, tr.weight_decay, f.rank, avg(t.mean_loss) AS loss
-        FROM token_type_loss() t JOIN trials tr ON tr.trial_id = t.trial_id
-        JOIN token_freq f ON f.data_key = tr.data_key AND f.token_id = t.token_id
-        GROUP BY ALL""")
-    keys = sorted(data.groupby(["scale", "split"]).groups)
+    data = _query(sweep_dir, "figure_loss_vs_rank")
+    keys = sorted(data.groupby(["panel", "split"]).groups)
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
-    for ax, (scale, split) in zip(axes, keys):
-        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+    for ax, (panel_name, split) in zip(axes, keys):
+        panel = data[(data["panel"] == panel_name) & (data["split"] == split)]
         edges = np.unique(np.geomspace(1, panel["rank"].max() + 1, 40).astype(int))
         for wd, group in panel.groupby("weight_decay"):
             window = pd.cut(group["rank"], edges, right=False)
             smooth = group.groupby(window, observed=True).agg(rank=("rank", "mean"), loss=("loss", "mean"))
             ax.plot(smooth["rank"], smooth["loss"], color=colors[wd], label=f"λ={wd:g}")
         ax.set(xscale="log", xlabel="token frequency rank (1 = most frequent)", ylabel="mean loss per type (nats)",
-               title=f"{scale}, {split} split")
+               title=f"{panel_name}, {split} split")
         ax.legend(title="weight decay")
     return fig
 
 
 def bin_bars(sweep_dir: StoragePath):
     """Figure 2: token-balanced mean loss and occurrence accuracy per bin, grouped bars per weight decay."""
-    data = _query(sweep_dir, f"""
-        SELECT b.split, {_panel('tr.')}, tr.weight_decay, b.bin,
-               avg(b.type_mean_loss) AS loss, avg(b.accuracy) AS accuracy
-        FROM bin_loss() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
-    keys = sorted(data.groupby(["scale", "split"]).groups)
+    data = _query(sweep_dir, "figure_bin_loss")
+    keys = sorted(data.groupby(["panel", "split"]).groups)
     fig, axes = plt.subplots(2, max(1, len(keys)), figsize=(6 * max(1, len(keys)), 7), squeeze=False)
     colors = _wd_colors(data["weight_decay"])
-    for col, (scale, split) in enumerate(keys):
-        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+    for col, (panel_name, split) in enumerate(keys):
+        panel = data[(data["panel"] == panel_name) & (data["split"] == split)]
         bins = sorted(panel["bin"].unique())
         wds = sorted(panel["weight_decay"].unique())
         width = 0.8 / len(wds)
@@ -92,7 +79,7 @@ def bin_bars(sweep_dir: StoragePath):
                 values = panel[panel["weight_decay"] == wd].set_index("bin").reindex(bins)[metric]
                 ax.bar(np.arange(len(bins)) + i * width, values, width, color=colors[wd], label=f"λ={wd:g}")
             ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
-            ax.set(xlabel=BIN_LABEL, ylabel=label, title=f"{scale}, {split} split")
+            ax.set(xlabel=BIN_LABEL, ylabel=label, title=f"{panel_name}, {split} split")
             ax.legend(title="weight decay", fontsize=8)
     fig.tight_layout()
     return fig
@@ -100,12 +87,12 @@ def bin_bars(sweep_dir: StoragePath):
 
 def excess_bars(sweep_dir: StoragePath):
     """Figure 3: excess loss of each weight decay over λ = 0 per bin, mean over seeds with 95% CI."""
-    data = _query(sweep_dir, f"SELECT * REPLACE ({_panel()}) FROM excess_loss_ci() WHERE weight_decay > 0")
-    keys = sorted(data.groupby(["scale", "split"]).groups)
+    data = _query(sweep_dir, "figure_excess_loss")
+    keys = sorted(data.groupby(["panel", "split"]).groups)
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
-    for ax, (scale, split) in zip(axes, keys):
-        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+    for ax, (panel_name, split) in zip(axes, keys):
+        panel = data[(data["panel"] == panel_name) & (data["split"] == split)]
         bins = sorted(panel["bin"].unique())
         wds = sorted(panel["weight_decay"].unique())
         width = 0.8 / max(1, len(wds))
@@ -116,43 +103,39 @@ def excess_bars(sweep_dir: StoragePath):
                    yerr=np.nan_to_num(errors), capsize=2, label=f"λ={wd:g}")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
-        ax.set(xlabel=BIN_LABEL, ylabel="excess loss vs λ=0 (nats)", title=f"{scale}, {split} split (95% CI over seeds)")
+        ax.set(xlabel=BIN_LABEL, ylabel="excess loss vs λ=0 (nats)",
+               title=f"{panel_name}, {split} split (95% CI over seeds)")
         ax.legend(title="weight decay", fontsize=8)
     return fig
 
 
 def learning_speed_bars(sweep_dir: StoragePath):
     """Figure 4: learning speed per bin (1 - mean loss ratio to the first eval), per weight decay."""
-    data = _query(sweep_dir, f"""
-        SELECT l.split, {_panel('tr.')}, tr.weight_decay, l.bin, avg(l.learning_speed) AS speed
-        FROM learning_speed_bins() l JOIN trials tr ON tr.trial_id = l.trial_id GROUP BY ALL""")
-    keys = sorted(data.groupby(["scale", "split"]).groups)
+    data = _query(sweep_dir, "figure_learning_speed")
+    keys = sorted(data.groupby(["panel", "split"]).groups)
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
-    for ax, (scale, split) in zip(axes, keys):
-        panel = data[(data["scale"] == scale) & (data["split"] == split)]
+    for ax, (panel_name, split) in zip(axes, keys):
+        panel = data[(data["panel"] == panel_name) & (data["split"] == split)]
         for wd, group in panel.groupby("weight_decay"):
             group = group.sort_values("bin")
             ax.plot(group["bin"], group["speed"], marker="o", color=colors[wd], label=f"λ={wd:g}")
-        ax.set(xlabel=BIN_LABEL, ylabel="learning speed (1 = loss fell to 0)", title=f"{scale}, {split} split")
+        ax.set(xlabel=BIN_LABEL, ylabel="learning speed (1 = loss fell to 0)", title=f"{panel_name}, {split} split")
         ax.legend(title="weight decay", fontsize=8)
     return fig
 
 
 def balanced_vs_average_lines(sweep_dir: StoragePath):
     """Figure 5 (Table 1 as a plot): average and token-balanced loss against weight decay, per scale."""
-    data = _query(sweep_dir, f"""
-        SELECT b.split, {_panel('tr.')}, tr.weight_decay, avg(b.average_loss) AS average,
-               avg(b.balanced_loss) AS balanced
-        FROM balanced_vs_average() b JOIN trials tr ON tr.trial_id = b.trial_id GROUP BY ALL""")
+    data = _query(sweep_dir, "figure_balanced_vs_average")
     keys = sorted(data["split"].unique())
     fig, axes = _panels(keys)
     for ax, split in zip(axes, keys):
-        for scale, group in data[data["split"] == split].groupby("scale"):
+        for panel_name, group in data[data["split"] == split].groupby("panel"):
             group = group.sort_values("weight_decay")
-            line, = ax.plot(group["weight_decay"], group["average"], marker="o", label=f"{scale} average")
-            ax.plot(group["weight_decay"], group["balanced"], marker="s", linestyle="--", color=line.get_color(),
-                    label=f"{scale} token-balanced")
+            line, = ax.plot(group["weight_decay"], group["average_loss"], marker="o", label=f"{panel_name} average")
+            ax.plot(group["weight_decay"], group["balanced_loss"], marker="s", linestyle="--", color=line.get_color(),
+                    label=f"{panel_name} token-balanced")
         ax.set(xscale="symlog", xlabel="AdamW weight decay λ (symlog)", ylabel="loss (nats)",
                title=f"{split} split, final step")
         ax.legend(fontsize=8)
@@ -161,11 +144,9 @@ def balanced_vs_average_lines(sweep_dir: StoragePath):
 
 def lowest_bin_heatmap(sweep_dir: StoragePath):
     """Figure 6: excess loss of the rarest seen bin over weight decay x scale (train split)."""
-    data = _query(sweep_dir, f"""
-        SELECT {_panel()}, weight_decay, mean_excess FROM excess_loss_ci()
-        WHERE split = 'train' AND bin = (SELECT min(bin) FROM excess_loss_ci() WHERE bin >= 0)""")
+    data = _query(sweep_dir, "figure_rarest_bin_excess")
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    grid = data.pivot_table(index="scale", columns="weight_decay", values="mean_excess")
+    grid = data.pivot_table(index="panel", columns="weight_decay", values="mean_excess")
     image = ax.imshow(grid.to_numpy(), cmap="magma", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), list(grid.index))
@@ -179,19 +160,18 @@ def lowest_bin_heatmap(sweep_dir: StoragePath):
 def training_curves(sweep_dir: StoragePath):
     """Figure 7: training loss per step, one line per trial, panels per scale (a search's trials,
     whose regularizer and lr vary continuously, share one panel per scale)."""
-    panel = "scale AS scale" if search_settings(sweep_dir) is not None else _panel()
-    data = _query(sweep_dir, f"SELECT * REPLACE ({panel}) FROM train_curves()")
-    keys = sorted(data["scale"].unique())
+    data = _query(sweep_dir, "figure_train_curves", per_scale=search_settings(sweep_dir) is not None)
+    keys = sorted(data["panel"].unique())
     fig, axes = _panels(keys)
     colors = _wd_colors(data["weight_decay"])
-    for ax, scale in zip(axes, keys):
+    for ax, panel_name in zip(axes, keys):
         labelled = set()
-        for _, group in data[data["scale"] == scale].groupby("trial_id"):
+        for _, group in data[data["panel"] == panel_name].groupby("trial_id"):
             wd = group["weight_decay"].iloc[0]
             ax.plot(group["step"], group["loss"], color=colors[wd], linewidth=0.8,
                     label=None if wd in labelled else f"λ={wd:g}")
             labelled.add(wd)
-        ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (nats, log scale)", title=scale)
+        ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (nats, log scale)", title=panel_name)
         ax.legend(title="weight decay", fontsize=8)
     return fig
 
@@ -200,8 +180,12 @@ def pareto_front(sweep_dir: StoragePath):
     """Figure 8 (`search: optuna`): every finished trial on each pair of objectives, coloured by λ,
     with the catalog's Pareto front ringed and joined."""
     objectives = search_settings(sweep_dir)
-    front = _query(sweep_dir, "SELECT * FROM pareto_front")
-    data = _query(sweep_dir, search_objectives_sql(objectives))
+    with connect([sweep_dir]) as con:
+        front = con.table("pareto_front").df()  # the catalog's table (analysis/create_pareto_front.sql)
+        scored = run_query(con, "search_objectives", objectives=objectives).df()
+    # every finished trial with its searched fields and one column per objective, to scatter
+    values = scored.pivot(index="trial_id", columns="objective", values="value").reindex(columns=objectives)
+    data = scored.drop(columns=["objective", "value"]).drop_duplicates("trial_id").join(values, on="trial_id")
     searched = [c for c in front.columns if c not in objectives and c != "trial_id" and front[c].nunique() > 1]
     pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]] or \
         [(searched[0] if searched else "weight_decay", objectives[0])]  # one objective: against a searched field

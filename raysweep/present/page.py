@@ -12,6 +12,7 @@ import jinja2
 from markupsafe import Markup
 
 from raysweep.catalog.connect import connect
+from raysweep.catalog.queries import run_query
 from raysweep.present.figures import write_figures
 from raysweep.present.report import format_report, report_table
 from raysweep.store.layout import SweepLayout
@@ -30,9 +31,9 @@ def write_html_report(sweep_dir, out: StoragePath | None = None) -> StoragePath:
     layout = SweepLayout.at(sweep_dir)
     out = out or layout.report_page
     with connect([layout]) as con:
-        trials = con.execute("SELECT * FROM report_trials()").df()
-        table1 = con.execute("SELECT * FROM balanced_vs_average_ci()").df()
-        excess = con.execute("SELECT * FROM report_excess()").df()
+        trials = run_query(con, "report_trials").df()
+        table1 = run_query(con, "balanced_vs_average_ci").df()  # Table 1, as `raysweep tables` writes it
+        excess = run_query(con, "report_excess").df()
     with tempfile.TemporaryDirectory() as figures_dir:
         figures = [{"name": path.stem, "png_base64": base64.b64encode(path.read_bytes()).decode()}
                    for path in write_figures(layout, Path(figures_dir)) if path.suffix == ".png"]

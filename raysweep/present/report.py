@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from raysweep.catalog.build import open_catalog
+from raysweep.catalog.build import has_table, open_catalog
+from raysweep.catalog.queries import run_query
 
 
 def report_table(sweep_dir) -> pd.DataFrame:
@@ -12,7 +13,7 @@ def report_table(sweep_dir) -> pd.DataFrame:
     more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
     frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
     with open_catalog(sweep_dir) as con:
-        long = con.execute("SELECT * FROM report_bins()").df()
+        long = run_query(con, "report_bins").df()
     if long.empty:
         return long
     keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",
@@ -41,5 +42,4 @@ def format_report(table: pd.DataFrame) -> str:
 def pareto_front_table(sweep_dir) -> pd.DataFrame:
     """The catalog's `pareto_front` table (a `search: optuna` sweep's; empty for a grid)."""
     with open_catalog(sweep_dir) as con:
-        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        return con.execute("SELECT * FROM pareto_front").df() if "pareto_front" in tables else pd.DataFrame()
+        return con.table("pareto_front").df() if has_table(con, "pareto_front") else pd.DataFrame()

@@ -4,7 +4,6 @@
   sweep cannot continue under this version's ids (`check_ids_unchanged`).
 - Trials rows of before the axes lack their columns and spell the regularizer differently
   (`current_regularizer`, `upgrade_trials_table`); rows of before the vocab axis lack `vocab_size`.
-- Trials of before point files (`point.json`) are known only from the spec's grid (`recorded_or_grid_points`).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import pyarrow as pa
 from raysweep.spec.errors import SweepDirError
 from raysweep.spec.schema import REGULARIZER_AXES
 from raysweep.store.layout import SweepLayout
+from raysweep.store.storage import read_parquet_metadata
 from raysweep.trials.point import TrialPoint
 
 # trials columns added after the first release, with the value they had before (plain AdamW)
@@ -49,10 +49,11 @@ def upgrade_trials_table(table: pa.Table, layout: SweepLayout, schema: pa.Schema
     meaning, and a missing vocabulary size read from the trial's data dir."""
     if table.schema.equals(schema) and table.column("vocab_size").null_count == 0:
         return table
-    vocab = {}
+    vocab = {}  # data key -> vocabulary size: meta.json's, else token_freq's rows (one per token id)
     for marker in layout.built_data_markers():
         meta = json.loads(marker.read_text())
-        vocab[marker.parent.name] = meta.get("vocab_size")
+        vocab[marker.parent.name] = (meta.get("vocab_size")
+                                     or read_parquet_metadata(marker.parent / "token_freq.parquet").num_rows)
     rows = []
     for row in table.to_pylist():
         row = {name: row.get(name, default) for name, default in _LATER_TRIALS_COLUMNS.items()} | row
@@ -60,12 +61,3 @@ def upgrade_trials_table(table: pa.Table, layout: SweepLayout, schema: pa.Schema
             row["vocab_size"] = vocab.get(row["data_key"])
         rows.append(current_regularizer(row))
     return pa.Table.from_pylist(rows, schema=schema)
-
-
-def recorded_or_grid_points(layout: SweepLayout, grid_points: list[TrialPoint]) -> dict[str, TrialPoint]:
-    """trial id -> point: what the drivers recorded, else (a sweep of before point files) the grid's."""
-    points = {p.trial_id: p for p in grid_points}
-    for point_file in layout.recorded_points():
-        point = TrialPoint.model_validate(json.loads(point_file.read_text()))
-        points[point.trial_id] = point
-    return points

@@ -39,6 +39,15 @@ TRAIN_METRICS_SCHEMA = pa.schema([
     ("time", pa.float64()),          # wall clock at the end of the step, unix seconds
 ])
 
+# The hive keys of each kind's shard paths (`key=value` dirs, built in raysweep.store.layout), typed as
+# the catalog's views read them: with a file's columns, all that a view over the shards shows.
+TOKEN_PARTITIONS = pa.schema([("split", pa.string()), ("trial", pa.string()), ("step", pa.int64())])
+EMBEDDING_PARTITIONS = pa.schema([("trial", pa.string()), ("step", pa.int64())])
+TRAIN_METRICS_PARTITIONS = pa.schema([
+    ("trial", pa.string()),
+    ("upto", pa.int64()),  # the step of the report that wrote the chunk (a retry rewrites some steps)
+])
+
 MANIFEST_SUFFIX = ".manifest.json"
 
 

@@ -4,16 +4,20 @@ objectives and Pareto front as SQL over a synthetic sweep, against pandas."""
 from __future__ import annotations
 
 import itertools
+import typing
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
 from ray import tune
 
-from raysweep.catalog.build import build_catalog, pareto_front_sql, trial_objectives
+from raysweep.catalog.build import build_catalog, trial_objectives
 from raysweep.catalog.connect import connect
+from raysweep.catalog.queries import get_query, install_queries, run_query, run_statement
 from raysweep.spec import SpecError, parse_spec
+from raysweep.spec.schema import OBJECTIVE_METRICS, OptunaConfig, SearchParam
 from raysweep.store.layout import SweepLayout
 from raysweep.trials.optuna import OptunaSource
 from raysweep.trials.point import TrialPoint
@@ -174,20 +178,76 @@ def test_pareto_front_is_the_non_dominated_set(search_sweep):
         assert (row.heldout_average_loss, row.train_lowest_bin_loss) == pytest.approx(points[row.trial_id])
 
 
-def test_pareto_front_sql_keeps_ties_and_drops_the_dominated():
-    import duckdb
+def test_pareto_front_table_is_the_long_front_made_wide(search_sweep):
+    """pareto_front: trial_id, the spec's objectives in order, the searched fields (SearchParam), in
+    pareto_front_trials' order and values."""
+    objectives = ["heldout_average_loss", "train_lowest_bin_loss"]
+    with connect([search_sweep]) as con:
+        front = con.table("pareto_front").df()
+        long = run_query(con, "pareto_front_trials", objectives=objectives).df()
+    assert list(front.columns) == ["trial_id", *objectives, *typing.get_args(SearchParam)]
+    assert list(front["trial_id"]) == list(long.drop_duplicates("trial_id")["trial_id"])
+    wide = long.pivot(index="trial_id", columns="objective", values="value").loc[front["trial_id"], objectives]
+    assert np.array_equal(front[objectives].to_numpy(), wide.to_numpy())
 
-    con = duckdb.connect()
+
+def test_search_objectives_cover_every_objective_of_the_spec(search_sweep):
+    """<split>_<metric> for every split and OBJECTIVE_METRICS → trial_objectives' value; the searched
+    fields are SearchParam's; without objectives, the spec's default ones."""
+    assert get_query("search_fields").columns == ("trial_id", *typing.get_args(SearchParam))
+    spec_default = repr(OptunaConfig.model_fields["objectives"].default).replace('"', "'")
+    assert dict(get_query("search_objectives").params)["objectives"] == spec_default
+    assert dict(get_query("pareto_front_trials").params)["objectives"] == spec_default
+    names = [f"{split}_{metric}" for split in ("train", "heldout") for metric in OBJECTIVE_METRICS]
+    with connect([search_sweep]) as con:
+        got = run_query(con, "search_objectives", objectives=names).df()
+        want = run_query(con, "trial_objectives").df()
+    assert len(got) == len(names) * want["trial_id"].nunique() and got["value"].notna().all()
+    for row in want.itertuples():
+        for metric in OBJECTIVE_METRICS:
+            value = got[(got["trial_id"] == row.trial_id) & (got["objective"] == f"{row.split}_{metric}")]["value"]
+            assert value.item() == pytest.approx(getattr(row, metric), rel=1e-12)  # summed in another order
+
+
+def _toy_search(con, rows: str) -> None:
+    """trials and a stand-in trial_objectives (columns as the real one's), then the front's queries."""
     con.execute("CREATE TABLE trials AS SELECT * FROM (VALUES ('a', 'TERMINATED'), ('b', 'TERMINATED'), "
                 "('c', 'TERMINATED'), ('d', 'TERMINATED'), ('e', 'ERROR')) t(trial_id, status)")
-    for column in ("weight_decay", "lr", "freq_decay_alpha", "label_smoothing", "dropout"):
+    for column in typing.get_args(SearchParam):
         con.execute(f"ALTER TABLE trials ADD COLUMN {column} DOUBLE DEFAULT 0")
-    # a and b tie, c is dominated by a, d trades off; e would dominate all but did not finish
-    con.execute("CREATE MACRO trial_objectives() AS TABLE SELECT * FROM (VALUES ('a', 'train', 1.0, 2.0), "
-                "('b', 'train', 1.0, 2.0), ('c', 'train', 1.0, 3.0), ('d', 'train', 0.5, 4.0), "
-                "('e', 'train', 0.1, 0.1), ('a', 'heldout', 9.0, 9.0)) t(trial_id, split, x_loss, y_loss)")
-    front = con.execute(pareto_front_sql(["train_x_loss", "train_y_loss"])).df()
-    assert list(front["trial_id"]) == ["d", "a", "b"]
+    con.execute("CREATE MACRO trial_objectives() AS TABLE SELECT trial_id, 30 AS step, split, x AS average_loss, "
+                "0.0 AS balanced_loss, 0 AS lowest_bin, y AS lowest_bin_loss, 0.5 AS accuracy "
+                f"FROM (VALUES {rows}) t(trial_id, split, x, y)")
+    install_queries(con, [get_query(name) for name in ("search_fields", "search_objectives", "pareto_front_trials")])
+
+
+def test_pareto_front_keeps_ties_and_drops_the_dominated():
+    """a and b tie, c is dominated by a, d trades off; e would dominate all but did not finish; the
+    columns follow the objectives' order, the rows sort by them."""
+    with duckdb.connect() as con:
+        _toy_search(con, "('a', 'train', 1.0, 2.0), ('b', 'train', 1.0, 2.0), ('c', 'train', 1.0, 3.0), "
+                         "('d', 'train', 0.5, 4.0), ('e', 'train', 0.1, 0.1), ('a', 'heldout', 9.0, 9.0)")
+        objectives = ["train_average_loss", "train_lowest_bin_loss"]
+        long = run_query(con, "pareto_front_trials", objectives=objectives).df()
+        assert list(long["trial_id"]) == ["d", "d", "a", "a", "b", "b"]
+        assert list(long["front_rank"]) == [1, 1, 2, 2, 3, 3] and list(long["objective"]) == objectives * 3
+        run_statement(con, "create_pareto_front", objectives=objectives[::-1])
+        front = con.table("pareto_front").df()
+    assert list(front.columns[:3]) == ["trial_id", "train_lowest_bin_loss", "train_average_loss"]
+    assert list(front["trial_id"]) == ["a", "b", "d"]  # by train_lowest_bin_loss first now
+    assert list(front["train_lowest_bin_loss"]) == [2.0, 2.0, 4.0]
+
+
+def test_pareto_front_keeps_a_trial_missing_an_objective():
+    """a NULL objective (the trial has no rows of that split) neither dominates nor is dominated, and
+    sorts last on that objective, as NULLs do."""
+    with duckdb.connect() as con:
+        _toy_search(con, "('a', 'train', 1.0, 2.0), ('a', 'heldout', 1.0, 2.0), ('b', 'train', 0.5, 1.0), "
+                         "('c', 'train', 2.0, 3.0), ('c', 'heldout', 2.0, 3.0)")
+        run_statement(con, "create_pareto_front", objectives=["train_average_loss", "heldout_average_loss"])
+        front = con.table("pareto_front").df()
+    assert list(front["trial_id"]) == ["b", "a"]  # a dominates c; b has no heldout value
+    assert np.isnan(front["heldout_average_loss"].iloc[0])
 
 
 def test_search_tables_are_per_trial_and_agree_with_the_catalog(search_sweep, tmp_path):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raysweep.catalog.build import build_catalog
+from raysweep.catalog.build import SHARD_VIEWS, build_catalog
 from raysweep.catalog.connect import connect
-from raysweep.catalog.queries import QueryError, load_queries, parse_query
+from raysweep.catalog.queries import (QueryError, get_query, install_queries, load_queries, parse_query, run_query,
+                                      run_statement)
 from raysweep.store.layout import SweepLayout, partition_keys
-from raysweep.store.shards import complete_shards
+from raysweep.store.shards import EMBEDDING_PARTITIONS, TOKEN_PARTITIONS, TRAIN_METRICS_PARTITIONS, complete_shards
 from tests.synthetic_sweep import MISSING, STEPS, write_synthetic_sweep
 
 FINAL = STEPS[-1]
@@ -74,9 +76,53 @@ def assert_frames_match(got: pd.DataFrame, want: pd.DataFrame, keys: list[str]):
 
 
 def test_every_query_returns_its_declared_columns(sweep):
-    for q in load_queries():
-        got = query(sweep, f"SELECT * FROM {q.name}() LIMIT 1")
-        assert tuple(got.columns) == q.columns, q.name
+    with connect([sweep]) as con:
+        for q in load_queries():
+            if q.kind == "table":
+                assert tuple(run_query(con, q.name).df().columns) == q.columns, q.name
+
+
+def test_statements_create_the_tables_they_declare(sweep):
+    """create_token_freq and create_catalog_info ran at build time → their tables have the declared columns."""
+    with connect([sweep]) as con:
+        for name, table in (("create_token_freq", "token_freq"), ("create_catalog_info", "catalog_info")):
+            assert tuple(con.table(table).columns) == get_query(name, "statement").columns, name
+
+
+def test_shard_views_show_partition_keys_and_file_columns_typed_as_the_schemas(sweep):
+    """each view, full or empty, has the ShardView's columns and types; the partition schemas name the
+    keys of the paths the layout builds."""
+    layout = SweepLayout.at(sweep)
+    assert list(partition_keys(layout.token_shard("train", "t", 3, 0))) == TOKEN_PARTITIONS.names
+    assert list(partition_keys(layout.embedding_shard("t", 3))) == EMBEDDING_PARTITIONS.names
+    assert list(partition_keys(layout.train_metrics_shard("t", 3))) == TRAIN_METRICS_PARTITIONS.names
+    from raysweep.catalog.build import _DUCKDB_TYPES, _shard_view
+
+    with connect([sweep]) as con:
+        for name, view in SHARD_VIEWS.items():
+            want = [(shown, _DUCKDB_TYPES[f.type]) for f, shown in view.fields()]
+            assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == want, name
+    with duckdb.connect() as con:
+        for name, view in SHARD_VIEWS.items():
+            con.execute(_shard_view(name, []))
+            assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == \
+                [(shown, _DUCKDB_TYPES[f.type]) for f, shown in view.fields()], name
+
+
+def test_trial_panels_name_the_grid_axes_a_sweep_varies():
+    """one vocabulary size and AdamW → the scale alone; two vocabulary sizes → with the vocabulary;
+    another regularizer → with the regularizer."""
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE trials AS SELECT * FROM (VALUES ('a', 's1', 100, 'adamw'), "
+                    "('b', 's1', 100, 'l2')) t(trial_id, scale, vocab_size, regularizer)")
+        install_queries(con, [get_query("trial_panels")])
+
+        def panels():
+            return dict(run_query(con, "trial_panels").df()[["trial_id", "panel"]].itertuples(index=False))
+
+        assert panels() == {"a": "s1", "b": "s1 / l2"}
+        con.execute("INSERT INTO trials VALUES ('c', 's2', 200, 'adamw')")
+        assert panels() == {"a": "s1 / vocab 100", "b": "s1 / vocab 100 / l2", "c": "s2 / vocab 200"}
 
 
 def test_token_type_loss(sweep, frames):
@@ -307,8 +353,10 @@ def test_two_sweeps_attached_qualify_trial_ids(sweep, tmp_path):
         per_sweep = dict(con.execute("SELECT sweep, count(*) FROM tokens GROUP BY 1").fetchall())
         ids = con.execute("SELECT DISTINCT trial_id FROM balanced_vs_average()").df()["trial_id"]
         both = con.execute("SELECT * FROM bin_loss()").df()
+        bins = con.execute("SELECT freq_bin(0), freq_bin(1), freq_bin(8), freq_bin(9), freq_bin(243)").fetchone()
     with connect([sweep]) as con:
         alone = con.execute("SELECT * FROM bin_loss()").df()
+    assert bins == (-1, 0, 1, 2, 5)  # the union's freq_bin is analysis/freq_bin.sql, as in each catalog
     assert set(per_sweep) == {"alpha", "beta"}
     assert set(ids) == {f"{s}/{t}" for s in ("alpha", "beta") for t in alone["trial_id"].unique()}
     mine = both[both["trial_id"].str.startswith("alpha/")].assign(
@@ -319,12 +367,50 @@ def test_two_sweeps_attached_qualify_trial_ids(sweep, tmp_path):
 def test_loader_rejects_malformed_queries():
     good = "-- name: q\n-- description: d\n-- params: k := 1\n-- columns: a\nWITH final AS (SELECT k AS a)\nSELECT * FROM final"
     assert parse_query(good, "q.sql").params == (("k", "1"),)
+    listed = good.replace("k := 1", "o := ['a, b', 'c'], k := 1  -- names, e.g. 'x'").replace("k AS a", "o, k AS a")
+    assert parse_query(listed, "q.sql").params == (("o", "['a, b', 'c']"), ("k", "1"))
     with pytest.raises(QueryError, match="q.sql: parameter 'z' is declared but never used"):
         parse_query(good.replace("k := 1", "k := 1, z := 2"), "q.sql")
     with pytest.raises(QueryError, match="must equal the file name"):
         parse_query(good, "other.sql")
     with pytest.raises(QueryError, match="header lacks -- columns:"):
         parse_query(good.replace("-- columns: a\n", ""), "q.sql")
+    with pytest.raises(QueryError, match="q.sql: -- kind: 'view' is not one of table, scalar, statement"):
+        parse_query("-- kind: view\n" + good, "q.sql")
+
+
+def test_loader_reads_scalar_and_statement_kinds():
+    """a scalar takes positional parameters and declares its return type; a statement's `$name`
+    parameters must each be declared, and each declared one used."""
+    scalar = "-- name: f\n-- kind: scalar\n-- description: d\n-- params: c  -- a count\n-- returns: INTEGER\nc + 1"
+    assert parse_query(scalar, "f.sql").create_sql(temporary=True) == "CREATE OR REPLACE TEMP MACRO f(c) AS\nc + 1"
+    with pytest.raises(QueryError, match="f.sql: -- params: 'c := 1' is not a bare name"):
+        parse_query(scalar.replace("params: c ", "params: c := 1 "), "f.sql")
+    with pytest.raises(QueryError, match="header lacks -- returns:"):
+        parse_query(scalar.replace("-- returns: INTEGER\n", ""), "f.sql")
+    statement = "-- name: s\n-- kind: statement\n-- description: d\n-- params: v\n-- columns: v\n" \
+                "CREATE TABLE s AS SELECT $v AS v"
+    assert parse_query(statement, "s.sql").params == (("v", None),)
+    with pytest.raises(QueryError, match=r"s.sql: parameter \$w is used but not declared"):
+        parse_query(statement + ", $w AS w", "s.sql")
+    with pytest.raises(QueryError, match="s.sql: parameter 'v' is declared but never used"):
+        parse_query(statement.replace("$v", "1"), "s.sql")
+    with pytest.raises(QueryError, match="a statement is run by run_statement"):
+        parse_query(statement, "s.sql").create_sql()
+
+
+def test_queries_run_by_name_with_checked_parameters(sweep):
+    """run_query passes parameters as values; a wrong name or parameter is a QueryError naming it."""
+    with connect([sweep]) as con:
+        assert_frames_match(run_query(con, "bin_loss", min_occurrences=6).df(),
+                            con.execute("SELECT * FROM bin_loss(min_occurrences := 6)").df(),
+                            ["trial_id", "split", "bin"])
+        with pytest.raises(QueryError, match="bin_loss.sql: no parameter min_count; it takes: step, min_occurrences"):
+            run_query(con, "bin_loss", min_count=6)
+        with pytest.raises(QueryError, match="no table query named 'bin_los' in analysis/"):
+            run_query(con, "bin_los")
+        with pytest.raises(QueryError, match="create_pareto_front.sql: parameter objectives is required"):
+            run_statement(con, "create_pareto_front")
 
 
 def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
@@ -333,6 +419,8 @@ def test_study_tables_are_written_and_agree_with_each_other(sweep, tmp_path):
     from raysweep import cli
     from raysweep.present.tables import TABLES
 
+    assert all(get_query(q, "table") for _, q in TABLES.values())
+    assert TABLES["table1_balanced_vs_average"][1] == "balanced_vs_average_ci"  # Table 1: one query everywhere
     assert cli.main(["tables", str(sweep), "--out", str(tmp_path / "t")]) == 0
     tables = {name: pd.read_csv(tmp_path / "t" / f"{name}.csv") for name in TABLES}
     page = (tmp_path / "t" / "tables.md").read_text()

@@ -56,3 +56,40 @@ def test_a_search_dir_refuses_another_seed_where_a_grid_would_extend(tmp_path):
     for change in ("grid.seed=[1]", "optuna.num_samples=20", "train.compile=true"):  # a grid continues under compile
         with pytest.raises(SweepDirError, match="holds a sweep with a different spec"):
             check_existing_sweep(parse_spec(search, (change,)))
+
+
+def _catalog_as_the_previous_version_left_it(sweep) -> None:
+    """What the version before the redesign wrote: no catalog_info or t_quantiles, none of the report
+    queries, and a trials table without vocab_size."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from raysweep.catalog.build import build_catalog
+
+    build_catalog(sweep)
+    with duckdb.connect(str(sweep / "catalog.duckdb")) as con:
+        con.execute("DROP TABLE catalog_info; DROP TABLE t_quantiles; DROP MACRO TABLE report_bins")
+    trials = pq.read_table(sweep / "trials.parquet")
+    pq.write_table(trials.drop_columns(["vocab_size"]), sweep / "trials.parquet")
+
+
+def test_previous_versions_catalog_is_rebuilt_by_report_and_named_by_sql(tmp_path):
+    """report on a sweep whose catalog an older raysweep built → rebuilt, the table printed (vocab_size
+    filled from the data dir); sql before that → one line saying how to rebuild, exit 2."""
+    import subprocess
+    import sys
+
+    from tests.synthetic_sweep import write_synthetic_sweep
+
+    sweep = write_synthetic_sweep(tmp_path / "runs" / "old")
+    _catalog_as_the_previous_version_left_it(sweep)
+    sql = subprocess.run([sys.executable, "-m", "raysweep.cli", "sql", str(sweep), "SELECT 1"],
+                         capture_output=True, text=True, timeout=120)
+    assert sql.returncode == 2
+    assert sql.stderr.strip().endswith(f"rebuild it with `raysweep catalog {sweep}` (it is derived from the shards)")
+    report = subprocess.run([sys.executable, "-m", "raysweep.cli", "report", str(sweep)],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "balanced_loss" in report.stdout and len(report.stdout.splitlines()) > 3
+    assert subprocess.run([sys.executable, "-m", "raysweep.cli", "sql", str(sweep), "SELECT count(*) FROM trials "
+                           "WHERE vocab_size IS NULL"], capture_output=True, text=True, timeout=120).stdout.split()[-1] == "0"
