@@ -193,6 +193,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "catalog-wrong-schema": lambda: _foreign_shard(_synthetic_copy(tmp, earlier)),
         "catalog-not-a-sweep": lambda: ["catalog", str(_empty_dir(tmp))],
         "catalog-damaged-db": lambda: _damaged_catalog(_synthetic_copy(tmp, earlier)),
+        "catalog-older-version": lambda: _older_catalog(_synthetic_copy(tmp, earlier)),
         "verify-not-a-sweep": lambda: ["verify", str(_empty_dir(tmp))],
         "sql-bad-query": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "SELECT nope FROM trials"],
         "sql-missing-file": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "q.sql"],
@@ -247,6 +248,15 @@ def _foreign_shard(sweep: Path) -> list[str]:
 
 def _damaged_catalog(sweep: Path) -> list[str]:
     SweepLayout.at(sweep).catalog_file.write_bytes(b"not a database" * 1000)
+    return ["sql", str(sweep), "SELECT 1"]
+
+
+def _older_catalog(sweep: Path) -> list[str]:
+    """A catalog as raysweep wrote it before catalogs carried their version (no catalog_info)."""
+    import duckdb
+
+    with duckdb.connect(str(SweepLayout.at(sweep).catalog_file)) as con:
+        con.execute("DROP TABLE catalog_info")
     return ["sql", str(sweep), "SELECT 1"]
 
 
