@@ -64,7 +64,7 @@ SHARD_VIEWS = {
 }
 
 # The DuckDB type of each Arrow type a shard or a partition key holds
-_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
+DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
                  pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
 
 
@@ -90,16 +90,16 @@ def _check_shards(name: str, shards: list[StoragePath]) -> None:
                                "with the raysweep version that wrote it, or move the file out")
 
 
-def _shard_view(name: str, shards: list[StoragePath], kind: str | None = None) -> str:
+def shard_view_sql(name: str, shards: list[StoragePath], kind: str | None = None) -> str:
     """A view over the complete shards only; typed and empty while there are none yet. A view cannot
     take parameters, so its statement names the files (escaped) and is written here; every name and
     type in it comes from the ShardView."""
     view = SHARD_VIEWS[kind or name]
     if not shards:
-        empty = ", ".join(f"NULL::{_DUCKDB_TYPES[f.type]} AS {shown}" for f, shown in view.fields())
+        empty = ", ".join(f"NULL::{DUCKDB_TYPES[f.type]} AS {shown}" for f, shown in view.fields())
         return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
     columns = ", ".join(f.name if f.name == shown else f"{f.name} AS {shown}" for f, shown in view.fields())
-    hive_types = "{" + ", ".join(f"'{f.name}': {_DUCKDB_TYPES[f.type]}" for f in view.partitions) + "}"
+    hive_types = "{" + ", ".join(f"'{f.name}': {DUCKDB_TYPES[f.type]}" for f in view.partitions) + "}"
     return f"""CREATE VIEW {name} AS SELECT {columns}
         FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
 
@@ -220,7 +220,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
             if name == "tokens":
                 _create_token_views(con, shards, final_step)
             else:
-                con.execute(_shard_view(name, shards))
+                con.execute(shard_view_sql(name, shards))
         install_queries(con)
         run_statement(con, "create_catalog_info", version=CATALOG_VERSION)
         search = search_settings(layout)
@@ -237,8 +237,8 @@ def _create_token_views(con, shards: list[StoragePath], final_step: dict[str, in
     """`tokens`, and `final_tokens` over the files of each trial's last step (`final_step`, from
     trials.steps): listing them up front lets DuckDB skip the other steps' files at plan time; a join
     against `trials` would read every file's rows before filtering them."""
-    con.execute(_shard_view("tokens", shards))
-    con.execute(_shard_view("final_tokens", _at_final_step(shards, final_step), "tokens"))
+    con.execute(shard_view_sql("tokens", shards))
+    con.execute(shard_view_sql("final_tokens", _at_final_step(shards, final_step), "tokens"))
 
 
 def search_settings(sweep_dir) -> list[str] | None:

@@ -96,17 +96,17 @@ def test_shard_views_show_partition_keys_and_file_columns_typed_as_the_schemas(s
     assert list(partition_keys(layout.token_shard("train", "t", 3, 0))) == TOKEN_PARTITIONS.names
     assert list(partition_keys(layout.embedding_shard("t", 3))) == EMBEDDING_PARTITIONS.names
     assert list(partition_keys(layout.train_metrics_shard("t", 3))) == TRAIN_METRICS_PARTITIONS.names
-    from raysweep.catalog.build import _DUCKDB_TYPES, _shard_view
+    from raysweep.catalog.build import DUCKDB_TYPES, shard_view_sql
 
     with connect([sweep]) as con:
         for name, view in SHARD_VIEWS.items():
-            want = [(shown, _DUCKDB_TYPES[f.type]) for f, shown in view.fields()]
+            want = [(shown, DUCKDB_TYPES[f.type]) for f, shown in view.fields()]
             assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == want, name
     with duckdb.connect() as con:
         for name, view in SHARD_VIEWS.items():
-            con.execute(_shard_view(name, []))
+            con.execute(shard_view_sql(name, []))
             assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == \
-                [(shown, _DUCKDB_TYPES[f.type]) for f, shown in view.fields()], name
+                [(shown, DUCKDB_TYPES[f.type]) for f, shown in view.fields()], name
 
 
 def test_trial_panels_name_the_grid_axes_a_sweep_varies():
