@@ -44,7 +44,10 @@ def cli_env(tmp_root: Path) -> dict:
     """Own TMPDIR per run (Ray's sockets and lock files live there; keep the path short)."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     return {**os.environ, "TMPDIR": str(ray_tmp), "RAY_DEDUP_LOGS": "0",
-            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            # ray.train.report returns when Train's controller next polls (every 2 s by default): the
+            # tests' trials report every few steps, so that wait was most of their wall time.
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 def _belongs_to(proc: Path, tmpdir: str) -> bool:
@@ -92,3 +95,27 @@ def storage(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+def readme_python_snippet() -> str:
+    """The README's ```python block, as a reader would paste it."""
+    text = (REPO / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The uninterrupted yardstick sweep (2 trials of the tiny spec, named `ref`), run by the README's
+    Python snippet as written, with examples/demo.yaml standing for the tiny spec: (its dir, the run)."""
+    root = tmp_path_factory.mktemp("ref")
+    (root / "examples").mkdir()
+    write_spec(root / "examples" / "demo.yaml", tiny_spec_dict("runs", name="ref"))
+    result = subprocess.run([sys.executable, "-c", readme_python_snippet()], cwd=root, env=cli_env(root),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root / "runs" / "ref", result
+
+
+@pytest.fixture(scope="session")
+def reference(reference_run) -> Path:
+    return reference_run[0]

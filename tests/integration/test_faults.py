@@ -208,6 +208,7 @@ def test_node_holding_the_workers_removed_mid_training(uninterrupted, tmp_path, 
     # Cluster writes its address to $RAY_TMPDIR/ray/ray_current_cluster (default /tmp/ray, which a
     # fresh machine lacks, and which would point other Ray clients on the machine at this cluster).
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", cli_env(tmp_path)["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
     os.makedirs(os.path.join(ray_tmp, "ray"), exist_ok=True)
     cluster = Cluster(initialize_head=False)
     try:

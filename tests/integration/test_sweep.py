@@ -36,15 +36,6 @@ pytestmark = pytest.mark.ray
 SEQ_LEN, N_TRAIN_EVAL, N_HELDOUT_EVAL, STEPS, EVAL_EVERY = 32, 12, 10, 40, 20
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ref")
-    spec = write_spec(root / "spec.yaml", tiny_spec_dict(root / "runs", name="ref"))
-    result = run_cli(["sweep", str(spec)], root)
-    assert "balanced_loss" in result.stdout
-    return root / "runs" / "ref"
-
-
 def _tokens(sweep_dir: Path, where: str = "true"):
     with duckdb.connect(str(sweep_dir / "catalog.duckdb"), read_only=True) as con:
         return con.execute(f"SELECT * FROM tokens WHERE {where} "
@@ -362,16 +353,10 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path):
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
 
 
-def test_readme_python_api_snippet_runs(tmp_path):
-    """the README's ```python block, run as written with examples/demo.yaml standing for a tiny spec:
-    it sweeps, prints the report and a SQL result, and reads the study tables."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "examples").mkdir()
-    write_spec(tmp_path / "examples" / "demo.yaml", tiny_spec_dict("runs", name="demo"))
-    result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=cli_env(tmp_path),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+def test_readme_python_api_snippet_runs(reference_run):
+    """the README's ```python block, run as written (it made the reference sweep): it swept, printed the
+    report and a SQL result, and read the study tables."""
+    sweep_dir, result = reference_run
     assert "balanced_loss" in result.stdout and "type_mean_loss" in result.stdout  # report, then bin_loss()
     assert "balanced_ci95" in result.stdout  # Table 1 of the study tables
-    assert sorted(p.name for p in (tmp_path / "runs" / "demo" / "train").iterdir()) == ["nano-wd0.0-s0", "nano-wd1.0-s0"]
+    assert sorted(p.name for p in (sweep_dir / "train").iterdir()) == ["nano-wd0.0-s0", "nano-wd1.0-s0"]
