@@ -23,7 +23,7 @@ from tqdm import tqdm
 from raysweep.spec.schema import OBJECTIVE_METRICS
 from raysweep.catalog.queries import install_queries, query_with_callees, run_query, run_statement
 from raysweep.errors import first_line
-from raysweep.store.layout import SweepLayout, partition_keys
+from raysweep.store.layout import SweepLayout, partition_keys, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
@@ -114,7 +114,7 @@ def build_catalog(sweep_dir) -> StoragePath:
     """(Re)build `catalog.duckdb` from the shards, data dirs and trials table of a sweep."""
     layout = SweepLayout.at(sweep_dir)
     # Complete data dirs only (meta.json is written or uploaded last), never a staging dir.
-    freq_files = [marker.parent / "token_freq.parquet" for marker in layout.built_data_markers()]
+    freq_files = [token_freq_file(marker.parent) for marker in layout.built_data_markers()]
     if not freq_files or not layout.trials_file.exists():
         raise FileNotFoundError(f"{layout.root}: not a finished sweep directory (no data/*/token_freq.parquet "
                                 "or trials.parquet); run `raysweep sweep SPEC.yaml` first")
@@ -259,7 +259,7 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
     shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir))
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
-        _create_token_freq(con, [data_dir / "token_freq.parquet"])
+        _create_token_freq(con, [token_freq_file(data_dir)])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
         _create_token_views(con, shards, {trial_row["trial_id"]: trial_row["steps"]})
         install_queries(con, query_with_callees("trial_objectives"))

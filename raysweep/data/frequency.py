@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer
 
+from raysweep.store.layout import token_freq_file
 from raysweep.store.storage import StoragePath, read_parquet_table
 
 
@@ -29,7 +30,7 @@ def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size
 
 def read_token_counts(data_dir: StoragePath, vocab_size: int) -> np.ndarray:
     """Training count of every token id (0 for types never seen), from a data dir's token_freq."""
-    freq = read_parquet_table(data_dir / "token_freq.parquet").select(["token_id", "count"])
+    freq = read_parquet_table(token_freq_file(data_dir)).select(["token_id", "count"])
     counts = np.zeros(vocab_size, dtype=np.int64)
     counts[freq["token_id"].to_numpy()] = freq["count"].to_numpy()
     return counts

@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 from tokenizers import Tokenizer
 
+from raysweep.store.layout import data_marker
+
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
@@ -50,7 +52,7 @@ def write_array(path: Path, sequences: np.ndarray, vocab_size: int) -> dict:
 
 def open_array(data_dir: Path, name: str) -> np.ndarray:
     """Read-only memmap of one packed array named in meta.json."""
-    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    meta = json.loads(data_marker(Path(data_dir)).read_text())
     info = meta["arrays"][name]
     if info["shape"][0] == 0:
         return np.zeros(info["shape"], dtype=info["dtype"])

@@ -25,7 +25,8 @@ from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, eos_id
 from raysweep.errors import first_line
-from raysweep.store.layout import SweepLayout
+from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
+                                   tokenizer_file)
 from raysweep.store.storage import StoragePath, is_remote, location, upload_tree
 
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ class PreparedData:
     @classmethod
     def load(cls, data_dir: StoragePath) -> "PreparedData":
         data_dir = location(data_dir)
-        meta = json.loads((data_dir / "meta.json").read_text())
+        meta = json.loads(data_marker(data_dir).read_text())
         return cls(data_dir, meta["data_key"], meta["vocab_size"], meta["eos_id"],
                    meta["arrays"]["train"]["shape"][0],
                    {s: meta["arrays"][f"eval-{s}"]["shape"][0] for s in EVAL_SPLITS})
@@ -90,13 +91,13 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
     n_sample = min(evaluation.n_train_sequences, len(train))
     sample = np.sort(rng.choice(len(train), size=n_sample, replace=False))
     arrays = {
-        "train": write_array(out / "train.bin", train, vocab_size),
-        "eval-train": write_array(out / "eval-train.bin", train[sample], vocab_size),
-        "eval-heldout": write_array(out / "eval-heldout.bin",
+        "train": write_array(array_file(out, "train"), train, vocab_size),
+        "eval-train": write_array(array_file(out, "eval-train"), train[sample], vocab_size),
+        "eval-heldout": write_array(array_file(out, "eval-heldout"),
                                     heldout[: evaluation.n_heldout_sequences], vocab_size),
     }
-    tokenizer.save(str(out / "tokenizer.json"))
-    pq.write_table(token_frequencies(train, tokenizer, vocab_size), out / "token_freq.parquet")
+    tokenizer.save(str(tokenizer_file(out)))
+    pq.write_table(token_frequencies(train, tokenizer, vocab_size), token_freq_file(out))
     meta = {
         "data_key": key, "vocab_size": vocab_size, "eos_id": eos, "seq_len": data.seq_len,
         "n_docs": {"train": len(split.train), "heldout": len(split.heldout)},
@@ -108,7 +109,7 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
                          "tokenizer": (corpus_fingerprint(data.tokenizer.path, "data.tokenizer.path")
                                        if data.tokenizer.kind == "file" else None)},
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the marker
+    data_marker(out).write_text(json.dumps(meta, indent=1))  # written last: the marker
 
 
 def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
@@ -125,18 +126,18 @@ def prepare_data(data: DataConfig, evaluation: EvalConfig, layout: SweepLayout,
     has it."""
     key = data_key(data, evaluation)
     final = layout.data_dir(key)
-    if (final / "meta.json").exists():
+    if data_marker(final).exists():
         return PreparedData.load(final)
     if is_remote(final):
         # Built afresh rather than copied from a sibling sweep: finding one would list every
         # sweep's tree in the bucket, and a copy costs as many requests as the upload.
         with tempfile.TemporaryDirectory(prefix=f"raysweep-data-{key}-") as staging:
             _build(data, evaluation, key, Path(staging), min_sequences)
-            upload_tree(Path(staging), final, last="meta.json")
+            upload_tree(Path(staging), final, last=DATA_MARKER)
     else:
         storage = layout.root.parent
         siblings = sorted(m for sweep in (storage.iterdir() if storage.is_dir() else []) if sweep.is_dir()
-                          for m in [SweepLayout(sweep).data_dir(key) / "meta.json"] if m.exists())
+                          for m in [data_marker(SweepLayout(sweep).data_dir(key))] if m.exists())
         _prepare_local(data, evaluation, key, final, siblings, min_sequences)
     prepared = PreparedData.load(final)
     if prepared.n_train_sequences < min_sequences:

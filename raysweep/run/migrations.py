@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from raysweep.spec.errors import SweepDirError
 from raysweep.spec.schema import REGULARIZER_AXES
-from raysweep.store.layout import SweepLayout
+from raysweep.store.layout import SweepLayout, token_freq_file
 from raysweep.store.storage import read_parquet_metadata
 from raysweep.trials.point import TrialPoint
 
@@ -53,7 +53,7 @@ def upgrade_trials_table(table: pa.Table, layout: SweepLayout, schema: pa.Schema
     for marker in layout.built_data_markers():
         meta = json.loads(marker.read_text())
         vocab[marker.parent.name] = (meta.get("vocab_size")
-                                     or read_parquet_metadata(marker.parent / "token_freq.parquet").num_rows)
+                                     or read_parquet_metadata(token_freq_file(marker.parent)).num_rows)
     rows = []
     for row in table.to_pylist():
         row = {name: row.get(name, default) for name, default in _LATER_TRIALS_COLUMNS.items()} | row

@@ -23,6 +23,10 @@ from typing import Optional, Union
 from raysweep.store.storage import StoragePath, location
 
 SHARD_KINDS = ("tokens", "embeddings", "train_metrics")
+# Inside a data dir (in a sweep, or a node's local copy of one): meta.json is written last, the marker
+# that the dir is complete; token_freq.parquet holds the training counts.
+DATA_MARKER = "meta.json"
+TOKEN_FREQ_FILE = "token_freq.parquet"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -85,7 +89,7 @@ class SweepLayout:
 
     def built_data_markers(self) -> list[StoragePath]:
         """meta.json of every complete data dir (written last; staging dirs start with a dot)."""
-        return sorted(m for m in self.data_root.glob("*/meta.json") if not m.parent.name.startswith("."))
+        return sorted(m for m in self.data_root.glob(f"*/{DATA_MARKER}") if not m.parent.name.startswith("."))
 
     # Ray Tune and Ray Train ------------------------------------------------------------------
     @property
@@ -163,3 +167,20 @@ def step_of_checkpoint(directory: StoragePath) -> int:
 def partition_keys(shard: StoragePath) -> dict[str, str]:
     """The hive keys in a shard's path: {'split': ..., 'trial': ..., 'step': ...}."""
     return dict(part.split("=", 1) for part in str(shard).split("/") if "=" in part)
+
+
+def data_marker(data_dir: StoragePath) -> StoragePath:
+    return data_dir / DATA_MARKER
+
+
+def token_freq_file(data_dir: StoragePath) -> StoragePath:
+    return data_dir / TOKEN_FREQ_FILE
+
+
+def tokenizer_file(data_dir: StoragePath) -> StoragePath:
+    return data_dir / "tokenizer.json"
+
+
+def array_file(data_dir: StoragePath, array: str) -> StoragePath:
+    """A packed token array (`train`, `eval-train`, `eval-heldout`): raw uint16/uint32, shape in meta.json."""
+    return data_dir / f"{array}.bin"

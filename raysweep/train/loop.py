@@ -19,7 +19,7 @@ from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
 from raysweep.models.build import build_config, build_model, flops_per_token
 from raysweep.spec.schema import SweepSpec
-from raysweep.store.layout import SweepLayout
+from raysweep.store.layout import DATA_MARKER, SweepLayout
 from raysweep.store.storage import atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.checkpoint import latest_checkpoint, load_checkpoint, mark_complete
 from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook
@@ -65,7 +65,7 @@ def train_loop_per_worker(config: dict) -> None:
     applied = parallelize(model, device, world, train_cfg)
 
     # [4] Optimizer and lr schedule.
-    arrays_dir = local_copy(data.data_dir, data.data_key, "meta.json")  # memmap needs a local file
+    arrays_dir = local_copy(data.data_dir, data.data_key, DATA_MARKER)  # memmap needs a local file
     counts = read_token_counts(arrays_dir, data.vocab_size) if train_cfg.uses_row_decay else None
     optimizer = build_optimizer(model, train_cfg, counts)
 
