@@ -1,4 +1,5 @@
-"""Fault injection with real processes: SIGKILLed workers, a removed node, a SIGKILLed driver.
+"""Fault injection with real processes: SIGKILLed workers, a removed node, a Ctrl-C'd driver (a SIGKILLed
+driver: tests/integration/test_sweep.py::test_killed_sweep_finishes_with_resume).
 
 Each run must end with per-token shards identical (same rows, same float32 losses) to an
 uninterrupted run of the same spec, and `raysweep verify` must pass. Kills land at random
@@ -37,8 +38,8 @@ WORKERS = 1  # the CPU default: a trial is one worker, Train restarts it alone
 def fault_spec(storage: Path) -> dict:
     """One trial, long enough to be killed several times, checkpointing often."""
     return tiny_spec_dict(storage, name="faults", grid={"weight_decay": [1.0]},
-                          train={"steps": 120, "checkpoint_every": 10},
-                          eval={"every": 40},
+                          train={"steps": 400, "checkpoint_every": 10},
+                          eval={"every": 100},
                           failure={"max_failures": 10, "trial_max_failures": 2},
                           resources={"workers_per_trial": WORKERS})
 
@@ -150,24 +151,6 @@ def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, 
     assert started_from == sorted(started_from) and all(s % 10 == 0 for s in started_from)
     row = status_row(sweep_dir, tmp_path)
     assert row["status"] == "TERMINATED" and row["worker_restarts"] == "5", row
-    assert_same_results(sweep_dir, uninterrupted, tmp_path)
-
-
-def test_driver_sigkill_mid_training_then_resume(uninterrupted, tmp_path):
-    """The `raysweep sweep` process and its embedded Ray SIGKILLed while the trial trains;
-    `raysweep resume` restores Tune's state and the trial resumes from its checkpoint."""
-    rng = random.Random(SEED + 1)
-    spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
-    sweep_dir = tmp_path / "runs" / "faults"
-    env = cli_env(tmp_path)
-    process = start_sweep(spec_path, tmp_path, env)
-    wait_for_attempt(sweep_dir, 1, process)
-    time.sleep(rng.uniform(0.5, 2.0))
-    kill_session_and_its_ray(process, env)
-    assert not (sweep_dir / "train" / TRIAL / "complete.json").exists()
-
-    run_cli(["resume", str(sweep_dir)], tmp_path)
-    assert len(attempts(sweep_dir)) == 2
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 

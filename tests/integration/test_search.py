@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray
 
 SPACE = {"weight_decay": {"low": 0.0, "high": 1.0}, "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
          "freq_decay_alpha": {"low": 0.0, "high": 0.5}}
-N_SAMPLES, WARMUP = 3, 5
+N_SAMPLES, WARMUP = 2, 5
 
 
 def _optuna_study(tune_dir: Path):
@@ -31,7 +31,7 @@ def _optuna_study(tune_dir: Path):
 def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_path):
     spec_dict = tiny_spec_dict(tmp_path / "runs", name="search", search="optuna",
                                grid={"weight_decay": [0.0], "scale": ["nano"], "seed": [0]},
-                               optuna={"num_samples": N_SAMPLES, "n_startup_trials": 2, "space": SPACE,
+                               optuna={"num_samples": N_SAMPLES, "n_startup_trials": 1, "space": SPACE,
                                        "objectives": ["heldout_average_loss", "train_lowest_bin_loss"],
                                        "seed": 11})
     spec = write_spec(tmp_path / "spec.yaml", spec_dict)

@@ -154,8 +154,10 @@ def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(ref
 
 
 def test_killed_sweep_finishes_with_resume(reference, tmp_path):
-    """(d) sweep driver SIGKILLed after its first trial → `raysweep resume` finishes the rest;
-    the shards equal the uninterrupted run's."""
+    """(d) the sweep driver and its embedded Ray SIGKILLed once its first trial has finished, the
+    other still training → `raysweep resume` restores Tune's state: the finished trial is not rerun,
+    the interrupted one runs a second worker group (from its checkpoint, if it had one), and the
+    shards equal the uninterrupted run's."""
     spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="ref"))
     sweep_dir = tmp_path / "runs" / "ref"
     env = cli_env(tmp_path)
@@ -168,11 +170,16 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
         assert time.time() < deadline, "first trial did not finish in time"
         time.sleep(0.5)
     kill_session_and_its_ray(process, env)
-    assert len(list(sweep_dir.glob("train/*/complete.json"))) == 1
+    finished = [p.parent.name for p in sweep_dir.glob("train/*/complete.json")]
+    assert len(finished) == 1
     assert not (sweep_dir / "catalog.duckdb").exists()
+    interrupted = ({"nano-wd0.0-s0", "nano-wd1.0-s0"} - set(finished)).pop()
+    finished_attempts = (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text()
 
     run_cli(["resume", str(sweep_dir)], tmp_path)
     assert len(list(sweep_dir.glob("train/*/complete.json"))) == 2
+    assert (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text() == finished_attempts
+    assert len((sweep_dir / "train" / interrupted / "attempts.jsonl").read_text().splitlines()) == 2
     got, want = _tokens(sweep_dir), _tokens(reference)
     assert len(got) == len(want) > 0
     assert got.equals(want)
