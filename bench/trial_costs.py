@@ -179,7 +179,9 @@ def main() -> None:
     raw["grid"] = {"weight_decay": [1.0], "scale": [args.scale], "seed": list(SEEDS)}
     raw["train"]["steps"] = args.steps
     raw["train"]["compile"] = args.compile
-    raw["resources"] = {**raw.get("resources", {}), "workers_per_trial": args.workers, "cpus_per_worker": 1}
+    # One trial at a time: P1 compares a trial with the bare loop alone on the machine, as each is run.
+    raw["resources"] = {**raw.get("resources", {}), "workers_per_trial": args.workers, "cpus_per_worker": 1,
+                        "max_concurrent_trials": 1}
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
