@@ -45,7 +45,9 @@ def load_spec(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[
 
 def sweep(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[str] = ()) -> "SweepLayout":
     """Run (or resume, or extend) a sweep on the embedded Ray or $RAY_ADDRESS, build its catalog and
-    return its directory (`.root` is the path). Raises SpecError / SweepDirError on bad input."""
+    return its directory (`.root` is the path). Bad input raises one of raysweep's one-line errors
+    (SpecError, SweepDirError, CorpusError, StorageError) before anything trains. Trials that fail
+    do not raise: `trials.parquet` and `raysweep status` say which and why."""
     from raysweep.catalog.build import build_catalog
     from raysweep.run.tuner import run_sweep
 
@@ -69,14 +71,20 @@ def connect(*sweep_dirs: "str | os.PathLike | SweepLayout") -> "duckdb.DuckDBPyC
     read `<sweep>/<trial_id>`), with the views, `freq_bin` and every query of the SQL library."""
     from raysweep.catalog.connect import connect as connect_catalogs
 
+    if not sweep_dirs:
+        raise TypeError("raysweep.connect: name at least one sweep dir, e.g. raysweep.connect('runs/demo')")
     return connect_catalogs(list(sweep_dirs))
 
 
 def report(sweep_dir: "str | os.PathLike | SweepLayout") -> "pd.DataFrame":
     """The final-step frequency-bin table (what `raysweep report` prints), one row per split, scale
-    and weight decay (and vocabulary, regularizer or lr where the sweep varies them)."""
+    and weight decay (and vocabulary, regularizer or lr where the sweep varies them). Builds the
+    catalog first when the sweep has none, or one an older raysweep built."""
+    from raysweep.catalog.build import build_catalog, is_current
     from raysweep.present.report import report_table
 
+    if not is_current(sweep_dir):
+        build_catalog(sweep_dir)
     return report_table(sweep_dir)
 
 

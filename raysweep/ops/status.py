@@ -58,4 +58,6 @@ def trial_status(sweep_dir) -> pd.DataFrame:
                      "trial_retries": int(trial.num_failures or 0),
                      "worker_restarts": max(0, len(attempts) - 1),
                      "error": error_summary(error)[:120] if error else ""})
-    return pd.DataFrame(rows).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)
+    columns = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "trial_retries",
+               "worker_restarts", "error"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)

@@ -77,7 +77,7 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
 
 
 def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
-    """`datas`: the sweep's PreparedData per point of the vocab axis (sweep.load_prepared)."""
+    """`datas`: the sweep's PreparedData per point of the vocab axis (raysweep.run.preflight.load_prepared)."""
     report = VerifyReport()
     layout = spec.layout
     expected: set[str] = set()

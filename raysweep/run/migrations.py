@@ -1,9 +1,12 @@
-"""Sweep dirs written by earlier raysweep versions: every rule that reads one lives here.
+"""Sweep dirs written by earlier raysweep versions: the rules for their specs, trials and trial tables.
+(A catalog of another version is derived data: `raysweep report` rebuilds it, raysweep.catalog.build.)
 
 - Before the regularizer axes, trial ids did not name a non-default decay policy or dropout: such a
   sweep cannot continue under this version's ids (`check_ids_unchanged`).
 - Trials rows of before the axes lack their columns and spell the regularizer differently
   (`current_regularizer`, `upgrade_trials_table`); rows of before the vocab axis lack `vocab_size`.
+- Trials trained before the redesign (another lr schedule, 2 FSDP2 ranks) cannot be continued
+  (`check_trained_by_this_version`); their results still report.
 """
 
 from __future__ import annotations
@@ -34,6 +37,22 @@ def check_ids_unchanged(layout: SweepLayout, old_raw: dict) -> None:
         raise SweepDirError(f"{layout.root}: was written by an older raysweep whose trial ids did not name "
                             f"decay_policy={policy!r} / dropout={dropout!r}; finish it with that version, or "
                             "run the spec under another `name`")
+
+
+def check_trained_by_this_version(layout: SweepLayout) -> None:
+    """A sweep dir whose trials an earlier raysweep trained cannot continue here: before the redesign
+    (issue 22) trials ran another lr schedule (lr/warmup at the first step, the floor at the last) on
+    2 FSDP2 ranks, so a resumed or added trial would not be comparable with them, and Tune's saved
+    state names modules that no longer exist. Its results still report, verify and query. A worker
+    group of this version records `workers` in attempts.jsonl."""
+    for attempts in sorted(layout.train_root.glob("*/attempts.jsonl")):
+        first = attempts.read_text().splitlines()[:1]
+        if first and "workers" not in json.loads(first[0]):
+            raise SweepDirError(f"{layout.root}: its trials were trained by an earlier raysweep (another lr "
+                                "schedule and worker layout), so it cannot continue under this version; "
+                                "`raysweep report`, `verify` and `sql` still read it; run the spec under "
+                                "another `name` to train it anew")
+        return
 
 
 def current_regularizer(row: dict) -> dict:

@@ -13,7 +13,7 @@ import yaml
 from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
 from raysweep.data.tokenizer import load_tokenizer_file
-from raysweep.run.migrations import check_ids_unchanged
+from raysweep.run.migrations import check_ids_unchanged, check_trained_by_this_version
 from raysweep.spec.data_checks import check_spec_against_data
 from raysweep.errors import first_line
 from raysweep.spec.errors import SpecError, SweepDirError
@@ -69,6 +69,7 @@ def check_existing_sweep(spec: SweepSpec) -> bool:
         return False
     raw = yaml.safe_load(layout.spec_file.read_text())
     check_ids_unchanged(layout, raw)
+    check_trained_by_this_version(layout)
     try:  # fields added since the sweep was written take their defaults on both sides
         old = SweepSpec.model_validate(raw).model_dump(mode="json")
     except (ValueError, TypeError):
@@ -89,7 +90,11 @@ def load_sweep_spec(sweep_dir) -> SweepSpec:
         raise SweepDirError(f"{layout.root}: not a sweep directory (no spec.yaml); "
                             "run `raysweep sweep SPEC.yaml` first")
     raw = yaml.safe_load(layout.spec_file.read_text())
-    return parse_spec(raw, (f"storage={layout.root.parent}",), source=str(layout.spec_file))
+    if not isinstance(raw, dict):
+        raise SweepDirError(f"{layout.spec_file}: not a raysweep spec (a YAML mapping); the sweep dir is damaged")
+    # Where the dir is now, under the name it has now: a sweep may be moved or renamed.
+    raw |= {"storage": str(layout.root.parent), "name": layout.name}
+    return parse_spec(raw, source=str(layout.spec_file))
 
 
 def check_storage(layout: SweepLayout) -> None:

@@ -15,6 +15,8 @@ from ray import tune
 
 from raysweep.ops.cluster import DRIVER_RESOURCE
 from raysweep.run.driver import data_slot, run_trial
+from raysweep.errors import first_line
+from raysweep.run.migrations import check_trained_by_this_version
 from raysweep.run.preflight import check_capacity, check_data_unchanged, load_sweep_spec, preflight, prepare
 from raysweep.run.trials_table import error_summary, trial_status, write_trials_table
 from raysweep.spec.errors import SweepDirError
@@ -61,14 +63,20 @@ def _trainable(spec: SweepSpec, datas: dict):
     return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: 1})
 
 
+class TrialName:
+    """Tune's trial name and dir: the trial id of the point. A top-level class, not a closure, since
+    Tune pickles it into the experiment's state: a restore finds it by this module's name."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec_dict = spec.model_dump(mode="json")
+
+    def __call__(self, trial) -> str:
+        return trial_source(SweepSpec.model_validate(self.spec_dict)).point_of(trial.config).trial_id
+
+
 def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
-    source = trial_source(spec)
-
-    def trial_name(trial) -> str:
-        return source.point_of(trial.config).trial_id
-
-    return tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec), trial_name_creator=trial_name,
-                           trial_dirname_creator=trial_name, **source.tune_options())
+    return tune.TuneConfig(max_concurrent_trials=max_concurrent_trials(spec), trial_name_creator=TrialName(spec),
+                           trial_dirname_creator=TrialName(spec), **trial_source(spec).tune_options())
 
 
 def run_sweep(spec: SweepSpec) -> SweepLayout:
@@ -98,6 +106,7 @@ def resume_sweep(sweep_dir) -> SweepLayout:
     """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
     spec = load_sweep_spec(sweep_dir)
     layout = spec.layout
+    check_trained_by_this_version(layout)
     check_data_unchanged(spec)
     if not tune.Tuner.can_restore(str(layout.tune_dir)):
         raise SweepDirError(f"{layout.root}: no Tune experiment state to resume under {layout.tune_dir}; "
@@ -105,7 +114,11 @@ def resume_sweep(sweep_dir) -> SweepLayout:
     datas = prepare(spec)
     init_ray()
     check_capacity(spec, ray.cluster_resources())
-    tuner = tune.Tuner.restore(str(layout.tune_dir), trainable=_trainable(spec, datas), resume_errored=True)
+    try:
+        tuner = tune.Tuner.restore(str(layout.tune_dir), trainable=_trainable(spec, datas), resume_errored=True)
+    except Exception as exc:  # Tune unpickles its saved state: any error there is a state it cannot use
+        raise SweepDirError(f"{layout.tune_dir}: Ray Tune cannot restore this experiment ({first_line(exc)}); "
+                            "run the spec under another `name`") from None
     _finish(spec, tuner.fit(), datas)
     return layout
 

@@ -10,7 +10,8 @@
     shards/train_metrics/trial=<trial_id>/upto=<step>/part-0.parquet
 
 Every name is a pure function of its inputs (trial id, step, rank), so a retried writer finds, and
-overwrites, what an earlier attempt wrote. No other module joins paths under a sweep dir.
+overwrites, what an earlier attempt wrote. Other modules take these paths from here; what they add is
+inside a checkpoint (DCP's files, `_COMPLETE`) or a temporary sibling of a file being written.
 """
 
 from __future__ import annotations

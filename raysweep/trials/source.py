@@ -15,7 +15,7 @@ from raysweep.store.storage import atomic_write_text, ensure_dir
 from raysweep.trials.point import TrialPoint
 
 # Spec fields that change how a step runs, not what it computes (the same losses up to float
-# rounding: tests/unit/test_fsdp.py), so any sweep may continue under other values.
+# rounding: tests/unit/test_fsdp.py), so a grid may continue under other values.
 EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing")
 
 
@@ -63,7 +63,7 @@ class TrialSource:
         return (*self.extensible_prefixes, *EXECUTION_ONLY)
 
     def record(self, trial: TrialPoint, point_file) -> None:
-        """The point a driver runs, written before training: status, verify and the trials table read it."""
+        """The point a driver runs, written before training: a search's trials are the points recorded."""
         ensure_dir(point_file.parent)
         atomic_write_text(point_file, trial.model_dump_json())
 
