@@ -33,9 +33,43 @@ def _final_statuses(layout: SweepLayout) -> dict[str, str]:
     return {row["trial_id"]: row["status"] for row in read_parquet_table(trials_file).to_pylist()}
 
 
-def trial_status(sweep_dir) -> pd.DataFrame:
+COLUMNS = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "trial_retries",
+           "worker_restarts", "error"]
+
+
+def _worker_restarts(layout: SweepLayout, trial_id: str) -> int:
+    attempts_file = layout.attempts_file(trial_id)
+    return max(0, len(attempts_file.read_text().splitlines()) - 1) if attempts_file.exists() else 0
+
+
+def _from_tune(layout: SweepLayout, spec) -> list[dict]:
     from ray.tune import ExperimentAnalysis
 
+    source, final_statuses = trial_source(spec), _final_statuses(layout)
+    rows = []
+    for trial in ExperimentAnalysis(str(layout.tune_dir)).trials:
+        point = source.point_of(trial.config)
+        error = trial.get_error() if trial.status == trial.ERROR else None
+        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, trial.status),
+                     "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
+                     "last_step": (trial.last_result or {}).get("step") or _last_written_step(layout, point.trial_id),
+                     "trial_retries": int(trial.num_failures or 0),
+                     "worker_restarts": _worker_restarts(layout, point.trial_id),
+                     "error": error_summary(error)[:120] if error else ""})
+    return rows
+
+
+def _from_trials_table(layout: SweepLayout) -> list[dict]:
+    """Where Tune's state cannot be read (a sweep of an earlier raysweep: its state names modules
+    that moved), the trials table the sweep command wrote, without Tune's retry count."""
+    return [{"trial_id": row["trial_id"], "status": row["status"], "weight_decay": row["weight_decay"],
+             "scale": row["scale"], "seed": row["seed"], "last_step": _last_written_step(layout, row["trial_id"]),
+             "trial_retries": float("nan"), "worker_restarts": _worker_restarts(layout, row["trial_id"]),
+             "error": (row["error"] or "")[:120]}
+            for row in read_parquet_table(layout.trials_file).to_pylist()]
+
+
+def trial_status(sweep_dir) -> pd.DataFrame:
     from raysweep.run.preflight import load_sweep_spec
 
     layout = SweepLayout.at(sweep_dir)
@@ -43,21 +77,10 @@ def trial_status(sweep_dir) -> pd.DataFrame:
         raise FileNotFoundError(f"{layout.root}: no Tune experiment state (tune/experiment_state-*.json); "
                                 "is this a sweep directory that has started?")
     spec = load_sweep_spec(layout)
-    analysis = ExperimentAnalysis(str(layout.tune_dir))
-    source = trial_source(spec)
-    final_statuses = _final_statuses(layout)
-    rows = []
-    for trial in analysis.trials:
-        point = source.point_of(trial.config)
-        attempts_file = layout.attempts_file(point.trial_id)
-        attempts = attempts_file.read_text().splitlines() if attempts_file.exists() else []
-        error = trial.get_error() if trial.status == trial.ERROR else None
-        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, trial.status),
-                     "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
-                     "last_step": (trial.last_result or {}).get("step") or _last_written_step(layout, point.trial_id),
-                     "trial_retries": int(trial.num_failures or 0),
-                     "worker_restarts": max(0, len(attempts) - 1),
-                     "error": error_summary(error)[:120] if error else ""})
-    columns = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "trial_retries",
-               "worker_restarts", "error"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)
+    try:
+        rows = _from_tune(layout, spec)
+    except (ImportError, AttributeError):  # unpickling an earlier raysweep's trial state
+        if not layout.trials_file.exists():
+            raise
+        rows = _from_trials_table(layout)
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)

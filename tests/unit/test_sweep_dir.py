@@ -93,3 +93,26 @@ def test_previous_versions_catalog_is_rebuilt_by_report_and_named_by_sql(tmp_pat
     assert "balanced_loss" in report.stdout and len(report.stdout.splitlines()) > 3
     assert subprocess.run([sys.executable, "-m", "raysweep.cli", "sql", str(sweep), "SELECT count(*) FROM trials "
                            "WHERE vocab_size IS NULL"], capture_output=True, text=True, timeout=120).stdout.split()[-1] == "0"
+
+
+def test_trials_an_earlier_raysweep_trained_are_not_continued(tmp_path):
+    """a sweep dir whose first worker group logged no `workers` (raysweep before the redesign: another lr
+    schedule, 2 FSDP2 ranks) → sweep and resume refuse it in one line that says what still reads it."""
+    import json
+    import subprocess
+    import sys
+
+    spec = parse_spec({"name": "old", "storage": str(tmp_path)})
+    spec.layout.root.mkdir(parents=True)
+    spec.layout.spec_file.write_text(spec_to_yaml(spec))
+    attempts = spec.layout.attempts_file("tiny-wd0.0-s0")
+    attempts.parent.mkdir(parents=True)
+    attempts.write_text(json.dumps({"start_step": 0, "time": 1.0, "node_id": "n"}) + "\n")
+    with pytest.raises(SweepDirError, match="trained by an earlier raysweep .* `raysweep report`, `verify` and `sql` "
+                                            "still read it"):
+        check_existing_sweep(spec)
+    resumed = subprocess.run([sys.executable, "-m", "raysweep.cli", "resume", str(spec.layout.root)],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 2 and "trained by an earlier raysweep" in resumed.stderr.strip().splitlines()[-1]
+    attempts.write_text(json.dumps({"start_step": 0, "time": 1.0, "node_id": "n", "workers": 1}) + "\n")
+    assert check_existing_sweep(spec) is True  # this version's trials: the same spec resumes
