@@ -30,8 +30,14 @@ from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_par
                                     register_filesystems)
 
 
+def sql_literal(text) -> str:
+    """A string as a SQL literal, quotes doubled: for the statements DuckDB takes no parameters in
+    (a view's file list, ATTACH)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def _sql_list(paths: list[StoragePath]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
 
 
 # What the catalog's tables, views and macros look like; a catalog of another version is rebuilt.

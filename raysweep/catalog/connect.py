@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from raysweep.catalog.build import SHARD_VIEWS, CatalogError, local_catalog, open_catalog
+from raysweep.catalog.build import SHARD_VIEWS, CatalogError, local_catalog, open_catalog, sql_literal
 from raysweep.catalog.queries import load_queries
 from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout
@@ -31,10 +31,6 @@ def _aliases(sweep_dirs: list[StoragePath]) -> list[str]:
     return aliases
 
 
-def _literal(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 def _identifier(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
@@ -45,10 +41,10 @@ def union_sql(sweep_dirs: list[StoragePath]) -> str:
     sweep names escaped)."""
     aliases = _aliases(sweep_dirs)
     names = {a: _identifier(a) for a in aliases}
-    statements = [f"ATTACH {_literal(local_catalog(d))} AS {names[a]} (READ_ONLY)"
+    statements = [f"ATTACH {sql_literal(local_catalog(d))} AS {names[a]} (READ_ONLY)"
                   for d, a in zip(sweep_dirs, aliases)]
     for table in _TRIAL_TABLES:
-        parts = [f"SELECT {_literal(a)} AS sweep, * REPLACE ({_literal(a + '/')} || trial_id AS trial_id) "
+        parts = [f"SELECT {sql_literal(a)} AS sweep, * REPLACE ({sql_literal(a + '/')} || trial_id AS trial_id) "
                  f"FROM {names[a]}.{table}" for a in aliases]
         statements.append(f"CREATE TEMP VIEW {table} AS " + " UNION ALL ".join(parts))
     # The same data key in two sweeps is the same data: keep one copy of its rows.

@@ -23,7 +23,6 @@ from typing import Optional, Union
 
 from raysweep.store.storage import StoragePath, location
 
-SHARD_KINDS = ("tokens", "embeddings", "train_metrics")
 # Inside a data dir (in a sweep, or a node's local copy of one): meta.json is written last, the marker
 # that the dir is complete; token_freq.parquet holds the training counts.
 DATA_MARKER = "meta.json"
