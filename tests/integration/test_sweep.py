@@ -158,17 +158,21 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
     other still training → `raysweep resume` restores Tune's state: the finished trial is not rerun,
     the interrupted one runs a second worker group (from its checkpoint, if it had one), and the
     shards equal the uninterrupted run's."""
-    spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="ref"))
+    # One trial at a time (the same results): side by side, the two would finish together, and the kill
+    # could find both done.
+    spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "runs", name="ref",
+                                                                  resources={"max_concurrent_trials": 1}))
     sweep_dir = tmp_path / "runs" / "ref"
     env = cli_env(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while not list(sweep_dir.glob("train/*/complete.json")):
+    # the first trial finished and the second one's worker group started
+    while not (list(sweep_dir.glob("train/*/complete.json")) and len(list(sweep_dir.glob("train/*/attempts.jsonl"))) == 2):
         assert process.poll() is None, "sweep exited before it could be interrupted"
         assert time.time() < deadline, "first trial did not finish in time"
-        time.sleep(0.5)
+        time.sleep(0.1)  # the second trial trains for a few seconds: kill well inside them
     kill_session_and_its_ray(process, env)
     finished = [p.parent.name for p in sweep_dir.glob("train/*/complete.json")]
     assert len(finished) == 1
