@@ -4,7 +4,9 @@ that gives every Ray run its own storage and temp dir."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,44 @@ def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool =
     return result
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ray_cli(args: list[str], env: dict) -> None:
+    """`ray ARGS` from this venv, failing the test with Ray's own output."""
+    ray = Path(sys.executable).parent / "ray"
+    result = subprocess.run([str(ray), *args], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"ray {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+
+
+def ray_head(tmp_root: Path, extra_env: dict | None = None):
+    """A one-node Ray cluster (`ray start --head`, the whole machine, token auth, room for trial drivers)
+    whose processes see `extra_env`: yields the env that points `raysweep` at it (RAY_ADDRESS, token)."""
+    env = cli_env(tmp_root) | (extra_env or {}) | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    port = free_port()
+    try:
+        # Its own agent port: the default one would be held when a test starts another cluster with a Jobs
+        # API, whose head agent then never comes up ("No available agent to submit job").
+        ray_cli(["start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count()}",
+                 '--resources={"trial_driver": 64}', "--include-dashboard=false", "--disable-usage-stats",
+                 f"--dashboard-agent-listen-port={free_port()}"], env)
+        yield {key: env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")} | {"RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        # Not `ray stop`: it stops every Ray on the machine, a developer's running sweep included.
+        kill_ray_started_with(env)
+
+
+@pytest.fixture(scope="session")
+def shared_ray(tmp_path_factory) -> dict:
+    """The Ray that the sweeps with nothing special to ask of Ray share, as a user's sweeps share a
+    cluster. Starting Ray is seconds of CPU per sweep on 2 cores; the tests that kill or stop Ray, or
+    need Ray's workers to see their own environment, start their own."""
+    yield from ray_head(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
 def storage(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
@@ -104,13 +144,15 @@ def readme_python_snippet() -> str:
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def reference_run(tmp_path_factory, shared_ray) -> tuple[Path, subprocess.CompletedProcess]:
     """The uninterrupted yardstick sweep (2 trials of the tiny spec, named `ref`), run by the README's
-    Python snippet as written, with examples/demo.yaml standing for the tiny spec: (its dir, the run)."""
+    Python snippet as written on the shared Ray, with examples/demo.yaml standing for the tiny spec:
+    (its dir, the run)."""
     root = tmp_path_factory.mktemp("ref")
     (root / "examples").mkdir()
     write_spec(root / "examples" / "demo.yaml", tiny_spec_dict("runs", name="ref"))
-    result = subprocess.run([sys.executable, "-c", readme_python_snippet()], cwd=root, env=cli_env(root),
+    result = subprocess.run([sys.executable, "-c", readme_python_snippet()], cwd=root,
+                            env=cli_env(root) | shared_ray,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return root / "runs" / "ref", result

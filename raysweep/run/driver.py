@@ -21,7 +21,6 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from raysweep.data.prepare import PreparedData
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.storage import atomic_write_text, location
-from raysweep.train.loop import train_loop_per_worker
 from raysweep.trials.point import TrialPoint
 from raysweep.trials.source import trial_source
 
@@ -29,6 +28,15 @@ from raysweep.trials.source import trial_source
 def data_slot(vocab_size: int | None) -> str:
     """The key of a vocab-axis point's data dir in `data_dirs` (Tune's config keys are strings)."""
     return "" if vocab_size is None else str(vocab_size)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """[1] One worker of the trial (raysweep.train.loop), imported where it runs: the trial driver and
+    Train's controller then never import the model code, transformers and torch's distributed stack
+    (seconds of CPU each, on a head node that only schedules)."""
+    from raysweep.train.loop import train_loop_per_worker as run_worker
+
+    run_worker(config)
 
 
 def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:

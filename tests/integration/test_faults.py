@@ -45,9 +45,9 @@ def fault_spec(storage: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def uninterrupted(tmp_path_factory, shared_ray) -> Path:
     root = tmp_path_factory.mktemp("uninterrupted")
-    run_cli(["sweep", str(write_spec(root / "spec.yaml", fault_spec(root / "runs")))], root)
+    run_cli(["sweep", str(write_spec(root / "spec.yaml", fault_spec(root / "runs")))], root, env=shared_ray)
     return root / "runs" / "faults"
 
 
@@ -154,7 +154,7 @@ def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, 
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
-def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupted, tmp_path):
+def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupted, tmp_path, shared_ray):
     """SIGINT to `raysweep sweep` while the trial trains: Tune stops, the command exits 1 naming the
     trial as INTERRUPTED (trials.parquet too, never TERMINATED), and `raysweep resume` finishes it."""
     spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
@@ -175,7 +175,7 @@ def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupt
     assert [(t["trial_id"], t["status"]) for t in trials] == [(TRIAL, "INTERRUPTED")]
     assert status_row(sweep_dir, tmp_path)["status"] == "INTERRUPTED"  # Tune's own state says RUNNING
 
-    run_cli(["resume", str(sweep_dir)], tmp_path)
+    run_cli(["resume", str(sweep_dir)], tmp_path, env=shared_ray)  # the cluster need not be the one it ran on
     assert [t["status"] for t in pq.read_table(sweep_dir / "trials.parquet").to_pylist()] == ["TERMINATED"]
     assert status_row(sweep_dir, tmp_path)["status"] == "TERMINATED"
     assert_same_results(sweep_dir, uninterrupted, tmp_path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -16,22 +15,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cli_env, kill_ray_started_with, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import cli_env, free_port, kill_ray_started_with, ray_cli, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ray(args: list[str], env: dict) -> None:
-    result = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"ray {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
 @pytest.fixture
@@ -40,13 +28,13 @@ def cluster(tmp_path):
     env = cli_env(tmp_path)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAYSWEEP_TRACEBACK="1",
                PATH=f"{BIN}:{env.get('PATH', '')}")  # nodes have raysweep on PATH, as on a cluster
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port(), free_port()
     try:
-        _ray(["start", "--head", f"--port={gcs}", "--num-cpus=0", "--resources={\"trial_driver\": 8}",
+        ray_cli(["start", "--head", f"--port={gcs}", "--num-cpus=0", "--resources={\"trial_driver\": 8}",
               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
               "--disable-usage-stats"], env)
         for _ in range(2):
-            _ray(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2"], env)
+            ray_cli(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2"], env)
         yield env, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}"
     finally:
         # Not `ray stop`: it stops every Ray on the machine, a developer's running sweep included.
@@ -65,9 +53,9 @@ def test_submitted_sweep_spreads_trials_over_worker_nodes(cluster, tmp_path):
     env, address, gcs = cluster
     workers = _worker_node_ids(env, gcs)
     assert len(workers) == 2
-    # 2 workers a trial on 2-CPU nodes: each trial fills one node
+    # a 2-CPU worker a trial on 2-CPU nodes: each trial fills one node
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "shared", name="multi",
-                                                             resources={"workers_per_trial": 2}))
+                                                             resources={"cpus_per_worker": 2}))
 
     submitted = subprocess.run([sys.executable, "-m", "raysweep.cli", "submit", str(spec), "--address", address],
                                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
@@ -83,7 +71,7 @@ def test_submitted_sweep_spreads_trials_over_worker_nodes(cluster, tmp_path):
         state = status.stdout.split(":", 1)[1].split()[0]
         if state in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
-        time.sleep(5)
+        time.sleep(2)
     logs = subprocess.run([sys.executable, "-m", "raysweep.cli", "logs", job_id, "--address", address],
                           env=env, capture_output=True, text=True, timeout=120).stdout
     assert state == "SUCCEEDED", logs[-5000:]

@@ -10,30 +10,23 @@ disk; the catalog built over S3 must answer the same SQL as the local one."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import run_cli, tiny_spec_dict, write_spec
+from tests.conftest import free_port, ray_head, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
 BUCKET = "raysweep-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """Environment variables that point AWS clients at a fresh moto server with one bucket."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -55,6 +48,13 @@ def s3_env(tmp_path_factory):
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3_env, tmp_path_factory) -> dict:
+    """A Ray head whose workers, like the driver, reach S3 through the environment: env for `raysweep`."""
+    for ray_env in ray_head(tmp_path_factory.mktemp("s3ray"), s3_env):
+        yield s3_env | ray_env
 
 
 def _client(env: dict):
@@ -81,8 +81,11 @@ def _manifests(files: dict[str, bytes]) -> dict[str, dict]:
             if name.startswith(("shards/tokens/", "shards/embeddings/")) and name.endswith(".manifest.json")}
 
 
-def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_env, reference, tmp_path):
-    """The local twin is the reference sweep (the same tiny spec; its nano-wd1.0-s0 trial is this one)."""
+def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp_path):
+    """The local twin is the reference sweep (the same tiny spec; its nano-wd1.0-s0 trial is this one).
+    The injected crash: rank 0 dies at step 30, Train restarts the group from the step-20 checkpoint,
+    and the shards still equal the uninterrupted run's, byte for byte."""
+    s3_env = s3_ray
     one_trial = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0]}
     trial_only = "WHERE trial_id = 'nano-wd1.0-s0'"
 
@@ -109,6 +112,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_env, reference, tmp
         attempts = [json.loads(line) for line in
                     _read(s3_env, f"{prefix}train/{trial_id}/attempts.jsonl").decode().splitlines()]
         assert [a["start_step"] for a in attempts] == [0, 20], attempts  # crashed at 30, resumed from 20
+        assert f"train/{trial_id}/.crash-injected-at-30" in keys
 
     stored = {k: _read(s3_env, prefix + k) for k in keys if k.endswith(".manifest.json")}
     local = {str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("_*.manifest.json")
@@ -133,8 +137,10 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_env, reference, tmp
 
     assert len(wd1_rows(report)) == 2
     assert wd1_rows(report) == wd1_rows(run_cli(["report", str(reference)], tmp_path).stdout)
-    status = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout
-    assert status.count("TERMINATED") == 1
+    header, row = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout.splitlines()
+    row = dict(zip(header.split(), row.split()))
+    assert (row["trial_id"], row["status"], row["last_step"]) == ("nano-wd1.0-s0", "TERMINATED", "40"), row
+    assert (row["worker_restarts"], row["trial_retries"]) == ("1", "0"), row
     # Tune restores the finished experiment from the bucket; nothing reruns, the report is the same.
     resumed = run_cli(["resume", sweep_uri], tmp_path, env=s3_env)
     assert report.strip() in resumed.stdout

@@ -28,14 +28,14 @@ def _optuna_study(tune_dir: Path):
     return state["_ot_study"]
 
 
-def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_path):
+def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_path, shared_ray):
     spec_dict = tiny_spec_dict(tmp_path / "runs", name="search", search="optuna",
                                grid={"weight_decay": [0.0], "scale": ["nano"], "seed": [0]},
                                optuna={"num_samples": N_SAMPLES, "n_startup_trials": 1, "space": SPACE,
                                        "objectives": ["heldout_average_loss", "train_lowest_bin_loss"],
                                        "seed": 11})
     spec = write_spec(tmp_path / "spec.yaml", spec_dict)
-    result = run_cli(["sweep", str(spec)], tmp_path)
+    result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "search"
     assert "Pareto front of the search" in result.stdout
 
@@ -81,7 +81,7 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
 
     # A finished search resumes to the same trials: Optuna's state comes back, nothing reruns.
     attempts = {t: (sweep / "train" / t / "attempts.jsonl").read_text() for t in trials["trial_id"]}
-    run_cli(["resume", str(sweep)], tmp_path)
+    run_cli(["resume", str(sweep)], tmp_path, env=shared_ray)
     assert {t: (sweep / "train" / t / "attempts.jsonl").read_text() for t in trials["trial_id"]} == attempts
     with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM trials").fetchone()[0] == N_SAMPLES

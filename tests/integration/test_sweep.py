@@ -1,8 +1,9 @@
 """End to end on a real local Ray: one worker per trial (two trials at once), FSDP2 on 2 gloo workers
 where the test says so, Parquet shards, DuckDB catalog.
 
-One uninterrupted reference sweep (2 trials) is the yardstick; an injected worker crash and a
-killed-then-resumed sweep must reproduce its per-token shards exactly.
+One uninterrupted reference sweep (2 trials) is the yardstick; a killed-then-resumed sweep must
+reproduce its per-token shards exactly (an injected worker crash must too: test_object_storage.py,
+where the restart reads its checkpoint back from S3).
 """
 
 from __future__ import annotations
@@ -130,30 +131,7 @@ def test_report_reads_the_catalog(reference):
     assert any(l.split()[:3] == ["heldout", "nano", "1.0000"] for l in lines), result.stdout
 
 
-def test_injected_worker_crash_resumes_from_checkpoint_with_identical_shards(reference, tmp_path):
-    """(c) rank 0 dies at step 30 → Train restarts the group from the step-20 checkpoint, and the
-    final shards equal the uninterrupted run's, bit for bit."""
-    spec = tiny_spec_dict(tmp_path / "runs", name="crash", grid={"weight_decay": [1.0]},
-                          failure={"inject_crash_at_step": 30})
-    run_cli(["sweep", str(write_spec(tmp_path / "spec.yaml", spec))], tmp_path)
-    sweep_dir = tmp_path / "runs" / "crash"
-    trial_dir = sweep_dir / "train" / "nano-wd1.0-s0"
-    assert (trial_dir / ".crash-injected-at-30").exists()
-    attempts = [json.loads(l)["start_step"] for l in (trial_dir / "attempts.jsonl").read_text().splitlines()]
-    assert attempts == [0, 20]
-    where = "trial_id = 'nano-wd1.0-s0'"
-    got, want = _tokens(sweep_dir, where), _tokens(reference, where)
-    assert len(got) == len(want) > 0
-    assert got.equals(want)
-    assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
-    status = run_cli(["status", str(sweep_dir)], tmp_path).stdout.splitlines()
-    assert status[1].split()[:2] == ["nano-wd1.0-s0", "TERMINATED"]
-    header = status[0].split()
-    row = dict(zip(header, status[1].split()))
-    assert row["last_step"] == str(STEPS) and row["worker_restarts"] == "1" and row["trial_retries"] == "0"
-
-
-def test_killed_sweep_finishes_with_resume(reference, tmp_path):
+def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
     """(d) the sweep driver and its embedded Ray SIGKILLed once its first trial has finished, the
     other still training → `raysweep resume` restores Tune's state: the finished trial is not rerun,
     the interrupted one runs a second worker group (from its checkpoint, if it had one), and the
@@ -180,7 +158,7 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path):
     interrupted = ({"nano-wd0.0-s0", "nano-wd1.0-s0"} - set(finished)).pop()
     finished_attempts = (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text()
 
-    run_cli(["resume", str(sweep_dir)], tmp_path)
+    run_cli(["resume", str(sweep_dir)], tmp_path, env=shared_ray)  # on another Ray, as after a lost head
     assert len(list(sweep_dir.glob("train/*/complete.json"))) == 2
     assert (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text() == finished_attempts
     assert len((sweep_dir / "train" / interrupted / "attempts.jsonl").read_text().splitlines()) == 2
@@ -292,7 +270,7 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     assert lines[-1].endswith("5 problem(s)")
 
 
-def test_regularizer_axis_runs_through_fsdp(tmp_path):
+def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     """A grid over frequency-aware decay (alpha 0 and 0.5), with label smoothing and dropout on, and
     the blocks compiled and checkpointed as a long run would have them: the trials are named and
     paired by their regularizer, and the per-row decay applied to the FSDP-sharded embeddings
@@ -302,7 +280,7 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # 2 workers: FSDP2 over gloo, per-block units
         tmp_path / "runs", name="reg", grid=grid, train={"compile": True, "activation_checkpointing": 1},
         resources={"workers_per_trial": 2}))
-    result = run_cli(["sweep", str(spec)], tmp_path)
+    result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
     with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
@@ -327,13 +305,13 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path):
     assert ratio[rare].mean() > 1 > ratio[frequent].mean(), (ratio[rare].mean(), ratio[frequent].mean())
 
 
-def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
+def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path, shared_ray):
     """A trial that runs out of retries (a worker dies, no restarts allowed) fails the command:
     exit 1, a last line naming the trial, the report of what did finish above it."""
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(
         tmp_path / "runs", name="fails", grid={"weight_decay": [1.0], "scale": ["nano"], "seed": [0]},
         failure={"max_failures": 0, "trial_max_failures": 0, "inject_crash_at_step": 10}))
-    result = run_cli(["sweep", str(spec)], tmp_path, check=False)
+    result = run_cli(["sweep", str(spec)], tmp_path, check=False, env=shared_ray)
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("raysweep sweep: error: 1 of 1 trials did not finish (first: nano-wd1.0-s0: "), last
@@ -341,13 +319,13 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path):
     assert "sweep dir:" in result.stdout
 
 
-def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path):
+def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
     """grid.vocab_size: one BPE and data dir per size, each trial's model sized to its vocabulary,
     the frequency profile and per-vocab report rows, and verify finds every shard."""
     grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "vocab_size": [300, 512]}
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # the axis replaces the tokenizer's single size
         tmp_path / "runs", name="vocab", grid=grid, data={"tokenizer": {"kind": "bpe", "min_frequency": 2}}))
-    result = run_cli(["sweep", str(spec)], tmp_path)
+    result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "vocab"
     assert "vocab_size" in result.stdout  # two sizes: the report says which row is which
     with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:

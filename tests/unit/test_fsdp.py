@@ -4,7 +4,6 @@ clip on the sharded gradients and AdamW, checked parameter by parameter (no Ray:
 the sharding). A single CPU worker trains the plain module."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from raysweep.spec.schema import TrialTrainConfig
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import parallelize
 from raysweep.train.step import train_step
+from tests.conftest import free_port
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
 SCALE = "tiny"  # 2 decoder blocks: 2 FSDP units besides the root
@@ -82,16 +82,10 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("fsdp")
-    mp.spawn(_rank, args=(_free_port(), str(out_dir)), nprocs=2)
+    mp.spawn(_rank, args=(free_port(), str(out_dir)), nprocs=2)
     return {name: torch.load(out_dir / f"{name}.pt") for name in SETUPS}
 
 
