@@ -43,6 +43,18 @@ def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:
     return model.float()
 
 
+def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks, found as transformers marks them for any architecture: the modules
+    whose class is in `_no_split_modules` (the units FSDP2 shards, checkpoints and compiles)."""
+    block_classes = set(getattr(model, "_no_split_modules", None) or ())
+    blocks = [m for m in model.modules() if type(m).__name__ in block_classes]
+    if not blocks:
+        raise ValueError(f"model: {type(model).__name__} names no decoder blocks in _no_split_modules "
+                         f"({sorted(block_classes)}), so there is nothing to shard block by block; "
+                         "use a transformers causal LM that declares them")
+    return blocks
+
+
 def count_params(config: PretrainedConfig) -> int:
     """Exact parameter count (tied embeddings counted once), built on the meta device."""
     with torch.device("meta"):

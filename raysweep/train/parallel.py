@@ -8,6 +8,7 @@ import torch
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from raysweep.models.build import decoder_blocks
 from raysweep.spec.schema import TrainConfig
 
 
@@ -18,25 +19,25 @@ def parallelize(model: torch.nn.Module, device: torch.device, world_size: int, c
     cost time. A GPU worker is always wrapped, alone too: FSDP2's MixedPrecisionPolicy is what gives it
     bf16 compute with float32 master weights. Returns how many blocks ended up checkpointed and
     compiled, for the trial's attempts log."""
+    blocks = decoder_blocks(model)  # before FSDP2 renames their classes
     if cfg.activation_checkpointing:
         # transformers' own wrapper: parameter names stay unchanged (decay groups, checkpoints), and
         # FSDP2 skips its forward hooks while the backward recomputes.
         model.activation_checkpointing_enable(every_n_layers=cfg.activation_checkpointing)
     if cfg.compile:
-        apply_compile(model, device)
+        apply_compile(blocks, device)
     if world_size > 1 or device.type == "cuda":
-        apply_fsdp(model, init_device_mesh(device.type, (world_size,)))
-    blocks = model.model.layers
+        apply_fsdp(model, blocks, init_device_mesh(device.type, (world_size,)))
     return {"checkpointed_blocks": sum(bool(getattr(block, "gradient_checkpointing", False)) for block in blocks),
             "compiled_blocks": sum(block._compiled_call_impl is not None for block in blocks)}
 
 
-def apply_compile(model: torch.nn.Module, device: torch.device) -> None:
+def apply_compile(blocks: list[torch.nn.Module], device: torch.device) -> None:
     """torch.compile each decoder block in place: the module and its parameter names stay as they are,
     and the blocks' shared code compiles once."""
     if device.type == "cpu":
         _require_cpp_compiler()
-    for block in model.model.layers:
+    for block in blocks:
         block.compile()
 
 
@@ -52,11 +53,12 @@ def _require_cpp_compiler() -> None:
                            "every worker node; install one, or set train.compile: false") from None
 
 
-def apply_fsdp(model: torch.nn.Module, mesh) -> None:
+def apply_fsdp(model: torch.nn.Module, blocks: list[torch.nn.Module], mesh) -> None:
     """FSDP2: shard each decoder block, then the root (embeddings, final norm, head).
 
     Args:
-        model: a transformers causal LM whose blocks live in `model.model.layers`.
+        model: a transformers causal LM.
+        blocks: its decoder blocks (`decoder_blocks`).
         mesh: 1-D data-parallel mesh, built explicitly so a GPU machine running a CPU trial does not
             move the model to CUDA. One unit per block: only one block's parameters are gathered at
             a time, which bounds memory for the large presets.
@@ -65,6 +67,6 @@ def apply_fsdp(model: torch.nn.Module, mesh) -> None:
     """
     mp_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
                  if mesh.device_type == "cuda" else MixedPrecisionPolicy())
-    for block in model.model.layers:
+    for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)

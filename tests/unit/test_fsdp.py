@@ -1,7 +1,8 @@
 """FSDP2 on 2 gloo ranks trains the same model as one process: parallelize's setups (one FSDP unit per
 block plus the root; with activation checkpointing; with torch.compile of the blocks), torch's gradient
 clip on the sharded gradients and AdamW, checked parameter by parameter (no Ray: the component here is
-the sharding). A single CPU worker trains the plain module."""
+the sharding). Four transformers architectures, their blocks found from `_no_split_modules`, shard the
+same way. A single CPU worker trains the plain module."""
 
 import os
 
@@ -12,7 +13,9 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from raysweep.models.build import build_config, build_model
+from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+from raysweep.models.build import build_config, build_model, decoder_blocks
 from raysweep.spec.schema import TrialTrainConfig
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import parallelize
@@ -31,6 +34,17 @@ SETUPS = {
     "per-block-compiled": CFG.model_copy(update={"compile": True}),
 }
 CPU = torch.device("cpu")
+# Architectures whose blocks live elsewhere than model.model.layers (gpt2: transformer.h, tied
+# embeddings; gpt_neox: gpt_neox.layers, untied), at 2 blocks each; dropout off so ranks and one process agree.
+SHAPE = {"vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "use_cache": False}
+ARCHITECTURES = {
+    "llama": LlamaConfig(**SHAPE, num_key_value_heads=2),
+    "qwen2": Qwen2Config(**SHAPE, num_key_value_heads=2),
+    "gpt_neox": GPTNeoXConfig(**SHAPE),
+    "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=64,
+                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False),
+}
 
 
 def _batches() -> torch.Tensor:
@@ -49,14 +63,18 @@ def _first_grad_norm(model, batch) -> float:
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
+def _steps(model, cfg, batches) -> None:
+    optimizer = build_optimizer(model, cfg)
+    for batch, clip in zip(batches, CLIPS):
+        train_step(model, optimizer, batch, clip)
+
+
 def _train(model, cfg, batches) -> dict:
     """The first gradient norm, then STEPS train_steps; with how often block 0's attention ran a step."""
     norm = _first_grad_norm(model, batches[0])
-    optimizer = build_optimizer(model, cfg)
     attention_forwards = []  # the block's attention runs again when the backward recomputes it
     model.model.layers[0].self_attn.register_forward_pre_hook(lambda *_: attention_forwards.append(1))
-    for batch, clip in zip(batches, CLIPS):
-        train_step(model, optimizer, batch, clip)
+    _steps(model, cfg, batches)
     return {"norm": norm, "attention_forwards_per_step": len(attention_forwards) / STEPS}
 
 
@@ -79,6 +97,14 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
             torch.save({**result, **applied, **sharded, "params": params,
                         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"]},
                        os.path.join(out_dir, f"{name}.pt"))
+    for name, config in ARCHITECTURES.items():
+        model = build_model(config, seed=0)
+        parallelize(model, CPU, 2, CFG)
+        fsdp_units = sum(isinstance(m, FSDPModule) for m in model.modules())
+        _steps(model, CFG, batches)
+        params = {param_name: p.full_tensor() for param_name, p in model.named_parameters()}
+        if rank == 0:
+            torch.save({"fsdp_units": fsdp_units, "params": params}, os.path.join(out_dir, f"arch-{name}.pt"))
     dist.destroy_process_group()
 
 
@@ -86,7 +112,8 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
 def sharded_runs(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("fsdp")
     mp.spawn(_rank, args=(free_port(), str(out_dir)), nprocs=2)
-    return {name: torch.load(out_dir / f"{name}.pt") for name in SETUPS}
+    return {name: torch.load(out_dir / f"{name}.pt") for name in SETUPS} | \
+        {f"arch-{name}": torch.load(out_dir / f"arch-{name}.pt") for name in ARCHITECTURES}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +138,8 @@ def test_one_cpu_worker_trains_the_plain_module():
 
 def test_two_ranks_shard_each_block_and_the_root(sharded_runs):
     n_blocks = build_config(SCALE, vocab_size=VOCAB).num_hidden_layers
-    for name, run in sharded_runs.items():
+    for name in SETUPS:
+        run = sharded_runs[name]
         assert run["fsdp_units"] == n_blocks + 1, name
         assert run["all_dtensors"], name
 
@@ -158,3 +186,25 @@ def test_compile_on_cpu_without_a_cpp_compiler_names_the_option(monkeypatch):
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-c++-compiler"))
     with pytest.raises(RuntimeError, match=r"^train\.compile: .*C\+\+ compiler"):
         parallelize(_model(), CPU, 1, CFG.model_copy(update={"compile": True}))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_architecture_shards_its_blocks_and_trains_as_one_process(sharded_runs, architecture):
+    config = ARCHITECTURES[architecture]
+    model = build_model(config, seed=0)
+    blocks = decoder_blocks(model)
+    assert len(blocks) == config.num_hidden_layers
+    assert {type(b).__name__ for b in blocks} <= set(model._no_split_modules)
+    init = {name: p.detach().clone() for name, p in model.named_parameters()}
+    _steps(model, CFG, _batches())  # one process, the whole batch
+    got = sharded_runs[f"arch-{architecture}"]
+    assert got["fsdp_units"] == config.num_hidden_layers + 1
+    assert got["params"].keys() == init.keys()
+    for name, param in model.named_parameters():
+        assert torch.allclose(got["params"][name], param.detach(), rtol=0, atol=1e-4), name
+        assert not torch.equal(init[name], param.detach()), name  # trained: not two inits compared
+
+
+def test_a_model_without_decoder_blocks_is_named():
+    with pytest.raises(ValueError, match=r"^model: Linear names no decoder blocks"):
+        decoder_blocks(torch.nn.Linear(2, 2))
