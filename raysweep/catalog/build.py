@@ -27,7 +27,7 @@ from raysweep.store.layout import SweepLayout, partition_keys, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
-                                    register_filesystems)
+                                    register_filesystems, temporary_sibling)
 
 
 def sql_literal(text) -> str:
@@ -131,8 +131,7 @@ def build_catalog(sweep_dir) -> StoragePath:
             _write_catalog(built, layout, freq_files)
             final.fs.put_file(str(built), final.path)  # one upload: the old catalog or the new
         return final
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    tmp = temporary_sibling(final)
     try:
         _write_catalog(tmp, layout, freq_files)
     except BaseException:

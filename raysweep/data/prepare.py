@@ -27,7 +27,7 @@ from raysweep.data.tokenizer import build_tokenizer, eos_id
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
                                    tokenizer_file)
-from raysweep.store.storage import StoragePath, is_remote, location, upload_tree
+from raysweep.store.storage import StoragePath, is_remote, location, temporary_sibling, upload_tree
 
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("train", "heldout")
@@ -149,7 +149,7 @@ def prepare_data(data: DataConfig, evaluation: EvalConfig, layout: SweepLayout,
 def _prepare_local(data: DataConfig, evaluation: EvalConfig, key: str, final: Path,
                    siblings: list[Path], min_sequences: int) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+    tmp = temporary_sibling(final)
     shutil.rmtree(tmp, ignore_errors=True)
     if siblings:
         shutil.copytree(siblings[0].parent, tmp)

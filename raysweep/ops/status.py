@@ -26,7 +26,7 @@ def _last_written_step(layout: SweepLayout, trial_id: str) -> int | None:
 
 def _final_statuses(layout: SweepLayout) -> dict[str, str]:
     """The trials table's statuses, when the sweep command wrote it after Tune's last state."""
-    states = sorted(layout.tune_dir.glob("experiment_state-*.json"))
+    states = layout.tune_states()
     trials_file = layout.trials_file
     if not states or not trials_file.exists() or trials_file.stat().st_mtime < states[-1].stat().st_mtime:
         return {}
@@ -73,7 +73,7 @@ def trial_status(sweep_dir) -> pd.DataFrame:
     from raysweep.run.preflight import load_sweep_spec
 
     layout = SweepLayout.at(sweep_dir)
-    if not list(layout.tune_dir.glob("experiment_state-*.json")):
+    if not layout.tune_states():
         raise FileNotFoundError(f"{layout.root}: no Tune experiment state (tune/experiment_state-*.json); "
                                 "is this a sweep directory that has started?")
     spec = load_sweep_spec(layout)

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 from raysweep.data.prepare import EVAL_SPLITS, PreparedData
 from raysweep.spec.schema import SweepSpec
-from raysweep.store.layout import partition_keys
+from raysweep.store.layout import checkpoint_complete_marker, partition_keys
 from raysweep.store.shards import is_complete, manifest_path
-from raysweep.store.storage import StoragePath, read_parquet_metadata
-from raysweep.train.checkpoint import COMPLETE_MARKER
+from raysweep.store.storage import StoragePath, read_parquet_metadata, temporaries_under
 from raysweep.trials.source import trial_source
 
 
@@ -91,11 +90,11 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
             _check_shard(path, report)
         final = layout.checkpoint_dir(trial.trial_id, spec.train.steps)
         report.n_checked += 1
-        if not (final / COMPLETE_MARKER).exists():
-            report.missing.append(f"{final}/{COMPLETE_MARKER} (final checkpoint)")
+        if not checkpoint_complete_marker(final).exists():
+            report.missing.append(f"{checkpoint_complete_marker(final)} (final checkpoint)")
         for checkpoint in layout.checkpoint_dirs(trial.trial_id):
-            if str(checkpoint) != str(final) and not (checkpoint / COMPLETE_MARKER).exists():
-                report.partial.append(f"{checkpoint} (checkpoint without {COMPLETE_MARKER})")
+            if str(checkpoint) != str(final) and not checkpoint_complete_marker(checkpoint).exists():
+                report.partial.append(f"{checkpoint} (checkpoint without {checkpoint_complete_marker(checkpoint).name})")
     shards_dir = layout.shards_root()
     done: dict[str, bool] = {}  # trial -> finished (one request per trial on an object store)
     for path in sorted(shards_dir.rglob("*.parquet")):
@@ -105,5 +104,5 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
         if done[trial] and str(path) not in expected:
             report.unexpected.append(str(path))
     report.partial += [f"{p} (temporary file left by an interrupted write)"
-                       for p in sorted(shards_dir.rglob(".*.tmp-*"))]
+                       for p in temporaries_under(shards_dir)]
     return report

@@ -125,7 +125,11 @@ class SweepLayout:
         return self.trial_dir(trial_id) / checkpoint_dir_name(step)
 
     def checkpoint_dirs(self, trial_id: str) -> list[StoragePath]:
-        return sorted(self.trial_dir(trial_id).glob("step-*"))
+        return checkpoint_dirs_in(self.trial_dir(trial_id))
+
+    def tune_states(self) -> list[StoragePath]:
+        """Tune's experiment state files, oldest first (Tune names them by the time it saved them)."""
+        return sorted(self.tune_dir.glob("experiment_state-*.json"))
 
     def recorded_points(self) -> list[StoragePath]:
         return sorted(self.train_root.glob("*/point.json"))
@@ -156,6 +160,16 @@ class SweepLayout:
 
 def checkpoint_dir_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def checkpoint_dirs_in(run_dir: StoragePath) -> list[StoragePath]:
+    """The `step-XXXXXXXX` checkpoint dirs of one Train run, complete or not."""
+    return sorted(run_dir.glob("step-*"))
+
+
+def checkpoint_complete_marker(checkpoint: StoragePath) -> StoragePath:
+    """Written last, by rank 0, once every rank's part of the checkpoint is stored."""
+    return checkpoint / "_COMPLETE"
 
 
 def step_of_checkpoint(directory: StoragePath) -> int:

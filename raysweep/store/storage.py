@@ -106,8 +106,14 @@ def ensure_dir(path: StoragePath) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def _temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: hidden, beside it, unique per writer."""
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+
+
+def temporaries_under(directory: StoragePath) -> list[StoragePath]:
+    """Every `temporary_sibling` under a directory: what writers killed mid-write left."""
+    return sorted(directory.rglob(".*.tmp-*"))
 
 
 def remove_stale_temporaries(path: StoragePath) -> None:
@@ -123,7 +129,7 @@ def atomic_write_bytes(path: StoragePath, data: bytes) -> None:
     if is_remote(path):
         path.write_bytes(data)  # one PUT: the object appears whole or not at all
         return
-    tmp = _temporary_sibling(Path(path))
+    tmp = temporary_sibling(Path(path))
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -148,7 +154,7 @@ def write_parquet(table: pa.Table, path: StoragePath, **options) -> str:
         data = sink.getvalue().to_pybytes()
         path.write_bytes(data)
         return hashlib.sha256(data).hexdigest()
-    tmp = _temporary_sibling(Path(path))
+    tmp = temporary_sibling(Path(path))
     pq.write_table(table, tmp, **options)
     os.replace(tmp, path)
     return sha256_file(path)
@@ -210,7 +216,7 @@ def local_copy(directory: StoragePath, key: str, marker: str) -> Path:
     cached = node_cache_dir("data") / key
     if (cached / marker).exists():
         return cached
-    staging = cached.with_name(f".{key}.tmp-{uuid.uuid4().hex}")
+    staging = temporary_sibling(cached)
     try:
         download_tree(directory, staging)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +241,7 @@ def fetch_file(path: StoragePath, cache_name: str) -> Path:
     if target.exists() and (target.stat().st_size, target.stat().st_mtime) == (stored.st_size, stored.st_mtime):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _temporary_sibling(target)
+    staging = temporary_sibling(target)
     path.fs.get_file(path.path, str(staging))
     os.utime(staging, (stored.st_mtime, stored.st_mtime))
     os.replace(staging, target)

@@ -23,15 +23,14 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from raysweep.store.layout import step_of_checkpoint
+from raysweep.store.layout import checkpoint_complete_marker, checkpoint_dirs_in, step_of_checkpoint
 from raysweep.store.storage import StoragePath, atomic_write_text, location
 
 STATE_FILE = "train_state.json"
-COMPLETE_MARKER = "_COMPLETE"
 
 
 def mark_complete(stored_checkpoint: StoragePath, step: int) -> None:
-    atomic_write_text(stored_checkpoint / COMPLETE_MARKER, json.dumps({"step": step}))
+    atomic_write_text(checkpoint_complete_marker(stored_checkpoint), json.dumps({"step": step}))
 
 
 def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) -> Optional[StoragePath]:
@@ -39,7 +38,7 @@ def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) 
 
     Ray's checkpoint is named by its dir name under `run_dir`: its own path has no scheme on an
     object store (the filesystem travels beside it)."""
-    candidates = [d for d in run_dir.glob("step-*") if (d / COMPLETE_MARKER).exists()]
+    candidates = [d for d in checkpoint_dirs_in(run_dir) if checkpoint_complete_marker(d).exists()]
     if ray_checkpoint_path:
         candidates.append(run_dir / PurePosixPath(ray_checkpoint_path).name)
     return max(candidates, key=step_of_checkpoint, default=None)
