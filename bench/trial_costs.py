@@ -86,7 +86,7 @@ def bare_loop_tokens_per_s(spec, data, scale: str, steps: int, warmup: int) -> f
 
     torch.set_num_threads(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)
     cfg = trial_train_config(spec, scale)
-    model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
+    model = build_model(build_config(scale, data.vocab_size, spec.model, spec.model.dropout,
                                      data.eos_id), seed=0)
     parallelize(model, torch.device("cpu"), 1, cfg)
     optimizer = build_optimizer(model, cfg)
@@ -123,7 +123,7 @@ def _fsdp_worker(rank: int, world: int, spec_dict: dict, data_dir: str, scale: s
     spec, data = SweepSpec.model_validate(spec_dict), PreparedData.load(Path(data_dir))
     torch.set_num_threads(spec.resources.cpus_per_worker)
     cfg = trial_train_config(spec, scale)
-    model = build_model(build_config(scale, data.vocab_size, spec.model.family, spec.model.dropout,
+    model = build_model(build_config(scale, data.vocab_size, spec.model, spec.model.dropout,
                                      data.eos_id), seed=0)
     parallelize(model, torch.device("cpu"), world, cfg)
     optimizer = build_optimizer(model, cfg)

@@ -8,32 +8,73 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from raysweep.errors import first_line
 from raysweep.models.presets import get_preset
+from raysweep.spec.errors import SpecError
+from raysweep.spec.schema import ModelConfig
+
+# The fields that name an attention dropout, by architecture (model.dropout sets whichever the config has).
+ATTENTION_DROPOUT_FIELDS = ("attention_dropout", "attn_pdrop")
 
 
-def build_config(scale: str, vocab_size: int, family: str = "llama", dropout: float = 0.0,
+def build_config(scale: str, vocab_size: int, model: Optional[ModelConfig] = None, dropout: float = 0.0,
                  eos_token_id: Optional[int] = None) -> PretrainedConfig:
-    """The transformers config of a preset for a given vocabulary."""
-    preset = get_preset(scale)
-    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[preset.family or family]
-    return config_cls(
-        vocab_size=vocab_size,
-        hidden_size=preset.hidden_size,
-        intermediate_size=preset.intermediate_size,
-        num_hidden_layers=preset.n_layers,
-        num_attention_heads=preset.n_heads,
-        num_key_value_heads=preset.n_kv_heads,
-        head_dim=preset.head_dim or preset.hidden_size // preset.n_heads,
-        max_position_embeddings=preset.max_position_embeddings,
-        tie_word_embeddings=preset.tie_embeddings,
-        attention_dropout=dropout,
-        bos_token_id=None,
-        eos_token_id=eos_token_id,
-        pad_token_id=None,
-        use_cache=False,
-    )
+    """The transformers config of a `grid.scale` entry for a vocabulary: a preset (its family from
+    `model.family` unless it fixes its own), or a `model.configs` name (a Hugging Face config plus
+    overrides). Either way a base architecture plus fields; the tokenizer's vocabulary and ids replace
+    the config's."""
+    model = model or ModelConfig()
+    if scale in model.configs:
+        entry, field = model.configs[scale], f"model.configs.{scale}"
+        fields = hf_config_fields(entry.hf, f"{field}.hf")
+        model_type = fields.pop("model_type")
+        fields |= _canonical(model_type, entry.overrides, f"{field}.overrides")
+    else:
+        preset = get_preset(scale)
+        model_type, fields = preset.family or model.family, preset.config_fields()
+    fixed = {"vocab_size": vocab_size, "bos_token_id": None, "eos_token_id": eos_token_id, "pad_token_id": None,
+             "use_cache": False}
+    config = AutoConfig.for_model(model_type, **(fields | _canonical(model_type, fixed, "")))
+    for name in ATTENTION_DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, dropout)
+    return config
+
+
+def hf_config_fields(hf: str, field: str) -> dict:
+    """The fields of a Hugging Face config.json (local dir or hub id), read as data: no code runs."""
+    try:
+        fields, _ = PretrainedConfig.get_config_dict(hf)
+    except (OSError, ValueError) as exc:
+        raise SpecError([f"{field}: no config.json could be read from {hf!r} ({first_line(exc)}); name a local "
+                         "dir holding one, or a hub id (with internet)"]) from None
+    model_type = fields.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise SpecError([f"{field}: architecture {model_type!r} ({hf}) is unknown to transformers "
+                         f"{transformers.__version__}, and raysweep runs no code from a config; use an "
+                         "architecture transformers ships"])
+    return {k: v for k, v in fields.items() if k not in ("architectures", "auto_map", "transformers_version")}
+
+
+def _canonical(model_type: str, fields: dict, field: str) -> dict:
+    """Fields under the config class's own names (gpt2's `num_hidden_layers` is `n_layer`); with `field`,
+    an unknown name or the vocabulary is refused (a typo would otherwise be stored and ignored)."""
+    config_cls = CONFIG_MAPPING[model_type]
+    canonical = {config_cls.attribute_map.get(k, k): v for k, v in fields.items()}
+    if field:
+        known = set(config_cls().to_dict())
+        for name, original in zip(canonical, fields):
+            if name == "vocab_size":
+                raise SpecError([f"{field}.{original}: the vocabulary comes from the sweep's tokenizer "
+                                 "(data.tokenizer.vocab_size); drop it here"])
+            if name not in known:
+                raise SpecError([f"{field}.{original}: not a field of {config_cls.__name__}; check the spelling "
+                                 "against the config.json"])
+    return canonical
 
 
 def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:

@@ -21,6 +21,15 @@ class ModelPreset:
     family: Optional[str] = None
     """None: the spec's `model.family` decides (CPU presets); GPU shapes fix their own."""
 
+    def config_fields(self) -> dict:
+        """The preset as transformers config fields: a named config of the same kind as a spec's
+        `model.configs` entries (a base architecture plus fields)."""
+        return {"hidden_size": self.hidden_size, "num_hidden_layers": self.n_layers,
+                "num_attention_heads": self.n_heads, "num_key_value_heads": self.n_kv_heads,
+                "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
+                "tie_word_embeddings": self.tie_embeddings,
+                "head_dim": self.head_dim or self.hidden_size // self.n_heads}
+
 
 # CPU sizes stay under ~5M parameters at a 4k vocabulary. The GPU shapes follow the published
 # configs; OpenELM varies heads and FFN width per layer, which a Llama config cannot, so its

@@ -35,6 +35,7 @@ def preflight(spec: SweepSpec) -> tuple[bool, dict]:
         check_storage(layout)
         if not os.environ.get("RAY_ADDRESS"):
             check_capacity(spec, local_resources())
+        check_model_configs(spec)
         check_data_unchanged(spec)
         datas = prepare(spec)
         check_spec_against_data(spec, datas)
@@ -43,6 +44,37 @@ def preflight(spec: SweepSpec) -> tuple[bool, dict]:
             remove_empty_dirs(created)
         raise
     return same_spec, datas
+
+
+def check_model_configs(spec: SweepSpec) -> None:
+    """Each `model.configs` model the grid uses: transformers reads its config (errors name the entry),
+    it fits data.seq_len, and it has decoder blocks to shard (built on the meta device: no memory)."""
+    used = [scale for scale in spec.grid.scale if scale in spec.model.configs]
+    if not used:
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from raysweep.models.build import build_config, decoder_blocks
+
+    vocab_size = spec.data.tokenizer.vocab_size  # the shape checks hold at any vocabulary
+    for scale in used:
+        field = f"model.configs.{scale}"
+        config = build_config(scale, vocab_size, spec.model, spec.model.dropout)
+        context = getattr(config, "max_position_embeddings", None)
+        if context is not None and spec.data.seq_len > context:
+            raise SpecError([f"data.seq_len: {spec.data.seq_len} exceeds the context of {field} ({context}); use "
+                             f"--set data.seq_len={context}, or override max_position_embeddings"])
+        try:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config)
+        except ValueError:  # transformers has the architecture, but no causal LM of it (e.g. t5)
+            raise SpecError([f"{field}.hf: transformers has no causal LM for architecture {config.model_type!r}; "
+                             "use a decoder-only architecture"]) from None
+        try:
+            decoder_blocks(model)
+        except ValueError as exc:
+            raise SpecError([f"{field}.hf: {str(exc).removeprefix('model: ')}"]) from None
 
 
 def spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

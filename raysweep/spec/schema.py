@@ -97,11 +97,41 @@ class DataConfig(SpecSection):
         return _absolute_local_path(corpus)
 
 
+class ArchitectureConfig(SpecSection):
+    """A model named in `model.configs`: a Hugging Face config (its architecture and shape, never its
+    weights), with fields replaced. The vocabulary size and token ids always come from the sweep's tokenizer."""
+    hf: str = Field(min_length=1)
+    """A hub id (`EleutherAI/pythia-14m`) or a local dir holding a config.json."""
+    overrides: dict[str, Any] = {}
+    """Config fields to replace, by their transformers names (e.g. `num_hidden_layers: 4`)."""
+
+    @field_validator("hf")
+    @classmethod
+    def _absolute_dir(cls, hf: str) -> str:
+        # transformers' own rule: an existing directory is local, anything else a hub id
+        local = os.path.expanduser(hf)
+        return os.path.abspath(local) if os.path.isdir(local) else hf
+
+
 class ModelConfig(SpecSection):
     family: Literal["llama", "qwen2"] = "llama"
     """transformers architecture for the CPU presets; GPU presets carry their own family."""
     dropout: float = Field(0.0, ge=0, lt=1)
     """Attention dropout (the paper trains without). `grid.dropout` makes it an axis."""
+    configs: dict[str, ArchitectureConfig] = {}
+    """Models by name, for `grid.scale` beside the presets: `{name: {hf: ..., overrides: {...}}}`."""
+
+    @field_validator("configs")
+    @classmethod
+    def _names(cls, configs: dict) -> dict:
+        for name in configs:
+            if name in PRESETS:
+                raise PydanticCustomError("config_name", "{name} is a preset's name; name the config otherwise",
+                                          {"name": repr(name)})
+            if not name or not all(c.isalnum() or c in "._-" for c in name):
+                raise PydanticCustomError("config_name", "{name}: a config's name goes into trial ids; use "
+                                          "letters, digits, '.', '_', '-'", {"name": repr(name)})
+        return configs
 
 
 class TrainConfig(SpecSection):
@@ -157,7 +187,7 @@ class GridConfig(SpecSection):
     weight_decay: list[float] = Field([0.0, 1.0], min_length=1)
     """AdamW decoupled weight decay values (lambda)."""
     scale: list[str] = Field(["tiny"], min_length=1)
-    """Model scale presets (see `raysweep.models.presets.PRESETS`)."""
+    """Models: presets (see `raysweep.models.presets.PRESETS`) or names in `model.configs`."""
     seed: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     """Seeds of model init and data order."""
     # The regularizer axes: left out, the single value of the train/model field of the same name.
@@ -177,8 +207,6 @@ class GridConfig(SpecSection):
     def _check(self) -> "GridConfig":
         problems = [f"grid.weight_decay[{i}]: must be a finite number >= 0, got {v!r}"
                     for i, v in enumerate(self.weight_decay) if not 0 <= v < math.inf]
-        problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(PRESETS)}"
-                     for i, v in enumerate(self.scale) if v not in PRESETS]
         for field in ("weight_decay", "scale", "seed", "vocab_size", *REGULARIZER_AXES):
             values = getattr(self, field) or []
             if len(set(values)) != len(values):
@@ -310,7 +338,12 @@ class SweepSpec(SpecSection):
         if self.train.warmup_steps >= self.train.steps:
             problems.append(f"train.warmup_steps: {self.train.warmup_steps} must be < train.steps="
                             f"{self.train.steps}")
+        known = [*PRESETS, *self.model.configs]
+        problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(known)} (or a name in model.configs)"
+                     for i, v in enumerate(self.grid.scale) if v not in known]
         for i, scale in enumerate(self.grid.scale):
+            if scale not in PRESETS:  # a config's context is known once transformers reads it (data_checks)
+                continue
             context = PRESETS[scale].max_position_embeddings
             if self.data.seq_len > context:
                 problems.append(f"data.seq_len: {self.data.seq_len} exceeds the context of "

@@ -20,12 +20,14 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
+from transformers import GPTNeoXConfig
 
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.models.build import build_config, build_model
 from raysweep.present.tables import TABLES
+from raysweep.spec.schema import ModelConfig
 from raysweep.store.layout import SweepLayout
 from raysweep.store.shards import manifest_path
 from raysweep.train.checkpoint import load_model_weights
@@ -321,10 +323,15 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path, shared_ray):
 
 def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
     """grid.vocab_size: one BPE and data dir per size, each trial's model sized to its vocabulary,
-    the frequency profile and per-vocab report rows, and verify finds every shard."""
-    grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "vocab_size": [300, 512]}
+    the frequency profile and per-vocab report rows, and verify finds every shard. The model is a
+    Hugging Face config from a local dir (gpt_neox, a layer overridden), not a preset."""
+    GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                  max_position_embeddings=64).save_pretrained(tmp_path / "neox")
+    model = {"configs": {"neox": {"hf": str(tmp_path / "neox"), "overrides": {"num_hidden_layers": 1}}}}
+    grid = {"weight_decay": [1.0], "scale": ["neox"], "seed": [0], "vocab_size": [300, 512]}
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # the axis replaces the tokenizer's single size
-        tmp_path / "runs", name="vocab", grid=grid, data={"tokenizer": {"kind": "bpe", "min_frequency": 2}}))
+        tmp_path / "runs", name="vocab", grid=grid, model=model,
+        data={"tokenizer": {"kind": "bpe", "min_frequency": 2}}))
     result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "vocab"
     assert "vocab_size" in result.stdout  # two sizes: the report says which row is which
@@ -332,13 +339,15 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
         trials = con.execute("SELECT trial_id, vocab_size, data_key FROM trials ORDER BY trial_id").fetchall()
         profile = con.execute("SELECT data_key, vocab_size FROM vocab_frequency_profile()").fetchall()
         max_token = dict(con.execute("SELECT trial_id, max(token_id) FROM tokens GROUP BY 1").fetchall())
-    assert [t[0] for t in trials] == ["nano-wd1.0-s0-v300", "nano-wd1.0-s0-v512"]
+    assert [t[0] for t in trials] == ["neox-wd1.0-s0-v300", "neox-wd1.0-s0-v512"]
     assert trials[0][2] != trials[1][2] and trials[0][1] <= 300 < trials[1][1] <= 512
     assert sorted(profile) == sorted((key, vocab) for _, vocab, key in trials)
     assert all(max_token[trial_id] < vocab for trial_id, vocab, _ in trials)  # each scored its own ids
     for trial_id, vocab, key in trials:
-        model = build_model(build_config("nano", vocab), seed=1)  # loads only at its own size
-        load_model_weights(model, sweep / "train" / trial_id / f"step-{STEPS:08d}")
+        config = build_config("neox", vocab, ModelConfig(**model))
+        assert (config.model_type, config.num_hidden_layers) == ("gpt_neox", 1)
+        # loads only at its own size, and only into the architecture it trained
+        load_model_weights(build_model(config, seed=1), sweep / "train" / trial_id / f"step-{STEPS:08d}")
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import transformers
 import yaml
 
 from raysweep import cli
@@ -86,6 +87,18 @@ def _word_level_without_unk(path: Path) -> str:
     return str(path)
 
 
+def _model_spec(tmp: Path, config, overrides: dict | None = None) -> str:
+    """A spec whose grid trains `mine`: `config` (a transformers config, or a config.json's dict) saved to a dir."""
+    directory = tmp / "mine"
+    if isinstance(config, dict):
+        directory.mkdir()
+        (directory / "config.json").write_text(json.dumps(config))
+    else:
+        config.save_pretrained(directory)
+    return _spec(tmp, model={"configs": {"mine": {"hf": str(directory), "overrides": overrides or {}}}},
+                 grid={"weight_decay": [0.0], "scale": ["mine"], "seed": [0]})
+
+
 def _prepared_sweep(tmp: Path, **sections) -> str:
     """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
     path = _spec(tmp, **sections)
@@ -138,6 +151,13 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             "kind": "bpe", "path": str(tmp / "tok.json")}})],
         "spec-unknown-scale": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]})],
         "spec-seq-len-too-long": lambda: ["sweep", _spec(tmp, data={"seq_len": 4096})],
+        "spec-model-unknown-architecture": lambda: ["sweep", _model_spec(tmp, {"model_type": "no-such-arch"})],
+        "spec-model-unknown-override": lambda: ["sweep", _model_spec(
+            tmp, transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2), {"num_hidden_layer": 2})],
+        "spec-model-no-decoder-blocks": lambda: ["sweep", _model_spec(
+            tmp, transformers.OpenAIGPTConfig(n_embd=32, n_layer=1, n_head=2))],
+        "spec-model-config-missing": lambda: ["sweep", _spec(
+            tmp, model={"configs": {"mine": {"hf": str(tmp / "no-such-dir")}}}, grid={"scale": ["mine"]})],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5},
                                                             resources={"workers_per_trial": 2})],
         "spec-too-many-workers": lambda: ["sweep", _spec(tmp, resources={"workers_per_trial": 64},

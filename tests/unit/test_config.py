@@ -150,3 +150,27 @@ def test_relative_storage_resolves_against_the_working_dir(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     spec = parse_spec({**BASE, "storage": "runs"})
     assert spec.layout.root == tmp_path.resolve() / "runs" / "x"
+
+
+def test_model_configs_name_models_for_the_scale_axis(tmp_path, monkeypatch):
+    """A `model.configs` name is a grid.scale value beside the presets and names its trials; a local
+    config dir is stored absolute (workers and `resume` run elsewhere), a hub id stays a name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "neox").mkdir()
+    spec = parse_spec({**BASE, "model": {"configs": {"mine": {"hf": "neox", "overrides": {"num_hidden_layers": 2}},
+                                                     "pythia": {"hf": "EleutherAI/pythia-14m"}}},
+                       "grid": {"weight_decay": [0.0], "scale": ["mine", "nano"], "seed": [0]}})
+    assert spec.model.configs["mine"].hf == str(tmp_path / "neox")
+    assert spec.model.configs["pythia"].hf == "EleutherAI/pythia-14m"
+    assert sorted(p.trial_id for p in grid_points(spec)) == ["mine-wd0.0-s0", "nano-wd0.0-s0"]
+
+
+@pytest.mark.parametrize("model, grid, message", [
+    ({"configs": {"nano": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: 'nano' is a preset's name"),
+    ({"configs": {"a b": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: 'a b': a config's name goes into trial ids"),
+    ({"configs": {"mine": {"hf": "x/y"}}}, {"scale": ["yours"]}, "grid.scale[0]: unknown preset 'yours'; valid: nano"),
+])
+def test_model_configs_errors_name_the_field(model, grid, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, "model": model, "grid": {"weight_decay": [0.0], "seed": [0], **grid}})
+    assert message in str(err.value)
