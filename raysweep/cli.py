@@ -202,6 +202,13 @@ def _logs(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from raysweep.models.export import export_trial
+
+    print(export_trial(args.sweep_dir, args.trial, args.out_dir, args.step))
+    return 0
+
+
 def _cluster(args) -> int:
     from raysweep.ops.cluster import validate_cluster_file
 
@@ -229,6 +236,8 @@ COMMANDS = {
     "tables": (_tables, "write the study's tables (CSV each, and tables.md)", ["sweep_dir"]),
     "status": (_status, "every trial's Tune state, last step, retries and error; or a submitted "
                         "job's state", ["sweep_dir"]),
+    "export": (_export, "write a trial's model (newest complete checkpoint, or --step) as a transformers "
+                        "model dir with its tokenizer", ["sweep_dir", "trial", "out_dir"]),
     "cluster": (_cluster, "validate cluster configs offline: `raysweep cluster validate clusters/*.yaml`",
                 ["action"]),
     "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
@@ -268,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--out", help="directory for the figures (default <sweep>/figures)")
         if name == "tables":
             sub.add_argument("--out", help="directory for the tables (default <sweep>/tables)")
+        if name == "export":
+            sub.add_argument("--step", type=int, help="the checkpoint's step (default: the newest complete one)")
         if name == "report":
             sub.add_argument("--html", action="store_true", help="write a self-contained HTML page")
             sub.add_argument("--out", help="HTML file (default <sweep>/report.html)")

@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
-from transformers import GPTNeoXConfig
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
 
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
@@ -28,7 +29,7 @@ from raysweep.data.prepare import PreparedData
 from raysweep.models.build import build_config, build_model
 from raysweep.present.tables import TABLES
 from raysweep.spec.schema import ModelConfig
-from raysweep.store.layout import SweepLayout
+from raysweep.store.layout import SweepLayout, tokenizer_file
 from raysweep.store.shards import manifest_path
 from raysweep.train.checkpoint import load_model_weights
 from raysweep.train.loop import batch_rows
@@ -349,6 +350,33 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
         # loads only at its own size, and only into the architecture it trained
         load_model_weights(build_model(config, seed=1), sweep / "train" / trial_id / f"step-{STEPS:08d}")
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
+
+
+def test_export_opens_in_transformers_and_reproduces_the_shards(reference, tmp_path):
+    """`raysweep export` → a dir that transformers opens without raysweep: the model's per-token losses on
+    the held-out eval set equal the trial's final shard rows, and the tokenizer encodes as the sweep's did."""
+    trial_id, out = "nano-wd1.0-s0", tmp_path / "model"
+    run_cli(["export", str(reference), trial_id, str(out)], tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    data = PreparedData.load(next((reference / "data").iterdir()))
+    text = "A quietly moving film about grief, with one scene too many."
+    assert tokenizer(text).input_ids == Tokenizer.from_file(str(tokenizer_file(data.data_dir))).encode(text).ids
+    assert tokenizer.eos_token_id == data.eos_id
+
+    ids = torch.from_numpy(np.asarray(open_array(data.data_dir, "eval-heldout")).astype(np.int64))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    rows = _tokens(reference, f"trial_id = '{trial_id}' AND split = 'heldout' AND step = {STEPS}")  # seq, pos order
+    np.testing.assert_allclose(losses.numpy(), rows["loss"].to_numpy(), rtol=0, atol=1e-5)
+
+    refused = run_cli(["export", str(reference), trial_id, str(tmp_path / "other"), "--step", "30"], tmp_path,
+                      check=False)
+    assert refused.returncode == 2
+    every = tiny_spec_dict(reference)["train"]["checkpoint_every"]
+    assert refused.stderr.strip().splitlines()[-1].endswith(f"complete ones: {every}, {STEPS}")  # 2 kept
+    assert not (tmp_path / "other").exists()
 
 
 def test_readme_python_api_snippet_runs(reference_run):

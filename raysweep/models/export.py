@@ -1,0 +1,72 @@
+"""Models out: a trained trial's checkpoint as a transformers model dir (`save_pretrained`, safetensors)
+with its tokenizer, so `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` open it
+anywhere, without raysweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from raysweep.spec.errors import SweepDirError
+from raysweep.store.layout import DATA_MARKER, checkpoint_complete_marker, step_of_checkpoint, tokenizer_file
+from raysweep.store.storage import local_copy, temporary_sibling
+
+EXPORT_RECORD = "raysweep_export.json"
+
+
+def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) -> Path:
+    """Write trial `trial_id`'s model at `step` (default: its newest complete checkpoint) to `out_dir`, a
+    new or empty local dir. The dir appears whole or not at all."""
+    from transformers import PreTrainedTokenizerFast
+
+    from raysweep.models.build import build_config, build_model
+    from raysweep.run.preflight import load_prepared, load_sweep_spec
+    from raysweep.train.checkpoint import load_model_weights
+    from raysweep.trials.source import trial_source
+
+    spec = load_sweep_spec(sweep_dir)
+    layout = spec.layout
+    points = {p.trial_id: p for p in trial_source(spec).points()}
+    if trial_id not in points:  # also keeps a crafted id from naming paths outside the sweep
+        raise SweepDirError(f"TRIAL: {trial_id!r} is not a trial of {layout.root}; its trials: "
+                            f"{', '.join(sorted(points))}")
+    trial = points[trial_id]
+    complete = {step_of_checkpoint(c): c for c in layout.checkpoint_dirs(trial_id)
+                if checkpoint_complete_marker(c).exists()}
+    if not complete:
+        raise SweepDirError(f"TRIAL: {trial_id} has no complete checkpoint yet; `raysweep status "
+                            f"{layout.root}` shows how far it got")
+    step = max(complete) if step is None else step
+    if step not in complete:
+        raise SweepDirError(f"--step: {trial_id} has no complete checkpoint at step {step}; complete ones: "
+                            f"{', '.join(str(s) for s in sorted(complete))}")
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SweepDirError(f"OUT_DIR: {out} exists and is not an empty dir; name a new one")
+
+    data = load_prepared(spec)[trial.vocab_size]
+    model = build_model(build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id), trial.seed)
+    load_model_weights(model, complete[step])
+    model.config.use_cache = True  # off in training; generation wants it
+    arrays = local_copy(data.data_dir, data.data_key, DATA_MARKER)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file(arrays)))
+    if data.eos_id is not None:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(data.eos_id)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(out)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / EXPORT_RECORD).write_text(json.dumps(
+            {"sweep": str(layout.root), "trial_id": trial_id, "step": step, "data_key": data.data_key}, indent=1))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
