@@ -41,24 +41,18 @@ class VerifyReport:
         return out + [f"{self.n_checked} files checked{skipped}: {verdict}"]
 
 
-def eval_steps(spec: SweepSpec) -> list[int]:
-    """Steps at which a trial evaluates: every `eval.every` steps and the last step."""
-    return sorted({s for s in range(spec.eval.every, spec.train.steps + 1, spec.eval.every)}
-                  | {spec.train.steps})
-
-
 def report_steps(spec: SweepSpec) -> list[int]:
-    """Steps at which a trial reports (and writes a train-metrics chunk): evals and checkpoints."""
-    checkpoints = set(range(spec.train.checkpoint_every, spec.train.steps + 1, spec.train.checkpoint_every))
-    return sorted(set(eval_steps(spec)) | checkpoints)
+    """Steps at which a trial reports (and writes a train-metrics chunk): evals and checkpoints after
+    the first update (step 0's eval has no training metrics to report)."""
+    return sorted((set(spec.eval_steps()) | set(spec.checkpoint_steps())) - {0})
 
 
 def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[StoragePath]:
     splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
     workers, layout = spec.resources.workers_per_trial, spec.layout
     paths = [layout.token_shard(split, trial_id, step, rank)
-             for step in eval_steps(spec) for split in splits for rank in range(workers)]
-    paths += [layout.embedding_shard(trial_id, step) for step in eval_steps(spec)]
+             for step in spec.eval_steps() for split in splits for rank in range(workers)]
+    paths += [layout.embedding_shard(trial_id, step) for step in spec.eval_steps()]
     paths += [layout.train_metrics_shard(trial_id, step) for step in report_steps(spec)]
     return paths
 

@@ -82,7 +82,8 @@ def _trainer(spec: SweepSpec, trial: TrialPoint, data_dir: str, callbacks: list)
                 max_failures=spec.failure.max_failures,
                 max_preemption_failures=spec.failure.max_preemption_failures,
                 controller_failure_limit=spec.failure.controller_failure_limit),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=None if spec.train.keep_checkpoints == "all" else spec.train.keep_checkpoints),
             callbacks=callbacks,
         ),
     )

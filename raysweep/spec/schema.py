@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
                       model_validator)
@@ -163,6 +163,8 @@ class TrainConfig(SpecSection):
     `grid.label_smoothing` makes it an axis."""
     checkpoint_every: int = Field(100, ge=1)
     """Steps between checkpoints (the last step always checkpoints)."""
+    keep_checkpoints: Union[Literal["all"], Annotated[int, Field(ge=1)]] = 2
+    """Checkpoints a trial keeps, newest first (`all`: every one, e.g. to `raysweep export` each step)."""
     compile: bool = False
     """torch.compile each decoder block (inductor; on CPU it needs a C++ compiler). Steps get faster;
     the first worker group on a node compiles for tens of seconds, later ones reuse inductor's
@@ -173,8 +175,13 @@ class TrainConfig(SpecSection):
 
 
 class EvalConfig(SpecSection):
-    every: int = Field(100, ge=1)
-    """Steps between per-token evaluations (the last step always evaluates)."""
+    every: Optional[int] = Field(100, ge=1)
+    """Steps between per-token evaluations (the last step always evaluates); null: none but `at`,
+    `log_spaced` and the last."""
+    at: list[Annotated[int, Field(ge=0)]] = []
+    """Steps that evaluate besides (0: the initialization, before any update, where learning speed is anchored)."""
+    log_spaced: Optional[int] = Field(None, ge=2)
+    """This many steps spaced evenly in log between 1 and train.steps evaluate besides, and step 0."""
     n_train_sequences: int = Field(64, ge=1)
     """Training sequences in the fixed train-sample eval set (what the paper measures)."""
     n_heldout_sequences: int = Field(64, ge=0)
@@ -335,6 +342,8 @@ class SweepSpec(SpecSection):
             problems.append(f"train.batch_size: {self.train.batch_size} is not divisible by "
                             f"resources.workers_per_trial={workers}; e.g. --set train.batch_size="
                             f"{max(workers, self.train.batch_size // workers * workers)}")
+        problems += [f"eval.at[{i}]: {s} is past train.steps={self.train.steps}"
+                     for i, s in enumerate(self.eval.at) if s > self.train.steps]
         if self.train.warmup_steps >= self.train.steps:
             problems.append(f"train.warmup_steps: {self.train.warmup_steps} must be < train.steps="
                             f"{self.train.steps}")
@@ -413,6 +422,18 @@ class SweepSpec(SpecSection):
     def layout(self) -> SweepLayout:
         """Every path inside this sweep's directory, `<storage>/<name>/`."""
         return SweepLayout.of(self.storage, self.name)
+
+    def eval_steps(self) -> list[int]:
+        """Steps whose model every trial scores per token (0 = before the first update), the last included."""
+        steps, cfg = self.train.steps, self.eval
+        chosen = set(range(cfg.every, steps + 1, cfg.every)) if cfg.every else set()
+        if cfg.log_spaced:
+            chosen |= {0} | {round(steps ** (i / (cfg.log_spaced - 1))) for i in range(cfg.log_spaced)}
+        return sorted(chosen | set(cfg.at) | {steps})
+
+    def checkpoint_steps(self) -> list[int]:
+        return sorted(set(range(self.train.checkpoint_every, self.train.steps + 1, self.train.checkpoint_every))
+                      | {self.train.steps})
 
 
 class TrialTrainConfig(TrainConfig):

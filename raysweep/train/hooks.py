@@ -34,14 +34,14 @@ class EvalHook:
     """Every `every` steps and at the last: this rank's token shards for each split, rank 0's
     embedding-norm shard; returns the global mean loss per split."""
 
-    def __init__(self, layout: SweepLayout, trial_id: str, eval_sets: dict, every: int, last_step: int,
+    def __init__(self, layout: SweepLayout, trial_id: str, eval_sets: dict, steps: list[int],
                  batch_size: int, rank: int, world: int, device: torch.device):
         self.layout, self.trial_id, self.eval_sets = layout, trial_id, eval_sets
-        self.every, self.last_step, self.batch_size = every, last_step, batch_size
+        self.steps, self.batch_size = frozenset(steps), batch_size
         self.rank, self.world, self.device = rank, world, device
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0 or step == self.last_step
+        return step in self.steps
 
     def __call__(self, model: torch.nn.Module, step: int) -> dict:
         started = time.perf_counter()
@@ -100,17 +100,17 @@ class MetricsHook:
 
 
 class CheckpointHook:
-    """`ray.train.report` of the metrics, with a DCP checkpoint every `every` steps and at the last.
+    """`ray.train.report` of the metrics, with a DCP checkpoint at the spec's checkpoint steps.
 
     Ray registers a checkpoint only when its controller polls the report; once every rank has
     returned from it (each after its own upload), rank 0 marks the stored checkpoint `_COMPLETE`."""
 
-    def __init__(self, layout: SweepLayout, trial_id: str, every: int, last_step: int, rank: int, world: int):
+    def __init__(self, layout: SweepLayout, trial_id: str, steps: list[int], rank: int, world: int):
         self.layout, self.trial_id = layout, trial_id
-        self.every, self.last_step, self.rank, self.world = every, last_step, rank, world
+        self.steps, self.rank, self.world = frozenset(steps), rank, world
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0 or step == self.last_step
+        return step in self.steps
 
     def report(self, model, optimizer, metrics: dict, step: int, save: bool) -> None:
         if not save:

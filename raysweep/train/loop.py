@@ -95,11 +95,13 @@ def train_loop_per_worker(config: dict) -> None:
                  if data.n_eval_sequences[s] > 0}
     steps, batch_size = spec.train.steps, spec.train.batch_size
     per_rank = batch_size // world
-    evaluation = EvalHook(layout, trial.trial_id, eval_sets, spec.eval.every, steps, spec.eval.batch_size,
+    evaluation = EvalHook(layout, trial.trial_id, eval_sets, spec.eval_steps(), spec.eval.batch_size,
                           rank, world, device)
     metrics = MetricsHook(layout, trial.trial_id, steps, batch_size * train_rows.shape[1],
                           flops_per_token(model_config, spec.data.seq_len), peak, rank, world, device)
-    checkpoint = CheckpointHook(layout, trial.trial_id, spec.train.checkpoint_every, steps, rank, world)
+    checkpoint = CheckpointHook(layout, trial.trial_id, spec.checkpoint_steps(), rank, world)
+    if start_step == 0 and evaluation.due(0):
+        evaluation(model, 0)  # the initialization, before any update: shards only, nothing to report yet
 
     # [6] Steps. Eval before checkpoint at the same step, so a checkpoint at step k implies
     # complete shards at step k; a restart from k never needs to redo them.

@@ -325,13 +325,15 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path, shared_ray):
 def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
     """grid.vocab_size: one BPE and data dir per size, each trial's model sized to its vocabulary,
     the frequency profile and per-vocab report rows, and verify finds every shard. The model is a
-    Hugging Face config from a local dir (gpt_neox, a layer overridden), not a preset."""
+    Hugging Face config from a local dir (gpt_neox, a layer overridden), not a preset; eval.at: [0]
+    scores the initialization (learning speed's anchor), and every checkpoint is kept."""
     GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
                   max_position_embeddings=64).save_pretrained(tmp_path / "neox")
     model = {"configs": {"neox": {"hf": str(tmp_path / "neox"), "overrides": {"num_hidden_layers": 1}}}}
     grid = {"weight_decay": [1.0], "scale": ["neox"], "seed": [0], "vocab_size": [300, 512]}
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # the axis replaces the tokenizer's single size
-        tmp_path / "runs", name="vocab", grid=grid, model=model,
+        tmp_path / "runs", name="vocab", grid=grid, model=model, eval={"at": [0]},
+        train={"checkpoint_every": 10, "keep_checkpoints": "all"},
         data={"tokenizer": {"kind": "bpe", "min_frequency": 2}}))
     result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "vocab"
@@ -340,15 +342,27 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
         trials = con.execute("SELECT trial_id, vocab_size, data_key FROM trials ORDER BY trial_id").fetchall()
         profile = con.execute("SELECT data_key, vocab_size FROM vocab_frequency_profile()").fetchall()
         max_token = dict(con.execute("SELECT trial_id, max(token_id) FROM tokens GROUP BY 1").fetchall())
+        anchors = con.execute("SELECT DISTINCT first_step FROM learning_speed()").fetchall()
+        initial = con.execute("SELECT trial_id, avg(loss::DOUBLE) FROM tokens WHERE step = 0 AND split = 'heldout' "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
     assert [t[0] for t in trials] == ["neox-wd1.0-s0-v300", "neox-wd1.0-s0-v512"]
     assert trials[0][2] != trials[1][2] and trials[0][1] <= 300 < trials[1][1] <= 512
     assert sorted(profile) == sorted((key, vocab) for _, vocab, key in trials)
     assert all(max_token[trial_id] < vocab for trial_id, vocab, _ in trials)  # each scored its own ids
-    for trial_id, vocab, key in trials:
+    assert anchors == [(0,)]
+    for (trial_id, vocab, key), (_, initial_loss) in zip(trials, initial):
         config = build_config("neox", vocab, ModelConfig(**model))
         assert (config.model_type, config.num_hidden_layers) == ("gpt_neox", 1)
+        # step 0 is the model before any update: the seed's init scores the held-out set the same
+        data = PreparedData.load(sweep / "data" / key)
+        ids = torch.from_numpy(np.asarray(open_array(data.data_dir, "eval-heldout")).astype(np.int64))
+        with torch.no_grad():
+            assert build_model(config, seed=0)(input_ids=ids, labels=ids).loss.item() == pytest.approx(
+                initial_loss, abs=1e-5)
         # loads only at its own size, and only into the architecture it trained
         load_model_weights(build_model(config, seed=1), sweep / "train" / trial_id / f"step-{STEPS:08d}")
+        kept = sorted(p.name for p in (sweep / "train" / trial_id).glob("step-*"))
+        assert kept == [f"step-{s:08d}" for s in range(10, STEPS + 1, 10)]  # all, not the newest 2
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
 
 

@@ -174,3 +174,22 @@ def test_model_configs_errors_name_the_field(model, grid, message):
     with pytest.raises(SpecError) as err:
         parse_spec({**BASE, "model": model, "grid": {"weight_decay": [0.0], "seed": [0], **grid}})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("evaluation, expected", [
+    ({"every": 25}, [25, 50, 75, 100]),
+    ({"every": 40, "at": [0, 5]}, [0, 5, 40, 80, 100]),  # the last step always evaluates
+    ({"every": None, "at": [0, 10]}, [0, 10, 100]),
+    ({"every": None, "log_spaced": 3}, [0, 1, 10, 100]),  # 100 ** (0, 1/2, 1), and the initialization
+])
+def test_eval_steps_join_the_cadence_explicit_steps_and_log_spacing(evaluation, expected):
+    spec = parse_spec({**BASE, "train": {"steps": 100, "warmup_steps": 5}, "eval": evaluation})
+    assert spec.eval_steps() == expected
+
+
+def test_eval_step_past_the_end_and_keep_checkpoints_name_their_fields():
+    with pytest.raises(SpecError, match=r"eval\.at\[1\]: 200 is past train\.steps=100"):
+        parse_spec({**BASE, "train": {"steps": 100, "warmup_steps": 5}, "eval": {"at": [0, 200]}})
+    with pytest.raises(SpecError, match=r"train\.keep_checkpoints"):
+        parse_spec({**BASE, "train": {"keep_checkpoints": 0}})
+    assert parse_spec({**BASE, "train": {"keep_checkpoints": "all"}}).train.keep_checkpoints == "all"
