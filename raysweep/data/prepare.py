@@ -23,7 +23,7 @@ from raysweep.spec.schema import DataConfig, EvalConfig
 from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
-from raysweep.data.tokenizer import build_tokenizer, eos_id
+from raysweep.data.tokenizer import build_tokenizer, eos_id, tokenizer_fingerprint
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
                                    tokenizer_file)
@@ -53,8 +53,7 @@ class PreparedData:
 
 def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
     tok = data.tokenizer
-    tokenizer_identity = (corpus_fingerprint(tok.path, "data.tokenizer.path") if tok.kind == "file"
-                          else [tok.vocab_size, tok.min_frequency])
+    tokenizer_identity = tokenizer_fingerprint(tok)
     identity = {
         "version": FORMAT_VERSION, "corpus": corpus_fingerprint(data.corpus),
         "text_column": data.text_column, "heldout_fraction": data.heldout_fraction,
@@ -106,8 +105,8 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
         "settings": data.model_dump(mode="json"),
         # what the content was: a resumed sweep checks its files against these
         "fingerprints": {"corpus": corpus_fingerprint(data.corpus),
-                         "tokenizer": (corpus_fingerprint(data.tokenizer.path, "data.tokenizer.path")
-                                       if data.tokenizer.kind == "file" else None)},
+                         "tokenizer": (tokenizer_fingerprint(data.tokenizer)
+                                       if data.tokenizer.kind != "bpe" else None)},
     }
     data_marker(out).write_text(json.dumps(meta, indent=1))  # written last: the marker
 

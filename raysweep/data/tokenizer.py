@@ -1,14 +1,16 @@
-"""Tokenizers: a byte-level BPE trained on the train split, or a tokenizer.json from disk."""
+"""Tokenizers: a byte-level BPE trained on the train split, a tokenizer.json from disk, or a model's own
+tokenizer through transformers (its fast backend: the same `tokenizers.Tokenizer` as the other two)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Optional
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from raysweep.spec.schema import TokenizerConfig
-from raysweep.data.corpus import CorpusError, require_file
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, require_file
 from raysweep.errors import first_line
 
 EOS = "<|endoftext|>"
@@ -36,9 +38,36 @@ def load_tokenizer_file(path: str) -> Tokenizer:
                           f"`tokenizers` can parse ({first_line(exc)})") from None
 
 
+def load_hf_tokenizer(name: str) -> Tokenizer:
+    """AutoTokenizer's fast tokenizer of a hub id or local dir (no code from the hub runs)."""
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"data.tokenizer.name: no tokenizer could be loaded from {name!r} ({first_line(exc)}); "
+                          "name a local dir with tokenizer files, or a hub id (with internet)") from None
+    if not loaded.is_fast:
+        raise CorpusError(f"data.tokenizer.name: {name!r} has only a slow (Python) tokenizer; raysweep needs a "
+                          "fast one (tokenizer.json)")
+    return loaded.backend_tokenizer
+
+
+def tokenizer_fingerprint(cfg: TokenizerConfig) -> object:
+    """What identifies the tokenizer's content for the data key: a file's or a loaded tokenizer's hash,
+    or the BPE trainer's settings (the corpus identifies what it is trained on)."""
+    if cfg.kind == "file":
+        return corpus_fingerprint(cfg.path, "data.tokenizer.path")
+    if cfg.kind == "hf":
+        return "sha256:" + hashlib.sha256(load_hf_tokenizer(cfg.name).to_str().encode()).hexdigest()
+    return [cfg.vocab_size, cfg.min_frequency]
+
+
 def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> Tokenizer:
     if cfg.kind == "file":
         return load_tokenizer_file(cfg.path)
+    if cfg.kind == "hf":
+        return load_hf_tokenizer(cfg.name)
     return train_bpe(train_docs, cfg.vocab_size, cfg.min_frequency)
 
 

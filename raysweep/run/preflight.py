@@ -10,9 +10,8 @@ import os
 
 import yaml
 
-from raysweep.data.corpus import corpus_fingerprint
 from raysweep.data.prepare import PreparedData, data_key, prepare_data
-from raysweep.data.tokenizer import load_tokenizer_file
+from raysweep.data.tokenizer import load_tokenizer_file, tokenizer_fingerprint
 from raysweep.run.migrations import check_ids_unchanged, check_trained_by_this_version
 from raysweep.spec.data_checks import check_spec_against_data
 from raysweep.errors import first_line
@@ -198,8 +197,9 @@ def check_data_unchanged(spec: SweepSpec) -> None:
             raise SweepDirError(f"data.tokenizer.path: {tok.path} now has a vocabulary of {vocab}, but "
                                 f"this sweep's data and checkpoints use {old['vocab_size']}; restore the "
                                 "original file or start a new sweep under another name")
-    changed = "data.tokenizer.path" if tok.kind == "file" and old.get("fingerprints", {}).get(
-        "tokenizer") != corpus_fingerprint(tok.path) else "data.corpus"
+    tokenizer_field = {"file": "data.tokenizer.path", "hf": "data.tokenizer.name"}.get(tok.kind)
+    changed = tokenizer_field if tokenizer_field and old.get("fingerprints", {}).get(
+        "tokenizer") != tokenizer_fingerprint(tok) else "data.corpus"
     raise SweepDirError(f"{changed}: the file changed since this sweep's data was built (data key "
                         f"{old['data_key']} -> {key}); restore the original file or start a new "
                         "sweep under another name")

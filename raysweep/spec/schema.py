@@ -61,19 +61,28 @@ def _absolute_local_path(path: Optional[str]) -> Optional[str]:
 
 
 class TokenizerConfig(SpecSection):
-    kind: Literal["bpe", "file"] = "bpe"
-    """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json)."""
+    kind: Literal["bpe", "file", "hf"] = "bpe"
+    """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json); `hf`: a
+    model's own tokenizer through transformers' AutoTokenizer, by `name`."""
     vocab_size: int = Field(4096, ge=260)
     """Vocabulary size asked of the BPE trainer (it may stop short on a small corpus)."""
     min_frequency: int = Field(2, ge=1)
     """A pair must occur this often in the train split to be merged."""
     path: Optional[str] = None
     """tokenizer.json to load when kind is `file`."""
+    name: Optional[str] = None
+    """A hub id or a local dir with a (fast) tokenizer, when kind is `hf`."""
 
     @field_validator("path")
     @classmethod
     def _absolute_path(cls, path: Optional[str]) -> Optional[str]:
         return _absolute_local_path(path)
+
+    @field_validator("name")
+    @classmethod
+    def _absolute_dir(cls, name: Optional[str]) -> Optional[str]:
+        local = os.path.expanduser(name) if name else None
+        return os.path.abspath(local) if local and os.path.isdir(local) else name  # else a hub id
 
 
 class DataConfig(SpecSection):
@@ -360,6 +369,11 @@ class SweepSpec(SpecSection):
         tok = self.data.tokenizer
         if tok.kind == "file" and not tok.path:
             problems.append("data.tokenizer.path: required when data.tokenizer.kind is 'file'")
+        if (tok.kind == "hf") != bool(tok.name):
+            problems.append("data.tokenizer.name: " + ("required when data.tokenizer.kind is 'hf'" if tok.kind == "hf"
+                                                       else "read only with data.tokenizer.kind 'hf'"))
+        if tok.kind == "hf" and tok.path:
+            problems.append("data.tokenizer.path: read only with data.tokenizer.kind 'file'; kind 'hf' takes name")
         if tok.kind == "bpe" and tok.path:
             problems.append("data.tokenizer.path: read only with data.tokenizer.kind 'file' (kind 'bpe' trains "
                             "its own); set kind: file, or drop path")

@@ -192,6 +192,9 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "data-tokenizer-unparsable": lambda: ((tmp / "broken.json").write_text("{not json"),
                                               ["sweep", _spec(tmp, data={"tokenizer": {
                                                   "kind": "file", "path": str(tmp / "broken.json")}})])[1],
+        "spec-tokenizer-hf-without-name": lambda: ["sweep", _spec(tmp, data={"tokenizer": {"kind": "hf"}})],
+        "data-tokenizer-hf-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
+            "kind": "hf", "name": str(tmp / "no-such-tokenizer")}})],
         "data-tokenizer-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
             "kind": "file", "path": str(tmp / "gone.json")}})],
         "data-vocab-changed-on-resume": lambda: _vocab_changed(tmp),

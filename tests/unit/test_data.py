@@ -217,3 +217,34 @@ def test_relative_corpus_and_tokenizer_paths_are_stored_absolute(tmp_path, monke
     assert data.corpus == str(tmp_path / "c.jsonl") and data.tokenizer.path == str(tmp_path / "tok" / "t.json")
     assert DataConfig(corpus="rotten-tomatoes").corpus == "rotten-tomatoes"
     assert DataConfig(corpus="hf:stanfordnlp/imdb").corpus == "hf:stanfordnlp/imdb"
+
+
+def _saved_hf_tokenizer(directory, docs, vocab_size: int) -> str:
+    """A model's tokenizer as transformers saves one (tokenizer.json + tokenizer_config.json)."""
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(tokenizer_object=train_bpe(docs, vocab_size, 2),
+                            eos_token="<|endoftext|>").save_pretrained(directory)
+    return str(directory)
+
+
+def test_hf_tokenizer_from_a_local_dir_tokenizes_the_data_as_autotokenizer(tmp_path):
+    """kind: hf loads a model's own tokenizer through AutoTokenizer; the packed arrays are its ids, and a
+    changed tokenizer in the same dir is a new data key (its content, not its name, is the identity)."""
+    from transformers import AutoTokenizer
+
+    docs = load_documents("rotten-tomatoes", "text")[:400]
+    directory = _saved_hf_tokenizer(tmp_path / "tok", docs, 500)
+    data = SMALL.model_copy(update={"tokenizer": {"kind": "hf", "name": directory}})
+    data = DataConfig.model_validate(data.model_dump())
+    prepared = prepare_data(data, EVAL, SweepLayout.at(tmp_path / "runs" / "s"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert prepared.vocab_size == len(tokenizer) and prepared.eos_id == tokenizer.eos_token_id
+    first_doc = split_documents(load_documents(data.corpus, data.text_column), data.heldout_fraction,
+                                data.split_seed, data.max_train_docs).train[0]
+    expected = tokenizer(first_doc).input_ids[:data.seq_len]
+    assert np.asarray(open_array(prepared.data_dir, "train"))[0][:len(expected)].tolist() == expected
+
+    _saved_hf_tokenizer(tmp_path / "tok", docs, 450)  # the same dir, another tokenizer
+    again = prepare_data(data, EVAL, SweepLayout.at(tmp_path / "runs" / "s"))
+    assert again.data_key != prepared.data_key and again.vocab_size == 450
