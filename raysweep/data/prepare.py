@@ -23,7 +23,7 @@ from raysweep.spec.schema import DataConfig, EvalConfig
 from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
-from raysweep.data.tokenizer import build_tokenizer, eos_id, tokenizer_fingerprint
+from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
                                    tokenizer_file)
@@ -69,10 +69,9 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
     split = split_documents(docs, data.heldout_fraction, data.split_seed, data.max_train_docs)
     if not split.train:
         raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
-    tokenizer = build_tokenizer(data.tokenizer, split.train)
+    tokenizer, eos = build_tokenizer(data.tokenizer, split.train)
     # Ids, not entries: a tokenizer.json may leave gaps in its ids, and every id needs an embedding row.
     vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
-    eos = eos_id(tokenizer)
     train = pack(_encode(tokenizer, split.train, eos), data.seq_len)
     if len(train) < min_sequences:
         raise CorpusError(

@@ -3,7 +3,6 @@ tokenizer through transformers (its fast backend: the same `tokenizers.Tokenizer
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Optional
 
@@ -38,8 +37,8 @@ def load_tokenizer_file(path: str) -> Tokenizer:
                           f"`tokenizers` can parse ({first_line(exc)})") from None
 
 
-def load_hf_tokenizer(name: str) -> Tokenizer:
-    """AutoTokenizer's fast tokenizer of a hub id or local dir (no code from the hub runs)."""
+def load_hf_tokenizer(name: str) -> tuple[Tokenizer, Optional[int]]:
+    """AutoTokenizer's fast tokenizer of a hub id or local dir (no code from the hub runs), and its eos id."""
     from transformers import AutoTokenizer
 
     try:
@@ -50,29 +49,32 @@ def load_hf_tokenizer(name: str) -> Tokenizer:
     if not loaded.is_fast:
         raise CorpusError(f"data.tokenizer.name: {name!r} has only a slow (Python) tokenizer; raysweep needs a "
                           "fast one (tokenizer.json)")
-    return loaded.backend_tokenizer
+    return loaded.backend_tokenizer, loaded.eos_token_id
 
 
 def tokenizer_fingerprint(cfg: TokenizerConfig) -> object:
-    """What identifies the tokenizer's content for the data key: a file's or a loaded tokenizer's hash,
-    or the BPE trainer's settings (the corpus identifies what it is trained on)."""
+    """What identifies the tokenizer for the data key, read without transformers or a network (a finished
+    sweep must open offline): a file's hash (a local dir's tokenizer.json), a hub id by name, or the BPE
+    trainer's settings (the corpus identifies what it is trained on)."""
     if cfg.kind == "file":
         return corpus_fingerprint(cfg.path, "data.tokenizer.path")
     if cfg.kind == "hf":
-        return "sha256:" + hashlib.sha256(load_hf_tokenizer(cfg.name).to_str().encode()).hexdigest()
+        local = Path(cfg.name) / "tokenizer.json"
+        return corpus_fingerprint(str(local), "data.tokenizer.name") if Path(cfg.name).is_dir() else f"hub:{cfg.name}"
     return [cfg.vocab_size, cfg.min_frequency]
 
 
-def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> Tokenizer:
-    if cfg.kind == "file":
-        return load_tokenizer_file(cfg.path)
+def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> tuple[Tokenizer, Optional[int]]:
+    """The tokenizer and the document separator packing puts between documents (None: none)."""
     if cfg.kind == "hf":
-        return load_hf_tokenizer(cfg.name)
-    return train_bpe(train_docs, cfg.vocab_size, cfg.min_frequency)
+        return load_hf_tokenizer(cfg.name)  # the model's own eos, whatever its name (e.g. <|end_of_text|>)
+    tokenizer = load_tokenizer_file(cfg.path) if cfg.kind == "file" else train_bpe(train_docs, cfg.vocab_size,
+                                                                                     cfg.min_frequency)
+    return tokenizer, eos_id(tokenizer)
 
 
 def eos_id(tokenizer: Tokenizer) -> Optional[int]:
-    """The document separator used when packing; None if the tokenizer has none."""
+    """A tokenizer.json's document separator, by the usual names; None if it has none."""
     for token in _EOS_CANDIDATES:
         token_id = tokenizer.token_to_id(token)
         if token_id is not None:

@@ -5,6 +5,7 @@ Single-device code only: FSDP2, Ray and storage are applied from outside.
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import torch
@@ -16,33 +17,41 @@ from raysweep.errors import first_line
 from raysweep.models.presets import get_preset
 from raysweep.spec.errors import SpecError
 from raysweep.spec.schema import ModelConfig
+from raysweep.store.layout import SweepLayout
 
-# The fields that name an attention dropout, by architecture (model.dropout sets whichever the config has).
-ATTENTION_DROPOUT_FIELDS = ("attention_dropout", "attn_pdrop")
+def is_dropout_field(name: str) -> bool:
+    """attention_dropout, hidden_dropout, resid_pdrop, embd_pdrop, ...: what model.dropout sets."""
+    return name.endswith(("dropout", "pdrop")) and name != "classifier_dropout"
 
 
 def build_config(scale: str, vocab_size: int, model: Optional[ModelConfig] = None, dropout: float = 0.0,
-                 eos_token_id: Optional[int] = None) -> PretrainedConfig:
+                 eos_token_id: Optional[int] = None, layout: Optional[SweepLayout] = None) -> PretrainedConfig:
     """The transformers config of a `grid.scale` entry for a vocabulary: a preset (its family from
     `model.family` unless it fixes its own), or a `model.configs` name (a Hugging Face config plus
-    overrides). Either way a base architecture plus fields; the tokenizer's vocabulary and ids replace
-    the config's."""
+    overrides; with `layout`, the copy the sweep stored when it started, so every node and every resume
+    trains the same architecture). Either way a base architecture plus fields; the tokenizer's vocabulary
+    and ids replace the config's, and `dropout` sets every dropout the overrides leave alone."""
     model = model or ModelConfig()
+    overridden = set()
     if scale in model.configs:
         entry, field = model.configs[scale], f"model.configs.{scale}"
-        fields = hf_config_fields(entry.hf, f"{field}.hf")
+        stored = layout.model_config_file(scale) if layout is not None else None
+        fields = (json.loads(stored.read_text()) if stored is not None and stored.exists()
+                  else hf_config_fields(entry.hf, f"{field}.hf"))
         model_type = fields.pop("model_type")
-        fields |= _canonical(model_type, entry.overrides, f"{field}.overrides")
+        fields = _canonical(model_type, fields, "")
+        overrides = _canonical(model_type, entry.overrides, f"{field}.overrides")
+        overridden = set(overrides)
+        fields |= overrides
     else:
         preset = get_preset(scale)
         model_type, fields = preset.family or model.family, preset.config_fields()
     fixed = {"vocab_size": vocab_size, "bos_token_id": None, "eos_token_id": eos_token_id, "pad_token_id": None,
              "use_cache": False}
-    config = AutoConfig.for_model(model_type, **(fields | _canonical(model_type, fixed, "")))
-    for name in ATTENTION_DROPOUT_FIELDS:
-        if hasattr(config, name):
-            setattr(config, name, dropout)
-    return config
+    fields |= _canonical(model_type, fixed, "")
+    fields |= {name: dropout for name in CONFIG_MAPPING[model_type]().to_dict()
+               if is_dropout_field(name) and name not in overridden}
+    return AutoConfig.for_model(model_type, **fields)
 
 
 def hf_config_fields(hf: str, field: str) -> dict:
@@ -64,10 +73,17 @@ def _canonical(model_type: str, fields: dict, field: str) -> dict:
     """Fields under the config class's own names (gpt2's `num_hidden_layers` is `n_layer`); with `field`,
     an unknown name or the vocabulary is refused (a typo would otherwise be stored and ignored)."""
     config_cls = CONFIG_MAPPING[model_type]
-    canonical = {config_cls.attribute_map.get(k, k): v for k, v in fields.items()}
+    canonical = {}
+    for original, value in fields.items():
+        name = config_cls.attribute_map.get(original, original)
+        if name in canonical:
+            raise SpecError([f"{field or 'config.json'}.{original}: names the same field as another key "
+                             f"({name}); keep one"])
+        canonical[name] = value
     if field:
         known = set(config_cls().to_dict())
-        for name, original in zip(canonical, fields):
+        for original in fields:
+            name = config_cls.attribute_map.get(original, original)
             if name == "vocab_size":
                 raise SpecError([f"{field}.{original}: the vocabulary comes from the sweep's tokenizer "
                                  "(data.tokenizer.vocab_size); drop it here"])

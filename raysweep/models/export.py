@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from raysweep.errors import first_line
 from raysweep.spec.errors import SweepDirError
-from raysweep.store.layout import DATA_MARKER, checkpoint_complete_marker, step_of_checkpoint, tokenizer_file
-from raysweep.store.storage import local_copy, temporary_sibling
+from raysweep.store.layout import checkpoint_complete_marker, step_of_checkpoint, tokenizer_file
+from raysweep.store.storage import fetch_file, temporary_sibling
 
 EXPORT_RECORD = "raysweep_export.json"
 
@@ -20,6 +21,7 @@ EXPORT_RECORD = "raysweep_export.json"
 def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) -> Path:
     """Write trial `trial_id`'s model at `step` (default: its newest complete checkpoint) to `out_dir`, a
     new or empty local dir. The dir appears whole or not at all."""
+    from torch.distributed.checkpoint.api import CheckpointException
     from transformers import PreTrainedTokenizerFast
 
     from raysweep.models.build import build_config, build_model
@@ -48,11 +50,16 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
         raise SweepDirError(f"OUT_DIR: {out} exists and is not an empty dir; name a new one")
 
     data = load_prepared(spec)[trial.vocab_size]
-    model = build_model(build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id), trial.seed)
-    load_model_weights(model, complete[step])
+    model = build_model(build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id,
+                                     layout), trial.seed)
+    try:
+        load_model_weights(model, complete[step])
+    except (Exception, CheckpointException) as exc:  # DCP's wraps every read failure (a BaseException)
+        raise SweepDirError(f"TRIAL: {complete[step]} is not a checkpoint raysweep can read safely "
+                            f"({first_line(exc)[-300:]})") from None
     model.config.use_cache = True  # off in training; generation wants it
-    arrays = local_copy(data.data_dir, data.data_key, DATA_MARKER)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file(arrays)))
+    tokenizer_json = fetch_file(tokenizer_file(data.data_dir), f"tokenizer-{data.data_key}.json")  # not the arrays
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
     if data.eos_id is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(data.eos_id)
 

@@ -19,7 +19,7 @@ from raysweep.spec.errors import SpecError, SweepDirError
 from raysweep.spec.load import parse_spec
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.layout import SweepLayout
-from raysweep.store.storage import first_missing_dir, is_remote, remove_empty_dirs
+from raysweep.store.storage import atomic_write_text, ensure_dir, first_missing_dir, is_remote, remove_empty_dirs
 from raysweep.trials.point import data_config, vocab_axis
 from raysweep.trials.source import trial_source
 
@@ -38,6 +38,7 @@ def preflight(spec: SweepSpec) -> tuple[bool, dict]:
         check_data_unchanged(spec)
         datas = prepare(spec)
         check_spec_against_data(spec, datas)
+        store_model_configs(spec)
     except BaseException:
         if created is not None:  # bad input leaves storage as it was: no empty sweep dir either
             remove_empty_dirs(created)
@@ -47,19 +48,29 @@ def preflight(spec: SweepSpec) -> tuple[bool, dict]:
 
 def check_model_configs(spec: SweepSpec) -> None:
     """Each `model.configs` model the grid uses: transformers reads its config (errors name the entry),
-    it fits data.seq_len, and it has decoder blocks to shard (built on the meta device: no memory)."""
+    it is the one the sweep stored if it has started, it fits data.seq_len, and it has decoder blocks to
+    shard (built on the meta device: no memory)."""
     used = [scale for scale in spec.grid.scale if scale in spec.model.configs]
     if not used:
         return
     import torch
     from transformers import AutoModelForCausalLM
 
-    from raysweep.models.build import build_config, decoder_blocks
+    from raysweep.models.build import build_config, decoder_blocks, hf_config_fields
 
     vocab_size = spec.data.tokenizer.vocab_size  # the shape checks hold at any vocabulary
     for scale in used:
         field = f"model.configs.{scale}"
-        config = build_config(scale, vocab_size, spec.model, spec.model.dropout)
+        stored = spec.layout.model_config_file(scale)
+        if stored.exists():
+            try:
+                source = hf_config_fields(spec.model.configs[scale].hf, f"{field}.hf")
+            except SpecError:
+                source = None  # gone (another machine, offline): the stored copy is the sweep's model
+            if source is not None and source != json.loads(stored.read_text()):
+                raise SpecError([f"{field}.hf: the config differs from the one this sweep trained with ({stored}); "
+                                 f"restore {spec.model.configs[scale].hf}, or start a new sweep under another name"])
+        config = build_config(scale, vocab_size, spec.model, spec.model.dropout, layout=spec.layout)
         context = getattr(config, "max_position_embeddings", None)
         if context is not None and spec.data.seq_len > context:
             raise SpecError([f"data.seq_len: {spec.data.seq_len} exceeds the context of {field} ({context}); use "
@@ -74,6 +85,19 @@ def check_model_configs(spec: SweepSpec) -> None:
             decoder_blocks(model)
         except ValueError as exc:
             raise SpecError([f"{field}.hf: {str(exc).removeprefix('model: ')}"]) from None
+
+
+def store_model_configs(spec: SweepSpec) -> None:
+    """Keep each used `model.configs` config in the sweep, once: workers on other nodes and later resumes
+    build from this copy, whatever happens to the source dir or hub repo."""
+    from raysweep.models.build import hf_config_fields
+
+    for scale in spec.grid.scale:
+        stored = spec.layout.model_config_file(scale)
+        if scale in spec.model.configs and not stored.exists():
+            ensure_dir(stored.parent)
+            atomic_write_text(stored, json.dumps(hf_config_fields(spec.model.configs[scale].hf,
+                                                                  f"model.configs.{scale}.hf"), indent=1))
 
 
 def spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

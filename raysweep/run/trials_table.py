@@ -35,7 +35,7 @@ def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: st
     """The trial's row of the trials table (TRIALS_SCHEMA)."""
     from raysweep.models.build import build_config, count_params, flops_per_token  # torch: only when writing
 
-    model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id)
+    model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id, spec.layout)
     return {
         "trial_id": trial.trial_id, "weight_decay": trial.weight_decay, "scale": trial.scale,
         "seed": trial.seed, "decay_policy": trial.decay_policy,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
@@ -54,6 +55,14 @@ class SpecSection(BaseModel):
         return value
 
 
+def _local_dir_or_hub_id(name: Optional[str]) -> Optional[str]:
+    """A Hugging Face source: a path (./, ../, / or ~) becomes absolute, so the stored spec means the same
+    from any directory; anything else is a hub id, whatever dirs the current directory holds."""
+    if name and name.startswith(("/", "./", "../", "~")):
+        return os.path.abspath(os.path.expanduser(name))
+    return name
+
+
 def _absolute_local_path(path: Optional[str]) -> Optional[str]:
     """A local file as an absolute path, so the stored spec means the same from any directory
     (`raysweep resume` from elsewhere); bundled and hub corpora stay names."""
@@ -71,7 +80,7 @@ class TokenizerConfig(SpecSection):
     path: Optional[str] = None
     """tokenizer.json to load when kind is `file`."""
     name: Optional[str] = None
-    """A hub id or a local dir with a (fast) tokenizer, when kind is `hf`."""
+    """A hub id, or a local dir with a (fast) tokenizer as a path (`./dir`, `/dir`), when kind is `hf`."""
 
     @field_validator("path")
     @classmethod
@@ -80,9 +89,8 @@ class TokenizerConfig(SpecSection):
 
     @field_validator("name")
     @classmethod
-    def _absolute_dir(cls, name: Optional[str]) -> Optional[str]:
-        local = os.path.expanduser(name) if name else None
-        return os.path.abspath(local) if local and os.path.isdir(local) else name  # else a hub id
+    def _local_dir_or_hub_id(cls, name: Optional[str]) -> Optional[str]:
+        return _local_dir_or_hub_id(name)
 
 
 class DataConfig(SpecSection):
@@ -110,16 +118,14 @@ class ArchitectureConfig(SpecSection):
     """A model named in `model.configs`: a Hugging Face config (its architecture and shape, never its
     weights), with fields replaced. The vocabulary size and token ids always come from the sweep's tokenizer."""
     hf: str = Field(min_length=1)
-    """A hub id (`EleutherAI/pythia-14m`) or a local dir holding a config.json."""
+    """A hub id (`EleutherAI/pythia-14m`) or a local dir holding a config.json (a path: `./dir`, `/dir`, `~/dir`)."""
     overrides: dict[str, Any] = {}
     """Config fields to replace, by their transformers names (e.g. `num_hidden_layers: 4`)."""
 
     @field_validator("hf")
     @classmethod
-    def _absolute_dir(cls, hf: str) -> str:
-        # transformers' own rule: an existing directory is local, anything else a hub id
-        local = os.path.expanduser(hf)
-        return os.path.abspath(local) if os.path.isdir(local) else hf
+    def _local_dir_or_hub_id(cls, hf: str) -> str:
+        return _local_dir_or_hub_id(hf)
 
 
 class ModelConfig(SpecSection):
@@ -137,7 +143,7 @@ class ModelConfig(SpecSection):
             if name in PRESETS:
                 raise PydanticCustomError("config_name", "{name} is a preset's name; name the config otherwise",
                                           {"name": repr(name)})
-            if not name or not all(c.isalnum() or c in "._-" for c in name):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
                 raise PydanticCustomError("config_name", "{name}: a config's name goes into trial ids; use "
                                           "letters, digits, '.', '_', '-'", {"name": repr(name)})
         return configs
@@ -190,7 +196,8 @@ class EvalConfig(SpecSection):
     at: list[Annotated[int, Field(ge=0)]] = []
     """Steps that evaluate besides (0: the initialization, before any update, where learning speed is anchored)."""
     log_spaced: Optional[int] = Field(None, ge=2)
-    """This many steps spaced evenly in log between 1 and train.steps evaluate besides, and step 0."""
+    """Up to this many steps spaced evenly in log between 1 and train.steps evaluate besides (rounding to
+    whole steps merges the closest early ones), and step 0."""
     n_train_sequences: int = Field(64, ge=1)
     """Training sequences in the fixed train-sample eval set (what the paper measures)."""
     n_heldout_sequences: int = Field(64, ge=0)
@@ -360,7 +367,7 @@ class SweepSpec(SpecSection):
         problems += [f"grid.scale[{i}]: unknown preset {v!r}; valid: {', '.join(known)} (or a name in model.configs)"
                      for i, v in enumerate(self.grid.scale) if v not in known]
         for i, scale in enumerate(self.grid.scale):
-            if scale not in PRESETS:  # a config's context is known once transformers reads it (data_checks)
+            if scale not in PRESETS:  # a config's context is known once transformers reads it (preflight)
                 continue
             context = PRESETS[scale].max_position_embeddings
             if self.data.seq_len > context:
@@ -446,6 +453,7 @@ class SweepSpec(SpecSection):
         return sorted(chosen | set(cfg.at) | {steps})
 
     def checkpoint_steps(self) -> list[int]:
+        """Steps whose model and optimizer every trial checkpoints, the last included."""
         return sorted(set(range(self.train.checkpoint_every, self.train.steps + 1, self.train.checkpoint_every))
                       | {self.train.steps})
 

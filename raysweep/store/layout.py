@@ -2,6 +2,7 @@
 
     spec.yaml  trials.parquet  catalog.duckdb  report.html  figures/  tables/
     data/<data_key>/                 tokenizer.json train.bin eval-*.bin meta.json token_freq.parquet
+    models/<name>/config.json        a `model.configs` entry's Hugging Face config, as the sweep first read it
     tune/                            Ray Tune's experiment (resume reads it)
     train/<trial_id>/                Ray Train's run: step-XXXXXXXX/ checkpoints, point.json,
                                      attempts.jsonl, decay_groups.json, complete.json
@@ -117,6 +118,10 @@ class SweepLayout:
 
     def decay_groups_file(self, trial_id: str) -> StoragePath:
         return self.trial_dir(trial_id) / "decay_groups.json"
+
+    def model_config_file(self, name: str) -> StoragePath:
+        """A `model.configs` entry's config.json as the sweep stored it: what every node and resume builds."""
+        return self.root / "models" / name / "config.json"
 
     def crash_marker(self, trial_id: str, step: int) -> StoragePath:
         return self.trial_dir(trial_id) / f".crash-injected-at-{step}"

@@ -16,15 +16,17 @@ reader), so a restart never stages a copy.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from raysweep.store.layout import checkpoint_complete_marker, checkpoint_dirs_in, step_of_checkpoint
-from raysweep.store.storage import StoragePath, atomic_write_text, location
+from raysweep.store.storage import StoragePath, atomic_write_text, is_remote, location
 
 STATE_FILE = "train_state.json"
 
@@ -61,9 +63,42 @@ def load_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, di
     return json.loads((directory / STATE_FILE).read_text())["step"]
 
 
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP's `.metadata` is a pickle; this one builds only DCP's metadata classes, torch sizes and dtypes."""
+
+    ALLOWED = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+               ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+
+    def find_class(self, module: str, name: str):
+        if (module == "torch.distributed.checkpoint.metadata" or (module, name) in self.ALLOWED
+                or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+class UntrustedCheckpointReader(dcp.FileSystemReader):
+    """DCP's local reader for a checkpoint from elsewhere (a sweep dir someone sent): its metadata cannot
+    name code to run. The tensors themselves DCP reads as raw bytes or with torch.load(weights_only=True);
+    a model-only state dict has no pickled objects besides."""
+
+    def read_metadata(self, *args, **kwargs) -> Metadata:
+        rank = kwargs.get("rank")
+        name = ".metadata" if rank is None else f"__{rank}.metadata"
+        with open(Path(self.path) / name, "rb") as stream:
+            metadata = _MetadataUnpickler(stream).load()
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
 def load_model_weights(model: torch.nn.Module, directory: StoragePath) -> int:
-    """Load a checkpoint's weights into a plain single-process model (analysis, tests)."""
+    """Load a checkpoint's weights into a plain single-process model (analysis, tests, export); a local
+    checkpoint is read as untrusted (UntrustedCheckpointReader)."""
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(directory))
+    if is_remote(directory):
+        dcp.load(state, checkpoint_id=str(directory))
+    else:
+        dcp.load(state, storage_reader=UntrustedCheckpointReader(str(directory)))
     model.load_state_dict(state["model"])
     return json.loads((location(directory) / STATE_FILE).read_text())["step"]

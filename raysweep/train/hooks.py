@@ -31,7 +31,7 @@ def _sum_over_ranks(tensor: torch.Tensor, world: int) -> torch.Tensor:
 
 
 class EvalHook:
-    """Every `every` steps and at the last: this rank's token shards for each split, rank 0's
+    """At the spec's eval steps (SweepSpec.eval_steps): this rank's token shards for each split, rank 0's
     embedding-norm shard; returns the global mean loss per split."""
 
     def __init__(self, layout: SweepLayout, trial_id: str, eval_sets: dict, steps: list[int],

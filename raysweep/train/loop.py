@@ -58,7 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
               else torch.device("cpu"))
 
     # [2] Build: identical random init on every rank (same seed).
-    model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id)
+    model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id, spec.layout)
     model = build_model(model_config, trial.seed)
 
     # [3] Shard (FSDP2 when there is more than one worker, or a GPU).

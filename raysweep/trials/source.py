@@ -16,7 +16,7 @@ from raysweep.trials.point import TrialPoint
 
 # Spec fields that change how a step runs, not what it computes (the same losses up to float
 # rounding: tests/unit/test_fsdp.py), so a grid may continue under other values.
-EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing")
+EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing", "train.keep_checkpoints")
 
 
 class TrialSource:

@@ -53,7 +53,7 @@ def test_submitted_sweep_spreads_trials_over_worker_nodes(cluster, tmp_path):
     env, address, gcs = cluster
     workers = _worker_node_ids(env, gcs)
     assert len(workers) == 2
-    # a 2-CPU worker a trial on 2-CPU nodes: each trial fills one node
+    # one worker of 2 CPUs per trial, on 2-CPU nodes: each trial fills a node
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(tmp_path / "shared", name="multi",
                                                              resources={"cpus_per_worker": 2}))
 

@@ -389,7 +389,7 @@ def test_export_opens_in_transformers_and_reproduces_the_shards(reference, tmp_p
                       check=False)
     assert refused.returncode == 2
     every = tiny_spec_dict(reference)["train"]["checkpoint_every"]
-    assert refused.stderr.strip().splitlines()[-1].endswith(f"complete ones: {every}, {STEPS}")  # 2 kept
+    assert refused.stderr.strip().splitlines()[-1].endswith(f"complete ones: {every}, {STEPS}")
     assert not (tmp_path / "other").exists()
 
 

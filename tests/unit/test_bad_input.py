@@ -99,6 +99,15 @@ def _model_spec(tmp: Path, config, overrides: dict | None = None) -> str:
                  grid={"weight_decay": [0.0], "scale": ["mine"], "seed": [0]})
 
 
+def _model_changed(tmp: Path) -> list[str]:
+    """The sweep stored its gpt2 config with 2 blocks; the source dir now says 1."""
+    spec = _model_spec(tmp, transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2))
+    stored = SweepLayout.at(tmp / "runs" / "new").model_config_file("mine")
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({**json.loads((tmp / "mine" / "config.json").read_text()), "n_layer": 2}))
+    return ["sweep", spec]
+
+
 def _prepared_sweep(tmp: Path, **sections) -> str:
     """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
     path = _spec(tmp, **sections)
@@ -156,6 +165,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             tmp, transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2), {"num_hidden_layer": 2})],
         "spec-model-no-decoder-blocks": lambda: ["sweep", _model_spec(
             tmp, transformers.OpenAIGPTConfig(n_embd=32, n_layer=1, n_head=2))],
+        "spec-model-config-changed": lambda: _model_changed(tmp),
         "spec-model-config-missing": lambda: ["sweep", _spec(
             tmp, model={"configs": {"mine": {"hf": str(tmp / "no-such-dir")}}}, grid={"scale": ["mine"]})],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5},

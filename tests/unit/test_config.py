@@ -34,7 +34,7 @@ BASE = {"name": "x"}
      "train.batch_size: 7 is not divisible by resources.workers_per_trial=2"),
     (BASE, ("data.seq_len=4096",), "data.seq_len: 4096 exceeds the context of grid.scale[0]='tiny'"),
     (BASE, ("data.heldout_fraction=1.5",), "data.heldout_fraction: must be < 1.0, got 1.5"),
-    (BASE, ("data.tokenizer.kind=wordpiece",), "data.tokenizer.kind: must be one of 'bpe' or 'file'"),
+    (BASE, ("data.tokenizer.kind=wordpiece",), "data.tokenizer.kind: must be one of 'bpe', 'file' or 'hf'"),
     (BASE, ("data.tokenizer.kind=file",), "data.tokenizer.path: required"),
     (BASE, ("train.decay_policy=biases",), "train.decay_policy: must be one of"),
     (BASE, ("train.warmup_steps=500",), "train.warmup_steps: 500 must be < train.steps=300"),
@@ -154,20 +154,25 @@ def test_relative_storage_resolves_against_the_working_dir(tmp_path, monkeypatch
 
 def test_model_configs_name_models_for_the_scale_axis(tmp_path, monkeypatch):
     """A `model.configs` name is a grid.scale value beside the presets and names its trials; a local
-    config dir is stored absolute (workers and `resume` run elsewhere), a hub id stays a name."""
+    config dir (a path: ./, ../, / or ~) is stored absolute (workers and `resume` run elsewhere); anything
+    else is a hub id, even where a dir of that name happens to exist."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "neox").mkdir()
-    spec = parse_spec({**BASE, "model": {"configs": {"mine": {"hf": "neox", "overrides": {"num_hidden_layers": 2}},
-                                                     "pythia": {"hf": "EleutherAI/pythia-14m"}}},
+    spec = parse_spec({**BASE, "model": {"configs": {"mine": {"hf": "./neox", "overrides": {"num_hidden_layers": 2}},
+                                                     "pythia": {"hf": "EleutherAI/pythia-14m"},
+                                                     "local-name": {"hf": "neox"}}},
                        "grid": {"weight_decay": [0.0], "scale": ["mine", "nano"], "seed": [0]}})
     assert spec.model.configs["mine"].hf == str(tmp_path / "neox")
     assert spec.model.configs["pythia"].hf == "EleutherAI/pythia-14m"
+    assert spec.model.configs["local-name"].hf == "neox"
     assert sorted(p.trial_id for p in grid_points(spec)) == ["mine-wd0.0-s0", "nano-wd0.0-s0"]
 
 
 @pytest.mark.parametrize("model, grid, message", [
     ({"configs": {"nano": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: 'nano' is a preset's name"),
     ({"configs": {"a b": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: 'a b': a config's name goes into trial ids"),
+    ({"configs": {".t": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: '.t': a config's name goes into trial ids"),
+    ({"configs": {"é": {"hf": "x/y"}}}, {"scale": ["nano"]}, "model.configs: 'é': a config's name goes into trial ids"),
     ({"configs": {"mine": {"hf": "x/y"}}}, {"scale": ["yours"]}, "grid.scale[0]: unknown preset 'yours'; valid: nano"),
 ])
 def test_model_configs_errors_name_the_field(model, grid, message):

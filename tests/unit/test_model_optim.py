@@ -1,5 +1,6 @@
 """Model presets (every one builds, counts are right), the weight-decay split and the regularizers."""
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 from raysweep.data.frequency import max_row_decay_factor
 from raysweep.models.build import build_config, build_model, count_params, flops_per_token
 from raysweep.models.presets import PRESETS, get_preset
-from raysweep.spec.schema import TrialTrainConfig
+from raysweep.spec.errors import SpecError
+from raysweep.spec.schema import ModelConfig, TrialTrainConfig
+from raysweep.store.layout import SweepLayout
 from raysweep.train.optim import build_lr_schedule, build_optimizer, decay_mask, summarize_mask
 from raysweep.train.step import train_step
 
@@ -192,3 +195,69 @@ def test_row_decay_that_would_flip_rows_is_refused():
     counts = np.array([1, 1, 1, 10_000])
     assert max_row_decay_factor(counts, alpha=1.0, lr=1e-3, weight_decay=1.0) == pytest.approx(10.0)
     assert max_row_decay_factor(counts, alpha=0.5, lr=1e-3, weight_decay=1.0) == pytest.approx(0.1)
+
+
+def _config_dir(directory, fields: dict) -> str:
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(fields))
+    return str(directory)
+
+
+def test_a_config_dirs_fields_take_overrides_by_either_name_and_the_sweeps_dropout(tmp_path):
+    """gpt2 spells num_hidden_layers n_layer: an override wins whichever name config.json or the override
+    uses; model.dropout sets every dropout field the overrides leave alone; the vocabulary and eos are
+    the tokenizer's."""
+    source = _config_dir(tmp_path / "gpt2", {"model_type": "gpt2", "num_hidden_layers": 3, "n_embd": 32,
+                                             "n_head": 2, "resid_pdrop": 0.1, "embd_pdrop": 0.1})
+    model = ModelConfig(configs={"g": {"hf": source, "overrides": {"n_layer": 1, "embd_pdrop": 0.2}}})
+    config = build_config("g", 300, model, dropout=0.0, eos_token_id=7)
+    assert (config.model_type, config.n_layer, config.n_embd, config.vocab_size, config.eos_token_id) == \
+        ("gpt2", 1, 32, 300, 7)
+    assert (config.resid_pdrop, config.attn_pdrop, config.embd_pdrop) == (0.0, 0.0, 0.2)
+    twice = ModelConfig(configs={"g": {"hf": source, "overrides": {"n_layer": 1, "num_hidden_layers": 2}}})
+    with pytest.raises(SpecError, match=r"model\.configs\.g\.overrides\.num_hidden_layers: names the same field"):
+        build_config("g", 300, twice)
+
+
+def test_a_started_sweep_builds_its_stored_config_not_the_source(tmp_path):
+    source = _config_dir(tmp_path / "neox", {"model_type": "gpt_neox", "num_hidden_layers": 2, "hidden_size": 32,
+                                             "num_attention_heads": 2, "intermediate_size": 64})
+    layout = SweepLayout.at(tmp_path / "runs" / "s")
+    stored = layout.model_config_file("n")
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({**json.loads((tmp_path / "neox" / "config.json").read_text()),
+                                  "num_hidden_layers": 3}))
+    model = ModelConfig(configs={"n": {"hf": source}})
+    assert build_config("n", 300, model).num_hidden_layers == 2
+    assert build_config("n", 300, model, layout=layout).num_hidden_layers == 3
+
+
+def test_a_checkpoint_whose_metadata_names_code_is_refused_unrun(tmp_path):
+    """A checkpoint from elsewhere: DCP's .metadata is a pickle, and load_model_weights unpickles only
+    DCP's metadata classes, so a crafted one raises instead of running its payload."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from raysweep.train.checkpoint import load_model_weights
+
+    model = build_model(build_config("nano", vocab_size=300), seed=0)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    dcp.save({"model": model.state_dict()}, checkpoint_id=str(good))
+    (good / "train_state.json").write_text(json.dumps({"step": 3}))
+    fresh = build_model(build_config("nano", vocab_size=300), seed=1)
+    assert load_model_weights(fresh, good) == 3
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()))
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    import shutil
+    shutil.copytree(good, bad)
+    (bad / ".metadata").write_bytes(pickle.dumps(Payload()))
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    with pytest.raises(CheckpointException, match="is not part of a checkpoint's metadata"):
+        load_model_weights(fresh, bad)
+    assert not (tmp_path / "ran").exists()
