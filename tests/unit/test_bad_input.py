@@ -202,6 +202,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "data-tokenizer-unparsable": lambda: ((tmp / "broken.json").write_text("{not json"),
                                               ["sweep", _spec(tmp, data={"tokenizer": {
                                                   "kind": "file", "path": str(tmp / "broken.json")}})])[1],
+        "spec-hub-options-without-hf-corpus": lambda: ["sweep", _spec(tmp, data={"hub": {"split": "test"}})],
         "spec-tokenizer-hf-without-name": lambda: ["sweep", _spec(tmp, data={"tokenizer": {"kind": "hf"}})],
         "data-tokenizer-hf-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
             "kind": "hf", "name": str(tmp / "no-such-tokenizer")}})],

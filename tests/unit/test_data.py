@@ -248,3 +248,44 @@ def test_hf_tokenizer_from_a_local_dir_tokenizes_the_data_as_autotokenizer(tmp_p
     _saved_hf_tokenizer(tmp_path / "tok", docs, 450)  # the same dir, another tokenizer
     again = prepare_data(data, EVAL, SweepLayout.at(tmp_path / "runs" / "s"))
     assert again.data_key != prepared.data_key and again.vocab_size == 450
+
+
+def _dataset_dir(root) -> dict:
+    """A dataset dir as the hub lays one out: two configs, the first with two splits (no network needed)."""
+    texts = {("short", "train"): [f"short review {i} of a film" for i in range(40)],
+             ("short", "test"): [f"held back review {i}, quite good" for i in range(30)],
+             ("long", "train"): [f"a much longer review number {i} " * 5 for i in range(20)]}
+    card = ["---", "configs:"]
+    for config in ("short", "long"):
+        card += [f"- config_name: {config}", "  data_files:"]
+        for (name, split), docs in texts.items():
+            if name == config:
+                (root / config).mkdir(parents=True, exist_ok=True)
+                pd.DataFrame({"body": docs}).to_parquet(root / config / f"{split}.parquet")
+                card += [f"  - split: {split}", f"    path: {config}/{split}.parquet"]
+    (root / "README.md").write_text("\n".join(card + ["---", ""]))
+    return texts
+
+
+def test_hf_corpus_takes_config_split_and_streaming_and_its_content_is_the_key(tmp_path):
+    from raysweep.data.prepare import data_key
+    from raysweep.spec.schema import HubDatasetConfig
+
+    texts = _dataset_dir(tmp_path / "reviews")
+    corpus = f"hf:{tmp_path / 'reviews'}"
+    test_split = HubDatasetConfig(config="short", split="test")
+    assert load_documents(corpus, "body", test_split) == [t.strip() for t in texts[("short", "test")]]
+    assert load_documents(corpus, "body", test_split.model_copy(update={"streaming": True})) == \
+        [t.strip() for t in texts[("short", "test")]]
+    assert load_documents(corpus, "body", HubDatasetConfig(config="long")) == \
+        [t.strip() for t in texts[("long", "train")]]
+    with pytest.raises(CorpusError, match=r"data\.text_column: 'text' is not a column of .*; columns: body"):
+        load_documents(corpus, "text", test_split.model_copy(update={"streaming": True}))
+
+    def key(hub):
+        return data_key(DataConfig(corpus=corpus, text_column="body", hub=hub), EVAL)
+
+    assert key(test_split) != key(HubDatasetConfig(config="short"))  # the split is part of the data
+    before = key(test_split)
+    pd.DataFrame({"body": ["an edited review"] * 30}).to_parquet(tmp_path / "reviews" / "short" / "test.parquet")
+    assert key(test_split) != before  # so is the dir's content
