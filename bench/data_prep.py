@@ -1,14 +1,19 @@
 """Tokenizing and packing a corpus: raysweep's path (encode_stream + pack) against the `tokenizers` batch
 encoder alone, on the same documents and tokenizer, in one run.
 
-    python bench/data_prep.py [--corpus rotten-tomatoes] [--vocab 4096] [--repeat 3]
+    python bench/data_prep.py [--corpus rotten-tomatoes] [--vocab 4096] [--repeat 3] [--threads N]
 
-All documents of the corpus (not the demo's 600), so the timing is not lost in noise.
+All documents of the corpus (not the demo's 600), so the timing is not lost in noise. Last, the same
+encode_stream + pack in fresh processes with `tokenizers`' thread pool at 1 thread and at N (default: every
+core): how far tokenization scales across cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 from raysweep.data.corpus import load_documents
@@ -31,7 +36,12 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--encode-only", action="store_true", help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
+    if args.encode_only:
+        encode_only(args)
+        return
 
     docs = load_documents(args.corpus, "text")
     started = time.perf_counter()
@@ -49,6 +59,27 @@ def main() -> None:
     print(f"tokenizers encode_batch_fast alone (no offsets): {fast_s:.2f} s = {n_tokens / fast_s / 1e6:.2f} M tokens/s")
     print(f"raysweep encode_stream + pack: {ours_s:.2f} s = {n_tokens / ours_s / 1e6:.2f} M tokens/s; "
           f"ratio {alone_s / ours_s:.2f} against encode_batch, {fast_s / ours_s:.2f} against encode_batch_fast")
+    rates = {threads: threaded_rate(args, threads) for threads in (1, args.threads)}
+    print(f"encode_stream + pack in a fresh process: 1 thread {rates[1] / 1e6:.2f} M tokens/s, {args.threads} "
+          f"threads {rates[args.threads] / 1e6:.2f} M tokens/s; ratio {rates[args.threads] / rates[1]:.2f}")
+
+
+def threaded_rate(args, threads: int) -> float:
+    """tokens/s of this script's --encode-only child with `tokenizers`' (rayon's) pool at `threads`: its size
+    is fixed when the pool starts, so each count needs its own process."""
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+    out = subprocess.run([sys.executable, __file__, "--encode-only", "--corpus", args.corpus, "--vocab",
+                          str(args.vocab), "--seq-len", str(args.seq_len), "--repeat", str(args.repeat)],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def encode_only(args) -> None:
+    docs = load_documents(args.corpus, "text")
+    tokenizer = train_bpe(docs, args.vocab, 2)
+    eos = eos_id(tokenizer)
+    seconds, packed = best_of(args.repeat, lambda: pack(encode_stream(tokenizer, docs, eos), args.seq_len))
+    print(packed.size / seconds)
 
 
 if __name__ == "__main__":
