@@ -51,6 +51,12 @@ class PreparedData:
                    {s: meta["arrays"][f"eval-{s}"]["shape"][0] for s in EVAL_SPLITS})
 
 
+def eval_sets(data: PreparedData, arrays_dir) -> dict[str, np.ndarray]:
+    """The fixed eval sets a trial scores, by split (a split the data packed no sequence of is left out),
+    read whole from a local copy of the data dir."""
+    return {s: np.asarray(open_array(arrays_dir, f"eval-{s}")) for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0}
+
+
 def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
     tok = data.tokenizer
     tokenizer_identity = tokenizer_fingerprint(tok)
@@ -63,6 +69,8 @@ def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
     }
     if data.hub != HubDatasetConfig():  # only then: the keys of earlier sweeps stay as they were
         identity["hub"] = data.hub.model_dump()
+    if data.counting_corpus is not None:
+        identity["counting_corpus"] = corpus_fingerprint(data.counting_corpus, "data.counting_corpus")
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,7 +105,8 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
                                     heldout[: evaluation.n_heldout_sequences], vocab_size),
     }
     tokenizer.save(str(tokenizer_file(out)))
-    pq.write_table(token_frequencies(train, tokenizer, vocab_size), token_freq_file(out))
+    counted = train if data.counting_corpus is None else _counting_stream(data, tokenizer, eos, arrays, out)
+    pq.write_table(token_frequencies(counted, tokenizer, vocab_size), token_freq_file(out))
     meta = {
         "data_key": key, "vocab_size": vocab_size, "eos_id": eos, "seq_len": data.seq_len,
         "n_docs": {"train": len(split.train), "heldout": len(split.heldout)},
@@ -108,9 +117,25 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
         "fingerprints": {"corpus": corpus_fingerprint(data.corpus),
                          "corpus_revision": resolved_revision(data.corpus, data.hub.revision),
                          "tokenizer": (tokenizer_fingerprint(data.tokenizer)
-                                       if data.tokenizer.kind != "bpe" else None)},
+                                       if data.tokenizer.kind != "bpe" else None),
+                         "counting_corpus": (corpus_fingerprint(data.counting_corpus, "data.counting_corpus")
+                                             if data.counting_corpus is not None else None)},
     }
     data_marker(out).write_text(json.dumps(meta, indent=1))  # written last: the marker
+
+
+def _counting_stream(data: DataConfig, tokenizer, eos, arrays: dict, out: Path) -> np.ndarray:
+    """The counting corpus, whole, in the sweep's tokenizer. Its counts bin the eval sets' tokens, so it
+    must share some of their types; with none, every type would fall in the unseen bin."""
+    counted = _encode(tokenizer, load_documents(data.counting_corpus, data.text_column), eos)
+    seen = np.bincount(counted, minlength=1) > 0
+    eval_ids = np.unique(np.concatenate([np.fromfile(out / arrays[f"eval-{s}"]["file"],
+                                                     dtype=arrays[f"eval-{s}"]["dtype"]) for s in EVAL_SPLITS]))
+    if not seen[eval_ids[eval_ids < len(seen)]].any():
+        raise CorpusError(f"data.counting_corpus: {data.counting_corpus!r} shares no token with the eval sets "
+                          f"of {data.corpus!r} (in this tokenizer), so every type would be unseen; name a "
+                          "counting corpus in the eval sets' language and domain")
+    return counted
 
 
 def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
@@ -164,4 +189,4 @@ def _prepare_local(data: DataConfig, evaluation: EvalConfig, key: str, final: Pa
     os.replace(tmp, final)
 
 
-__all__ = ["PreparedData", "prepare_data", "open_array", "EVAL_SPLITS"]
+__all__ = ["PreparedData", "prepare_data", "open_array", "eval_sets", "EVAL_SPLITS"]

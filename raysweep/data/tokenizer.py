@@ -37,12 +37,13 @@ def load_tokenizer_file(path: str) -> Tokenizer:
                           f"`tokenizers` can parse ({first_line(exc)})") from None
 
 
-def load_hf_tokenizer(name: str) -> tuple[Tokenizer, Optional[int]]:
-    """AutoTokenizer's fast tokenizer of a hub id or local dir (no code from the hub runs), and its eos id."""
+def load_hf_tokenizer(name: str, revision: Optional[str] = None) -> tuple[Tokenizer, Optional[int]]:
+    """AutoTokenizer's fast tokenizer of a hub id (at `revision`) or local dir (no code from the hub runs),
+    and its eos id."""
     from transformers import AutoTokenizer
 
     try:
-        loaded = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        loaded = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise CorpusError(f"data.tokenizer.name: no tokenizer could be loaded from {name!r} ({first_line(exc)}); "
                           "name a local dir with tokenizer files, or a hub id (with internet)") from None
@@ -60,14 +61,16 @@ def tokenizer_fingerprint(cfg: TokenizerConfig) -> object:
         return corpus_fingerprint(cfg.path, "data.tokenizer.path")
     if cfg.kind == "hf":
         local = Path(cfg.name) / "tokenizer.json"
-        return corpus_fingerprint(str(local), "data.tokenizer.name") if Path(cfg.name).is_dir() else f"hub:{cfg.name}"
+        if Path(cfg.name).is_dir():
+            return corpus_fingerprint(str(local), "data.tokenizer.name")
+        return f"hub:{cfg.name}" + (f"@{cfg.revision}" if cfg.revision else "")
     return [cfg.vocab_size, cfg.min_frequency]
 
 
 def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> tuple[Tokenizer, Optional[int]]:
     """The tokenizer and the document separator packing puts between documents (None: none)."""
     if cfg.kind == "hf":
-        return load_hf_tokenizer(cfg.name)  # the model's own eos, whatever its name (e.g. <|end_of_text|>)
+        return load_hf_tokenizer(cfg.name, cfg.revision)  # the model's own eos, whatever its name (e.g. <|end_of_text|>)
     tokenizer = load_tokenizer_file(cfg.path) if cfg.kind == "file" else train_bpe(train_docs, cfg.vocab_size,
                                                                                      cfg.min_frequency)
     return tokenizer, eos_id(tokenizer)

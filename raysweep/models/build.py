@@ -54,10 +54,10 @@ def build_config(scale: str, vocab_size: int, model: Optional[ModelConfig] = Non
     return AutoConfig.for_model(model_type, **fields)
 
 
-def hf_config_fields(hf: str, field: str) -> dict:
-    """The fields of a Hugging Face config.json (local dir or hub id), read as data: no code runs."""
+def hf_config_fields(hf: str, field: str, revision: Optional[str] = None) -> dict:
+    """The fields of a Hugging Face config.json (local dir, or hub id at `revision`), read as data: no code runs."""
     try:
-        fields, _ = PretrainedConfig.get_config_dict(hf)
+        fields, _ = PretrainedConfig.get_config_dict(hf, revision=revision)
     except (OSError, ValueError) as exc:
         raise SpecError([f"{field}: no config.json could be read from {hf!r} ({first_line(exc)}); name a local "
                          "dir holding one, or a hub id (with internet)"]) from None
@@ -67,6 +67,12 @@ def hf_config_fields(hf: str, field: str) -> dict:
                          f"{transformers.__version__}, and raysweep runs no code from a config; use an "
                          "architecture transformers ships"])
     return {k: v for k, v in fields.items() if k not in ("architectures", "auto_map", "transformers_version")}
+
+
+def stored_config(layout: SweepLayout, name: str) -> PretrainedConfig:
+    """The config a sweep stored for a model it scores from checkpoints (raysweep.run.preflight)."""
+    fields = json.loads(layout.model_config_file(name).read_text())
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
 def _canonical(model_type: str, fields: dict, field: str) -> dict:

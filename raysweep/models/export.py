@@ -31,7 +31,11 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
 
     spec = load_sweep_spec(sweep_dir)
     layout = spec.layout
-    points = {p.trial_id: p for p in trial_source(spec).points()}
+    source = trial_source(spec)
+    if not source.trains:
+        raise SweepDirError(f"SWEEP: {layout.root} scored models trained elsewhere (search: checkpoints); "
+                            "nothing to export: load them from where checkpoints.models names them")
+    points = {p.trial_id: p for p in source.points()}
     if trial_id not in points:  # also keeps a crafted id from naming paths outside the sweep
         raise SweepDirError(f"TRIAL: {trial_id!r} is not a trial of {layout.root}; its trials: "
                             f"{', '.join(sorted(points))}")
@@ -49,7 +53,7 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SweepDirError(f"OUT_DIR: {out} exists and is not an empty dir; name a new one")
 
-    data = load_prepared(spec)[trial.vocab_size]
+    data = load_prepared(spec)[trial.data_slot]
     model = build_model(build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id,
                                      layout), trial.seed)
     try:

@@ -24,6 +24,10 @@ def _last_written_step(layout: SweepLayout, trial_id: str) -> int | None:
     return max((int(partition_keys(c)["upto"]) for c in chunks), default=None)
 
 
+def _reported_step(result: dict | None) -> int | None:
+    return (result or {}).get("step")  # may be 0: a checkpoint scored at its initialization
+
+
 def _final_statuses(layout: SweepLayout) -> dict[str, str]:
     """The trials table's statuses, when the sweep command wrote it after Tune's last state."""
     states = layout.tune_states()
@@ -52,7 +56,8 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
         error = trial.get_error() if trial.status == trial.ERROR else None
         rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, trial.status),
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
-                     "last_step": (trial.last_result or {}).get("step") or _last_written_step(layout, point.trial_id),
+                     "last_step": _reported_step(trial.last_result) if _reported_step(trial.last_result) is not None
+                     else _last_written_step(layout, point.trial_id),
                      "trial_retries": int(trial.num_failures or 0),
                      "worker_restarts": _worker_restarts(layout, point.trial_id),
                      "error": error_summary(error)[:120] if error else ""})

@@ -41,19 +41,15 @@ class VerifyReport:
         return out + [f"{self.n_checked} files checked{skipped}: {verdict}"]
 
 
-def report_steps(spec: SweepSpec) -> list[int]:
-    """Steps at which a trial reports (and writes a train-metrics chunk): evals and checkpoints after
-    the first update (step 0's eval has no training metrics to report)."""
-    return sorted((set(spec.eval_steps()) | set(spec.checkpoint_steps())) - {0})
-
-
-def expected_shards(spec: SweepSpec, data: PreparedData, trial_id: str) -> list[StoragePath]:
+def expected_shards(spec: SweepSpec, data: PreparedData, point) -> list[StoragePath]:
+    source, trial_id = trial_source(spec), point.table_id
     splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
     workers, layout = spec.resources.workers_per_trial, spec.layout
+    eval_steps = source.eval_steps(point)
     paths = [layout.token_shard(split, trial_id, step, rank)
-             for step in spec.eval_steps() for split in splits for rank in range(workers)]
-    paths += [layout.embedding_shard(trial_id, step) for step in spec.eval_steps()]
-    paths += [layout.train_metrics_shard(trial_id, step) for step in report_steps(spec)]
+             for step in eval_steps for split in splits for rank in range(workers)]
+    paths += [layout.embedding_shard(trial_id, step) for step in eval_steps]
+    paths += [layout.train_metrics_shard(trial_id, step) for step in source.report_steps(point)]
     return paths
 
 
@@ -70,19 +66,27 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
 
 
 def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
-    """`datas`: the sweep's PreparedData per point of the vocab axis (raysweep.run.preflight.load_prepared)."""
+    """`datas`: the sweep's PreparedData per data slot (raysweep.run.preflight.load_prepared)."""
     report = VerifyReport()
     layout = spec.layout
+    source = trial_source(spec)
     expected: set[str] = set()
-    for trial in trial_source(spec).points():
-        if not layout.done_file(trial.trial_id).exists():
+    # A catalog trial is finished when all its points are (a model scored elsewhere: all its revisions).
+    done: dict[str, bool] = {}
+    for trial in source.points():
+        finished = layout.done_file(trial.trial_id).exists()
+        done[trial.table_id] = done.get(trial.table_id, True) and finished
+        if not finished:
             report.n_unfinished += 1  # unfinished trials are `raysweep status`'s business, not corruption
             continue
-        shards = expected_shards(spec, datas[trial.vocab_size], trial.trial_id)
+        shards = expected_shards(spec, datas[trial.data_slot], trial)
         expected |= {str(p) for p in shards}
         for path in shards:
             _check_shard(path, report)
-        final = layout.checkpoint_dir(trial.trial_id, spec.train.steps)
+        final_step = source.final_checkpoint_step(trial)
+        if final_step is None:
+            continue
+        final = layout.checkpoint_dir(trial.trial_id, final_step)
         report.n_checked += 1
         if not checkpoint_complete_marker(final).exists():
             report.missing.append(f"{checkpoint_complete_marker(final)} (final checkpoint)")
@@ -90,10 +94,9 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
             if str(checkpoint) != str(final) and not checkpoint_complete_marker(checkpoint).exists():
                 report.partial.append(f"{checkpoint} (checkpoint without {checkpoint_complete_marker(checkpoint).name})")
     shards_dir = layout.shards_root()
-    done: dict[str, bool] = {}  # trial -> finished (one request per trial on an object store)
     for path in sorted(shards_dir.rglob("*.parquet")):
         trial = partition_keys(path).get("trial", "")
-        if trial not in done:
+        if trial not in done:  # not a point of this spec (an earlier grid's): finished if it says so
             done[trial] = layout.done_file(trial).exists()
         if done[trial] and str(path) not in expected:
             report.unexpected.append(str(path))

@@ -18,6 +18,9 @@ def report_table(sweep_dir) -> pd.DataFrame:
         return long
     keys = ["split", "scale", "vocab_size", "regularizer", "lr", "weight_decay", "n_seeds", "average_loss",
             "balanced_loss"]
+    # A model scored from checkpoints has no regularizer, lr or weight decay: a NULL key is its own group.
+    unknown = ["regularizer", "lr", "weight_decay"]
+    long[unknown] = long[unknown].astype(object).where(long[unknown].notna(), "-")
     wide = long.pivot_table(index=keys, columns="bin", values="bin_loss").reset_index()
     wide.columns = [c if isinstance(c, str) else ("unseen" if c == -1 else f"bin{int(c)}")
                     for c in wide.columns]

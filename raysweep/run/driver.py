@@ -25,9 +25,9 @@ from raysweep.trials.point import TrialPoint
 from raysweep.trials.source import trial_source
 
 
-def data_slot(vocab_size: int | None) -> str:
-    """The key of a vocab-axis point's data dir in `data_dirs` (Tune's config keys are strings)."""
-    return "" if vocab_size is None else str(vocab_size)
+def data_slot(slot) -> str:
+    """The key of a point's data dir (its `data_slot`) in `data_dirs` (Tune's config keys are strings)."""
+    return "" if slot is None else str(slot)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -39,11 +39,18 @@ def train_loop_per_worker(config: dict) -> None:
     run_worker(config)
 
 
+def score_loop_per_worker(config: dict) -> None:
+    """[1] One worker scoring a checkpoint made elsewhere (raysweep.train.score), imported where it runs."""
+    from raysweep.train.score import score_loop_per_worker as run_worker
+
+    run_worker(config)
+
+
 def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     """Run (or resume) one trial's TorchTrainer to completion.
 
-    `config` holds only the trial's point; the spec and the data dirs (one per point of the vocab
-    axis, keyed by `data_slot`) come from `tune.with_parameters`.
+    `config` holds only the trial's point; the spec and the data dirs (one per data slot of the trial
+    source, keyed by `data_slot`) come from `tune.with_parameters`.
     """
     spec = SweepSpec.model_validate(spec_dict)
     source = trial_source(spec)
@@ -53,9 +60,10 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     if done.exists():  # finished in an earlier run of this sweep dir: nothing to redo
         tune.report(json.loads(done.read_text()))
         return
-    data_dir = data_dirs[data_slot(trial.vocab_size)]
+    data_dir = data_dirs[data_slot(trial.data_slot)]
     source.record(trial, layout.point_file(trial.trial_id))
-    result = _trainer(spec, trial, data_dir, source.train_callbacks()).fit()
+    loop = train_loop_per_worker if source.trains else score_loop_per_worker
+    result = _trainer(spec, trial, data_dir, source.train_callbacks(), loop).fit()
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
     report = source.final_report(trial, lambda t: _objectives(spec, t, data_dir), final)
     atomic_write_text(done, json.dumps(report if report is not None else final))
@@ -63,11 +71,11 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
         tune.report(report)
 
 
-def _trainer(spec: SweepSpec, trial: TrialPoint, data_dir: str, callbacks: list) -> TorchTrainer:
+def _trainer(spec: SweepSpec, trial: TrialPoint, data_dir: str, callbacks: list, loop) -> TorchTrainer:
     use_gpu = spec.resources.use_gpu
     resources = {"CPU": spec.resources.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "trial": trial.model_dump(),
                            "data_dir": data_dir, "driver_started_at": time.time()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

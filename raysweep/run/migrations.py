@@ -23,7 +23,7 @@ from raysweep.trials.point import TrialPoint
 
 # trials columns added after the first release, with the value they had before (plain AdamW)
 _LATER_TRIALS_COLUMNS = {"decay_policy": "all_matrices", "freq_decay_alpha": 0.0, "label_smoothing": 0.0,
-                         "dropout": 0.0, "vocab_size": None}
+                         "dropout": 0.0, "vocab_size": None, "model_source": None, "counting_corpus": None}
 
 
 def check_ids_unchanged(layout: SweepLayout, old_raw: dict) -> None:
@@ -57,7 +57,10 @@ def check_trained_by_this_version(layout: SweepLayout) -> None:
 
 def current_regularizer(row: dict) -> dict:
     """A trials row of an earlier grid with the regularizer columns as this version writes them
-    (rows from before the axes lack them), so excess_loss still pairs it with its baseline."""
+    (rows from before the axes lack them), so excess_loss still pairs it with its baseline. A model
+    scored from checkpoints (no weight decay known) has no regularizer."""
+    if row.get("weight_decay") is None:
+        return row
     point = TrialPoint.model_validate({k: row[k] for k in TrialPoint.model_fields
                                        if row.get(k) is not None and k != "lr"})
     return row | {axis: getattr(point, axis) for axis in REGULARIZER_AXES} | {"regularizer": point.regularizer}

@@ -17,10 +17,9 @@ from raysweep.spec.data_checks import check_spec_against_data
 from raysweep.errors import first_line
 from raysweep.spec.errors import SpecError, SweepDirError
 from raysweep.spec.load import parse_spec
-from raysweep.spec.schema import SweepSpec
+from raysweep.spec.schema import SweepSpec, is_local_path
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import atomic_write_text, ensure_dir, first_missing_dir, is_remote, remove_empty_dirs
-from raysweep.trials.point import data_config, vocab_axis
 from raysweep.trials.source import trial_source
 
 
@@ -35,10 +34,12 @@ def preflight(spec: SweepSpec) -> tuple[bool, dict]:
         if not os.environ.get("RAY_ADDRESS"):
             check_capacity(spec, local_resources())
         check_model_configs(spec)
+        checkpoint_configs = check_checkpoints(spec)
         check_data_unchanged(spec)
         datas = prepare(spec)
         check_spec_against_data(spec, datas)
-        store_model_configs(spec)
+        check_checkpoint_vocabularies(checkpoint_configs, datas)
+        store_model_configs(spec, checkpoint_configs)
     except BaseException:
         if created is not None:  # bad input leaves storage as it was: no empty sweep dir either
             remove_empty_dirs(created)
@@ -87,12 +88,68 @@ def check_model_configs(spec: SweepSpec) -> None:
             raise SpecError([f"{field}.hf: {str(exc).removeprefix('model: ')}"]) from None
 
 
-def store_model_configs(spec: SweepSpec) -> None:
-    """Keep each used `model.configs` config in the sweep, once: workers on other nodes and later resumes
-    build from this copy, whatever happens to the source dir or hub repo."""
+def check_checkpoints(spec: SweepSpec) -> dict[str, dict]:
+    """Each checkpoint of `checkpoints.models` is there and transformers reads its config as a causal LM
+    whose context fits data.seq_len. Returns each model's config fields (its first revision's)."""
+    if spec.search != "checkpoints":
+        return {}
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+    from raysweep.models.build import hf_config_fields
+    from raysweep.trials.checkpoints import checkpoint_dir
+
+    configs = {}
+    for name, entry in spec.checkpoints.models.items():
+        for i, revision in enumerate(entry.revisions):
+            field = f"checkpoints.models.{name}.revisions[{i}]"
+            source, hub_revision = checkpoint_dir(entry, revision)
+            if is_local_path(entry.hf) and not os.path.isdir(source):
+                raise SpecError([f"{field}: {revision!r} is not there (no dir {source}); name subdirs of "
+                                 f"{entry.hf} that hold save_pretrained checkpoints"])
+            try:  # read before hf_config_fields so that a missing revision is named as one
+                PretrainedConfig.get_config_dict(source, revision=hub_revision)
+            except (OSError, ValueError) as exc:
+                raise SpecError([f"{field}: {revision!r} of {entry.hf!r} cannot be read ({first_line(exc)}); "
+                                 "name a branch, tag or commit the model has (a hub id needs internet or "
+                                 "the hub cache), or a subdir with a config.json"]) from None
+            configs.setdefault(name, hf_config_fields(source, field, hub_revision))
+        fields = dict(configs[name])
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        context = getattr(config, "max_position_embeddings", None)
+        if context is not None and spec.data.seq_len > context:
+            raise SpecError([f"data.seq_len: {spec.data.seq_len} exceeds the context of checkpoints.models.{name} "
+                             f"({context}); use --set data.seq_len={context}"])
+        try:
+            with torch.device("meta"):
+                AutoModelForCausalLM.from_config(config)
+        except ValueError:
+            raise SpecError([f"checkpoints.models.{name}.hf: transformers has no causal LM for architecture "
+                             f"{config.model_type!r}; score decoder-only models"]) from None
+    return configs
+
+
+def check_checkpoint_vocabularies(configs: dict[str, dict], datas: dict) -> None:
+    """Every id of a model's tokenizer has a row in its embeddings (more rows is fine: padding)."""
+    for name, fields in configs.items():
+        rows, ids = fields.get("vocab_size"), datas[name].vocab_size
+        if rows is not None and ids > rows:
+            raise SpecError([f"checkpoints.models.{name}: its tokenizer has {ids} token ids but the model's "
+                             f"embeddings have {rows} rows; the first revision's tokenizer must be the one "
+                             "the model was trained with"])
+
+
+def store_model_configs(spec: SweepSpec, checkpoint_configs: dict[str, dict]) -> None:
+    """Keep each used `model.configs` config (and each scored model's) in the sweep, once: workers on other
+    nodes and later resumes build from this copy, whatever happens to the source dir or hub repo."""
     from raysweep.models.build import hf_config_fields
 
-    for scale in spec.grid.scale:
+    for name, fields in checkpoint_configs.items():
+        stored = spec.layout.model_config_file(name)
+        if not stored.exists():
+            ensure_dir(stored.parent)
+            atomic_write_text(stored, json.dumps(fields, indent=1))
+    for scale in spec.grid.scale if trial_source(spec).trains else []:
         stored = spec.layout.model_config_file(scale)
         if scale in spec.model.configs and not stored.exists():
             ensure_dir(stored.parent)
@@ -209,7 +266,7 @@ def check_data_unchanged(spec: SweepSpec) -> None:
     if not layout.spec_file.exists():
         return  # never started: a data dir left by a failed first attempt binds nothing
     built = sorted(layout.built_data_markers(), key=lambda m: m.stat().st_mtime)
-    keys = {data_key(data_config(spec, v), spec.eval) for v in vocab_axis(spec)}
+    keys = {data_key(data, spec.eval) for data in trial_source(spec).data_configs().values()}
     if not built or any(meta.parent.name in keys for meta in built):
         return
     key = data_key(spec.data, spec.eval)
@@ -230,11 +287,14 @@ def check_data_unchanged(spec: SweepSpec) -> None:
 
 
 def prepare(spec: SweepSpec) -> dict:
-    """The data dir of every point of the vocab axis ({None: data} without one), built or reused."""
+    """Every data dir the trials read, by data slot ({None: data} for a grid without a vocab axis), built
+    or reused."""
     layout = spec.layout
+    source = trial_source(spec)
+    min_sequences = spec.train.batch_size if source.trains else 1
     try:
-        return {v: prepare_data(data_config(spec, v), spec.eval, layout, min_sequences=spec.train.batch_size)
-                for v in vocab_axis(spec)}
+        return {slot: prepare_data(data, spec.eval, layout, min_sequences=min_sequences)
+                for slot, data in source.data_configs().items()}
     except OSError as exc:  # disk full, quota, file-size limit: nothing half-built is kept
         where = exc.filename or layout.data_root
         if is_remote(layout.root):  # s3fs / gcsfs raise OSErrors for refused or failed requests
@@ -246,6 +306,6 @@ def prepare(spec: SweepSpec) -> dict:
 
 
 def load_prepared(spec: SweepSpec) -> dict:
-    """The data dirs a sweep was run on ({vocab axis point: PreparedData}), without building any."""
-    return {v: PreparedData.load(spec.layout.data_dir(data_key(data_config(spec, v), spec.eval)))
-            for v in vocab_axis(spec)}
+    """The data dirs a sweep was run on ({data slot: PreparedData}), without building any."""
+    return {slot: PreparedData.load(spec.layout.data_dir(data_key(data, spec.eval)))
+            for slot, data in trial_source(spec).data_configs().items()}

@@ -11,6 +11,7 @@ from raysweep.run.migrations import current_regularizer
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.storage import read_parquet_table, write_parquet
 from raysweep.trials.point import TrialPoint
+from raysweep.trials.source import trial_source
 
 TRIALS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("weight_decay", pa.float64()), ("scale", pa.string()),
@@ -19,6 +20,8 @@ TRIALS_SCHEMA = pa.schema([
     ("n_params", pa.int64()), ("flops_per_token", pa.int64()), ("lr", pa.float64()),
     ("steps", pa.int64()), ("data_key", pa.string()), ("vocab_size", pa.int64()),
     ("status", pa.string()), ("error", pa.string()),
+    # where the model came from (a hub id or dir; None: a preset) and what token_freq counted
+    ("model_source", pa.string()), ("counting_corpus", pa.string()),
 ])
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -46,7 +49,36 @@ def trial_row(spec: SweepSpec, trial: TrialPoint, data: PreparedData, status: st
         "lr": trial.peak_lr(spec.train), "steps": spec.train.steps, "data_key": data.data_key,
         "vocab_size": data.vocab_size,
         "status": status, "error": error,
+        "model_source": spec.model.configs[trial.scale].hf if trial.scale in spec.model.configs else None,
+        "counting_corpus": spec.data.counting_corpus or spec.data.corpus,
     }
+
+
+def checkpoint_rows(spec: SweepSpec, datas: dict, ran: list[tuple]) -> list[dict]:
+    """One row per model scored from checkpoints (its revisions are its steps): TERMINATED once every
+    revision is, ERROR if one failed, INTERRUPTED if some ran, else PENDING. What trained it (weight decay,
+    seed, lr) is not known here and stays NULL."""
+    from raysweep.models.build import count_params, flops_per_token, stored_config
+
+    by_model: dict[str, list] = {}
+    for point, status, error in ran:
+        by_model.setdefault(point.model, []).append((point, status, error))
+    rows = []
+    for model, points in by_model.items():
+        statuses = [status for _, status, _ in points]
+        errors = [error for _, _, error in points if error]
+        status = ("TERMINATED" if set(statuses) == {"TERMINATED"} else "ERROR" if errors
+                  else "INTERRUPTED" if {"TERMINATED", "INTERRUPTED"} & set(statuses) else "PENDING")
+        data = datas[model]
+        config = stored_config(spec.layout, model)
+        rows.append({name: None for name in TRIALS_SCHEMA.names} | {
+            "trial_id": model, "scale": model, "n_params": count_params(config),
+            "flops_per_token": flops_per_token(config, spec.data.seq_len),
+            "steps": max(spec.checkpoints.models[model].step_of(r) for r in spec.checkpoints.models[model].revisions),
+            "data_key": data.data_key, "vocab_size": data.vocab_size, "status": status,
+            "error": errors[0] if errors else None, "model_source": spec.checkpoints.models[model].hf,
+            "counting_corpus": spec.data.counting_corpus or spec.data.corpus})
+    return rows
 
 
 def trial_status(done: bool, error: str | None, started: bool) -> str:
@@ -58,7 +90,8 @@ def trial_status(done: bool, error: str | None, started: bool) -> str:
 def write_trials_table(spec: SweepSpec, datas: dict, ran: list[tuple[TrialPoint, str, str | None]]) -> list[dict]:
     """trials.parquet from the trials of this run (`ran`: point, status, error), merged with the rows of
     earlier runs of the sweep (an earlier grid) that this one did not touch. Returns this run's rows."""
-    rows = [trial_row(spec, point, datas[point.vocab_size], status, error) for point, status, error in ran]
+    rows = ([trial_row(spec, point, datas[point.data_slot], status, error) for point, status, error in ran]
+            if trial_source(spec).trains else checkpoint_rows(spec, datas, ran))
     path = spec.layout.trials_file
     this_run = {row["trial_id"] for row in rows}
     earlier = []

@@ -59,7 +59,7 @@ def max_concurrent_trials(spec: SweepSpec) -> int:
 
 def _trainable(spec: SweepSpec, datas: dict):
     trainable = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
-                                     data_dirs={data_slot(v): str(d.data_dir) for v, d in datas.items()})
+                                     data_dirs={data_slot(slot): str(d.data_dir) for slot, d in datas.items()})
     return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: 1})
 
 

@@ -26,7 +26,7 @@ def check_row_decay(spec: SweepSpec, datas: dict) -> None:
              "grid.freq_decay_alpha" if spec.grid.freq_decay_alpha else "train.freq_decay_alpha")
     counts = {}  # one read per data dir
     for point in points:
-        data = datas[point.vocab_size]
+        data = datas[point.data_slot]
         if data.data_key not in counts:
             counts[data.data_key] = read_token_counts(data.data_dir, data.vocab_size)
         lr = point.peak_lr(spec.train)

@@ -63,6 +63,11 @@ def _local_dir_or_hub_id(name: Optional[str]) -> Optional[str]:
     return name
 
 
+def is_local_path(name: str) -> bool:
+    """A Hugging Face source the spec named by a path (made absolute on load), not a hub id."""
+    return name.startswith("/")
+
+
 def _absolute_local_path(path: Optional[str]) -> Optional[str]:
     """A local file as an absolute path, so the stored spec means the same from any directory
     (`raysweep resume` from elsewhere); bundled and hub corpora stay names."""
@@ -81,6 +86,8 @@ class TokenizerConfig(SpecSection):
     """tokenizer.json to load when kind is `file`."""
     name: Optional[str] = None
     """A hub id, or a local dir with a (fast) tokenizer as a path (`./dir`, `/dir`), when kind is `hf`."""
+    revision: Optional[str] = None
+    """A hub branch, tag or commit of `name` (kind `hf`); None: the default branch."""
 
     @field_validator("path")
     @classmethod
@@ -121,10 +128,16 @@ class DataConfig(SpecSection):
     """Options of an `hf:` corpus."""
     seq_len: int = Field(128, ge=4)
     """Tokens per packed sequence; the model predicts seq_len - 1 targets per sequence."""
+    counting_corpus: Optional[str] = None
+    """Where token_freq's counts (and so the frequency bins) come from: a corpus in `corpus`'s forms (an
+    `hf:` one with default options), tokenized whole. None: the training split of `corpus`. For scoring
+    checkpoints trained elsewhere, name (a sample of) their pretraining data."""
 
-    @field_validator("corpus")
+    @field_validator("corpus", "counting_corpus")
     @classmethod
-    def _absolute_corpus(cls, corpus: str) -> str:
+    def _absolute_corpus(cls, corpus: Optional[str]) -> Optional[str]:
+        if corpus is None:
+            return None
         if corpus.startswith("hf:"):  # hf:./dir is a local dataset dir, hf:org/name a hub dataset
             return "hf:" + _local_dir_or_hub_id(corpus[3:])
         return _absolute_local_path(corpus)
@@ -163,6 +176,73 @@ class ModelConfig(SpecSection):
                 raise PydanticCustomError("config_name", "{name}: a config's name goes into trial ids; use "
                                           "letters, digits, '.', '_', '-'", {"name": repr(name)})
         return configs
+
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a name that goes into trial ids and paths: no '/', never '..'
+
+
+class CheckpointModel(SpecSection):
+    """A model trained elsewhere, scored at some of its checkpoints (`search: checkpoints`)."""
+    hf: str = Field(min_length=1)
+    """A hub id (`EleutherAI/pythia-70m-deduped`) or a local dir (a path: `./dir`, `/dir`) whose subdirs are
+    the revisions, each a `save_pretrained` dir."""
+    revisions: list[Annotated[str, Field(pattern=f"^{_NAME}$")]] = Field(min_length=1)
+    """Hub branches or tags (Pythia's `step1000`), or the local dir's subdirs. The tokenizer is the first
+    revision's; every revision must share it."""
+    steps: dict[str, Annotated[int, Field(ge=0)]] = {}
+    """Training step of a revision whose name holds none (`main: 143000`); else the name's last number."""
+
+    @field_validator("hf")
+    @classmethod
+    def _local_dir_or_hub_id(cls, hf: str) -> str:
+        return _local_dir_or_hub_id(hf)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CheckpointModel":
+        problems = [f"steps.{name}: not in revisions {self.revisions!r}" for name in self.steps
+                    if name not in self.revisions]
+        if len(set(self.revisions)) != len(self.revisions):
+            problems.append(f"revisions: duplicate values in {self.revisions!r}")
+        steps = {}
+        for i, revision in enumerate(self.revisions):
+            step = self.step_of(revision)
+            if step is None:
+                problems.append(f"revisions[{i}]: {revision!r} names no step; give it in steps: "
+                                f"{{{revision}: N}}")
+            elif step in steps:
+                problems.append(f"revisions[{i}]: {revision!r} is step {step}, as {steps[step]!r} is; score "
+                                "each step once")
+            else:
+                steps[step] = revision
+        if problems:
+            raise SpecError(problems)
+        return self
+
+    def step_of(self, revision: str) -> Optional[int]:
+        """The revision's training step: given in `steps`, else the last number in its name (step1000,
+        checkpoint-50, global_step3000), else None."""
+        if revision in self.steps:
+            return self.steps[revision]
+        numbers = re.findall(r"\d+", revision)
+        return int(numbers[-1]) if numbers else None
+
+
+class CheckpointsConfig(SpecSection):
+    """`search: checkpoints`: score models trained elsewhere; each (model, revision) is one trial that
+    only evaluates, on the corpus's fixed eval sets tokenized with the model's own tokenizer."""
+    models: dict[str, CheckpointModel] = Field(min_length=1)
+    """Models by name (the name is their trial_id in every table): `{name: {hf, revisions, steps}}`."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights and forward pass dtype (losses are always computed in float32)."""
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, models: dict) -> dict:
+        for name in models:
+            if not re.fullmatch(_NAME, name):
+                raise PydanticCustomError("model_name", "{name}: a model's name is its trial_id; use letters, "
+                                          "digits, '.', '_', '-'", {"name": repr(name)})
+        return models
 
 
 class TrainConfig(SpecSection):
@@ -347,9 +427,11 @@ class SweepSpec(SpecSection):
     relative path resolves against the working dir when the spec is loaded, so Ray workers (whose
     working dir differs) write to the same place. Left out: $RAYSWEEP_STORAGE (what a cluster's
     nodes name as shared storage), else `runs`."""
-    search: Literal["grid", "optuna"] = "grid"
-    """`grid`: every point of `grid`; `optuna`: `optuna.num_samples` points chosen by Optuna."""
+    search: Literal["grid", "optuna", "checkpoints"] = "grid"
+    """`grid`: every point of `grid`; `optuna`: `optuna.num_samples` points chosen by Optuna; `checkpoints`:
+    no training, each checkpoint of `checkpoints.models` scored."""
     optuna: OptunaConfig = OptunaConfig()
+    checkpoints: Optional[CheckpointsConfig] = None
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -418,6 +500,7 @@ class SweepSpec(SpecSection):
                 problems.append(f"grid.vocab_size: data.tokenizer.vocab_size is set too ({tok.vocab_size}); "
                                 "keep one of them")
         problems += self._search_problems()
+        problems += self._checkpoint_problems()
         policies = self.grid.decay_policy or [self.train.decay_policy]
         alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
         if "freq_decay_alpha" in self.optuna.space:
@@ -431,7 +514,28 @@ class SweepSpec(SpecSection):
             raise SpecError(problems)
         return self
 
+    def _checkpoint_problems(self) -> list[str]:
+        if self.search != "checkpoints":
+            return ["checkpoints: is set but search is not 'checkpoints'; add `search: checkpoints` or drop "
+                    "the checkpoints section"] if self.checkpoints is not None else []
+        if self.checkpoints is None:
+            return ["checkpoints: required with search: checkpoints ({models: {name: {hf, revisions}}})"]
+        # What trains a model means nothing here; a spec that sets it expects something that will not happen.
+        problems = [f"{section}: not read with search: checkpoints (nothing trains); drop it"
+                    for section, default in (("grid", GridConfig()), ("optuna", OptunaConfig()),
+                                             ("model", ModelConfig()))
+                    if getattr(self, section) != default]
+        if self.data.tokenizer != TokenizerConfig():
+            problems.append("data.tokenizer: each checkpoint is scored with its model's own tokenizer; drop "
+                            "data.tokenizer")
+        if self.resources.workers_per_trial != 1:
+            problems.append("resources.workers_per_trial: a checkpoint is scored by one worker (one GPU or "
+                            "CPU); set it to 1")
+        return problems
+
     def _search_problems(self) -> list[str]:
+        if self.search == "checkpoints":
+            return []
         if self.search == "grid":
             if self.optuna != OptunaConfig():
                 return ["optuna: is set but search is 'grid'; add `search: optuna` or drop the optuna section"]

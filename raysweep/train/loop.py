@@ -16,7 +16,7 @@ import ray.train
 import torch
 
 from raysweep.data.frequency import read_token_counts
-from raysweep.data.prepare import EVAL_SPLITS, PreparedData, open_array
+from raysweep.data.prepare import PreparedData, eval_sets, open_array
 from raysweep.models.build import build_config, build_model, flops_per_token
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.layout import DATA_MARKER, SweepLayout
@@ -24,7 +24,7 @@ from raysweep.store.storage import atomic_write_text, ensure_dir, local_copy, lo
 from raysweep.train.checkpoint import latest_checkpoint, load_checkpoint, mark_complete
 from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook
 from raysweep.train.optim import build_lr_schedule, build_optimizer, decay_mask, summarize_mask
-from raysweep.train.parallel import parallelize
+from raysweep.train.parallel import parallelize, worker_device
 from raysweep.train.step import train_step
 from raysweep.train.throughput import peak_flops
 from raysweep.trials.point import TrialPoint
@@ -54,8 +54,7 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(spec.resources.cpus_per_worker)
-    device = (torch.device("cuda", torch.cuda.current_device()) if spec.resources.use_gpu
-              else torch.device("cpu"))
+    device = worker_device(spec.resources.use_gpu)
 
     # [2] Build: identical random init on every rank (same seed).
     model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id, spec.layout)
@@ -91,11 +90,9 @@ def train_loop_per_worker(config: dict) -> None:
                           json.dumps(summarize_mask(model, decay_mask(model, train_cfg.decay_policy)), indent=1))
 
     train_rows = open_array(arrays_dir, "train")
-    eval_sets = {s: np.asarray(open_array(arrays_dir, f"eval-{s}")) for s in EVAL_SPLITS
-                 if data.n_eval_sequences[s] > 0}
     steps, batch_size = spec.train.steps, spec.train.batch_size
     per_rank = batch_size // world
-    evaluation = EvalHook(layout, trial.trial_id, eval_sets, spec.eval_steps(), spec.eval.batch_size,
+    evaluation = EvalHook(layout, trial.trial_id, eval_sets(data, arrays_dir), spec.eval_steps(), spec.eval.batch_size,
                           rank, world, device)
     metrics = MetricsHook(layout, trial.trial_id, steps, batch_size * train_rows.shape[1],
                           flops_per_token(model_config, spec.data.seq_len), peak, rank, world, device)

@@ -12,6 +12,11 @@ from raysweep.models.build import decoder_blocks
 from raysweep.spec.schema import TrainConfig
 
 
+def worker_device(use_gpu: bool) -> torch.device:
+    """The device of this Ray Train worker: the GPU Ray assigned it, or the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+
+
 def parallelize(model: torch.nn.Module, device: torch.device, world_size: int, cfg: TrainConfig) -> dict:
     """The spec's activation checkpointing, then compile, then FSDP2 (`apply_fsdp`), in place.
 

@@ -44,6 +44,16 @@ class TrialPoint(SpecSection):
         return f"{self.scale}-wd{self.weight_decay!r}-s{self.seed}{vocab}{suffix}{lr}"
 
     @property
+    def table_id(self) -> str:
+        """The trial_id its shards and its trials row carry: its own."""
+        return self.trial_id
+
+    @property
+    def data_slot(self) -> Optional[int]:
+        """Its data dir among the sweep's (TrialSource.data_configs): its point of the vocab axis."""
+        return self.vocab_size
+
+    @property
     def regularizer(self) -> str:
         """Everything but lambda that regularizes the trial, e.g. `adamw` or
         `adamw no_embeddings label_smoothing=0.1`: trials pair with their lambda = 0 baseline on it."""

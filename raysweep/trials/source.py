@@ -1,4 +1,4 @@
-"""Where a sweep's trials come from: one interface over the grid and the Optuna search.
+"""Where a sweep's trials come from: one interface over the grid, the Optuna search and checkpoints made elsewhere.
 
 The run layer (Tuner, driver, trials table, verify) asks a source for Tune's param_space and search
 options, for the point a Tune config stands for, and for what a trial reports to Tune; it never asks
@@ -24,6 +24,8 @@ class TrialSource:
 
     # Spec field prefixes that may change between runs of one sweep dir (the rest must stay equal).
     extensible_prefixes: tuple[str, ...] = ()
+    # Its trials train (a model per trial, checkpointed); False: they score checkpoints made elsewhere.
+    trains = True
 
     def __init__(self, spec: SweepSpec):
         self.spec = spec
@@ -47,6 +49,25 @@ class TrialSource:
     def bounding_points(self) -> list[TrialPoint]:
         """Points at which every spec check that needs the data must hold: the grid, or a search box's corners."""
         raise NotImplementedError
+
+    def data_configs(self) -> dict:
+        """The data settings of each data dir the trials read, by the `data_slot` of their points."""
+        from raysweep.trials.point import data_config, vocab_axis
+
+        return {v: data_config(self.spec, v) for v in vocab_axis(self.spec)}
+
+    def eval_steps(self, point) -> list[int]:
+        """Steps at which the point's trial writes token shards."""
+        return self.spec.eval_steps()
+
+    def report_steps(self, point) -> list[int]:
+        """Steps at which it reports (and writes a train-metrics chunk): evals and checkpoints after the
+        first update (step 0's eval has no training metrics to report)."""
+        return sorted((set(self.spec.eval_steps()) | set(self.spec.checkpoint_steps())) - {0})
+
+    def final_checkpoint_step(self, point) -> int | None:
+        """The step of the checkpoint a finished trial leaves (None: it leaves none)."""
+        return self.spec.train.steps
 
     def train_callbacks(self) -> list:
         """Ray Train callbacks of each trial's TorchTrainer: Tune sees every eval's report."""
@@ -73,7 +94,8 @@ def read_point(point_file) -> TrialPoint:
 
 
 def trial_source(spec: SweepSpec) -> TrialSource:
+    from raysweep.trials.checkpoints import CheckpointSource
     from raysweep.trials.grid import GridSource
     from raysweep.trials.optuna import OptunaSource
 
-    return {"grid": GridSource, "optuna": OptunaSource}[spec.search](spec)
+    return {"grid": GridSource, "optuna": OptunaSource, "checkpoints": CheckpointSource}[spec.search](spec)
