@@ -126,9 +126,12 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
 
 def _counting_stream(data: DataConfig, tokenizer, eos, arrays: dict, out: Path) -> np.ndarray:
     """The counting corpus, whole, in the sweep's tokenizer. Its counts bin the eval sets' tokens, so it
-    must share some of their types; with none, every type would fall in the unseen bin."""
+    must share some of their types; with none, every type would fall in the unseen bin (the document
+    separator, in both by construction, does not count)."""
     counted = _encode(tokenizer, load_documents(data.counting_corpus, data.text_column), eos)
     seen = np.bincount(counted, minlength=1) > 0
+    if eos is not None and eos < len(seen):
+        seen[eos] = False
     eval_ids = np.unique(np.concatenate([np.fromfile(out / arrays[f"eval-{s}"]["file"],
                                                      dtype=arrays[f"eval-{s}"]["dtype"]) for s in EVAL_SPLITS]))
     if not seen[eval_ids[eval_ids < len(seen)]].any():

@@ -197,26 +197,24 @@ class CheckpointModel(SpecSection):
     def _local_dir_or_hub_id(cls, hf: str) -> str:
         return _local_dir_or_hub_id(hf)
 
-    @model_validator(mode="after")
-    def _check(self) -> "CheckpointModel":
-        problems = [f"steps.{name}: not in revisions {self.revisions!r}" for name in self.steps
+    def problems(self, where: str) -> list[str]:
+        """Why the revisions do not each name one step (`where`: this entry's field path)."""
+        problems = [f"{where}.steps.{name}: not in revisions {self.revisions!r}" for name in self.steps
                     if name not in self.revisions]
         if len(set(self.revisions)) != len(self.revisions):
-            problems.append(f"revisions: duplicate values in {self.revisions!r}")
+            problems.append(f"{where}.revisions: duplicate values in {self.revisions!r}")
         steps = {}
         for i, revision in enumerate(self.revisions):
             step = self.step_of(revision)
             if step is None:
-                problems.append(f"revisions[{i}]: {revision!r} names no step; give it in steps: "
-                                f"{{{revision}: N}}")
+                problems.append(f"{where}.revisions[{i}]: {revision!r} names no step; give it in "
+                                f"{where}.steps: {{{revision}: N}}")
             elif step in steps:
-                problems.append(f"revisions[{i}]: {revision!r} is step {step}, as {steps[step]!r} is; score "
-                                "each step once")
+                problems.append(f"{where}.revisions[{i}]: {revision!r} is step {step}, as {steps[step]!r} is; "
+                                "score each step once")
             else:
                 steps[step] = revision
-        if problems:
-            raise SpecError(problems)
-        return self
+        return problems
 
     def step_of(self, revision: str) -> Optional[int]:
         """The revision's training step: given in `steps`, else the last number in its name (step1000,
@@ -243,6 +241,13 @@ class CheckpointsConfig(SpecSection):
                 raise PydanticCustomError("model_name", "{name}: a model's name is its trial_id; use letters, "
                                           "digits, '.', '_', '-'", {"name": repr(name)})
         return models
+
+    @model_validator(mode="after")
+    def _check(self) -> "CheckpointsConfig":
+        problems = [p for name, entry in self.models.items() for p in entry.problems(f"checkpoints.models.{name}")]
+        if problems:
+            raise SpecError(problems)
+        return self
 
 
 class TrainConfig(SpecSection):

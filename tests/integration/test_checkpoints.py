@@ -20,6 +20,8 @@ from raysweep.data.tokenizer import EOS, train_bpe
 from raysweep.store.layout import tokenizer_file
 from tests.conftest import run_cli, write_spec
 
+pytestmark = pytest.mark.ray
+
 SEQ_LEN, REVISIONS = 32, {"step0": 0, "step50": 50, "step100": 100}
 
 

@@ -45,7 +45,7 @@ def _table() -> dict[str, str]:
 
 
 TABLE = _table()
-SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "cli-unknown-command", "cli-missing-argument"}
+SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "spec-checkpoints-hub-offline", "cli-unknown-command", "cli-missing-argument"}
 COMPLETE_LOOKING = ("catalog.duckdb", "complete.json", "_COMPLETE", "trials.parquet")
 
 
@@ -108,6 +108,27 @@ def _model_changed(tmp: Path) -> list[str]:
     return ["sweep", spec]
 
 
+def _checkpoints_spec(tmp: Path, revisions: list[str], embedding_rows: int | None = None, **data) -> str:
+    """A spec scoring `mine`: a random tiny GPT-NeoX saved with its own BPE tokenizer in mine/step0 (only)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from raysweep.data.tokenizer import EOS
+
+    directory = tmp / "mine" / "step0"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_bpe(load_documents("rotten-tomatoes", "text")[:300],
+                                                                   300, 2), eos_token=EOS)
+    tokenizer.save_pretrained(directory)
+    transformers.GPTNeoXConfig(vocab_size=embedding_rows or len(tokenizer), hidden_size=16, intermediate_size=32,
+                               num_hidden_layers=1, num_attention_heads=2).save_pretrained(directory)
+    return _checkpoint_models_spec(tmp, {"hf": str(tmp / "mine"), "revisions": revisions}, **data)
+
+
+def _checkpoint_models_spec(tmp: Path, model: dict, **data) -> str:
+    return str(write_spec(tmp / "spec.yaml", {
+        "name": "new", "storage": str(tmp / "runs"), "search": "checkpoints", "checkpoints": {"models": {"mine": model}},
+        "data": {"max_train_docs": 200, "seq_len": 32, **data}, "eval": {"n_train_sequences": 4, "n_heldout_sequences": 4}}))
+
+
 def _prepared_sweep(tmp: Path, **sections) -> str:
     """A sweep dir whose data was built and whose spec.yaml was written, as an earlier run leaves it."""
     path = _spec(tmp, **sections)
@@ -168,6 +189,16 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "spec-model-config-changed": lambda: _model_changed(tmp),
         "spec-model-config-missing": lambda: ["sweep", _spec(
             tmp, model={"configs": {"mine": {"hf": str(tmp / "no-such-dir")}}}, grid={"scale": ["mine"]})],
+        "spec-checkpoints-revision-missing": lambda: ["sweep", _checkpoints_spec(tmp, ["step0", "step9"])],
+        "spec-checkpoints-hub-offline": lambda: ["sweep", _checkpoint_models_spec(
+            tmp, {"hf": "EleutherAI/pythia-14m", "revisions": ["step1000"]})],
+        "spec-checkpoints-no-step": lambda: ["sweep", _checkpoint_models_spec(
+            tmp, {"hf": "EleutherAI/pythia-14m", "revisions": ["main"]})],
+        "spec-checkpoints-with-grid": lambda: (_checkpoint_models_spec(tmp, {"hf": "E/p", "revisions": ["step1"]}),
+                                               ["sweep", str(tmp / "spec.yaml"), "--set", "grid.seed=[1]"])[1],
+        "data-tokenizer-larger-than-embeddings": lambda: ["sweep", _checkpoints_spec(tmp, ["step0"], embedding_rows=100)],
+        "data-counting-corpus-disjoint": lambda: ["sweep", _checkpoints_spec(tmp, ["step0"], counting_corpus=(
+            tmp / "greek.txt", (tmp / "greek.txt").write_text("αβγδεζηθι\n" * 20))[0].as_posix())],
         "spec-batch-not-divisible": lambda: ["sweep", _spec(tmp, train={"batch_size": 5},
                                                             resources={"workers_per_trial": 2})],
         "spec-too-many-workers": lambda: ["sweep", _spec(tmp, resources={"workers_per_trial": 64},

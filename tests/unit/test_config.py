@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from raysweep.models.presets import PRESETS
 from raysweep.spec import SpecError, load_spec, parse_spec
 from raysweep.trials.grid import grid_points
+from raysweep.trials.source import trial_source
 from raysweep.trials.point import data_config, vocab_axis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,9 +93,43 @@ def test_demo_spec_is_valid_and_expands_to_a_grid():
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
 def test_every_example_spec_is_valid(example):
-    """Each shipped spec validates and expands to a grid with unique trial ids."""
-    points = grid_points(load_spec(REPO / "examples" / example))
+    """Each shipped spec validates and expands to trials with unique ids (a search's: its space's corners)."""
+    source = trial_source(load_spec(REPO / "examples" / example))
+    points = source.points() or source.bounding_points()
     assert points and len({p.trial_id for p in points}) == len(points)
+
+
+def test_readme_pythia_spec_validates_offline(monkeypatch):
+    """The README's "Score a model you did not train here" spec is examples/pythia.yaml, and validates with no
+    network: 3 models x 10 hub revisions, each revision's step read from its name, one data dir per model in
+    its own tokenizer at its first revision."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:] if "search: checkpoints" in b.split("```", 1)[0]]
+    assert len(blocks) == 1
+    assert yaml.safe_load(blocks[0]) == yaml.safe_load((REPO / "examples" / "pythia.yaml").read_text())
+    spec = parse_spec(yaml.safe_load(blocks[0]))
+    source = trial_source(spec)
+    points = source.points()
+    assert len(points) == 30 and {p.table_id for p in points} == {"pythia-70m", "pythia-160m", "pythia-410m"}
+    assert sorted({p.step for p in points}) == [0, 1, 8, 64, 512, 1000, 4000, 16000, 64000, 143000]
+    assert all(p.trial_id == f"{p.model}@step{p.step}" for p in points)
+    tokenizers = {slot: data.tokenizer for slot, data in source.data_configs().items()}
+    assert tokenizers["pythia-70m"].name == "EleutherAI/pythia-70m-deduped" and tokenizers["pythia-70m"].revision == "step0"
+
+
+def test_checkpoint_steps_come_from_names_or_are_given():
+    """The step is the revision name's last number, or `steps:`; a name without one, or two revisions at one
+    step, are refused naming the revision."""
+    base = {"name": "c", "search": "checkpoints"}
+    spec = parse_spec(base | {"checkpoints": {"models": {"m": {
+        "hf": "org/m", "revisions": ["global_step300", "checkpoint-20", "main"], "steps": {"main": 1000}}}}})
+    assert [p.step for p in trial_source(spec).points()] == [300, 20, 1000]
+    with pytest.raises(SpecError, match=r"checkpoints.models.m.revisions\[1\]: 'v2-step300' is step 300, as "
+                                        r"'step300' is"):
+        parse_spec(base | {"checkpoints": {"models": {"m": {"hf": "org/m", "revisions": ["step300", "v2-step300"]}}}})
+    with pytest.raises(SpecError, match=r"revisions\[0\]: .* does not match|revisions.0"):
+        parse_spec(base | {"checkpoints": {"models": {"m": {"hf": "/models/m", "revisions": ["../other"]}}}})
 
 
 def test_regularizer_axes_multiply_the_grid_and_name_their_trials():
