@@ -5,6 +5,7 @@ Single-device code only: FSDP2, Ray and storage are applied from outside.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Optional
 
@@ -100,10 +101,13 @@ def _canonical(model_type: str, fields: dict, field: str) -> dict:
 
 
 def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:
-    """A randomly initialised causal LM; the same (config, seed) gives the same weights."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    return model.float()
+    """A randomly initialised causal LM in one process: the same (config, seed) gives the same weights as
+    a sharded build on any number of ranks (raysweep.models.init)."""
+    from raysweep.models.init import materialize, meta_model
+
+    model = meta_model(config)
+    materialize(model, copy.deepcopy(model), seed, torch.device("cpu"))
+    return model
 
 
 def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -5,7 +5,8 @@
   sweep cannot continue under this version's ids (`check_ids_unchanged`).
 - Trials rows of before the axes lack their columns and spell the regularizer differently
   (`current_regularizer`, `upgrade_trials_table`); rows of before the vocab axis lack `vocab_size`.
-- Trials trained before the redesign (another lr schedule, 2 FSDP2 ranks) cannot be continued
+- Trials trained before the redesign (another lr schedule, 2 FSDP2 ranks), or before models were
+  initialized unit by unit from the meta device (another init for the same seed), cannot be continued
   (`check_trained_by_this_version`); their results still report.
 """
 
@@ -15,6 +16,7 @@ import json
 
 import pyarrow as pa
 
+from raysweep.models import INIT_SCHEME
 from raysweep.spec.errors import SweepDirError
 from raysweep.spec.schema import REGULARIZER_AXES
 from raysweep.store.layout import SweepLayout, token_freq_file
@@ -42,14 +44,15 @@ def check_ids_unchanged(layout: SweepLayout, old_raw: dict) -> None:
 def check_trained_by_this_version(layout: SweepLayout) -> None:
     """A sweep dir whose trials an earlier raysweep trained cannot continue here: before the redesign
     (issue 22) trials ran another lr schedule (lr/warmup at the first step, the floor at the last) on
-    2 FSDP2 ranks, so a resumed or added trial would not be comparable with them, and Tune's saved
-    state names modules that no longer exist. Its results still report, verify and query. A worker
-    group of this version records `workers` in attempts.jsonl."""
+    2 FSDP2 ranks, and before issue 23 a seed initialized its model otherwise (one global RNG stream, not
+    unit by unit: raysweep.models.init), so a resumed or added trial would not be comparable with them;
+    and Tune's saved state names modules that no longer exist. Their results still report, verify and
+    query. A worker group of this version records `init` in attempts.jsonl."""
     for attempts in sorted(layout.train_root.glob("*/attempts.jsonl")):
         first = attempts.read_text().splitlines()[:1]
-        if first and "workers" not in json.loads(first[0]):
-            raise SweepDirError(f"{layout.root}: its trials were trained by an earlier raysweep (another lr "
-                                "schedule and worker layout), so it cannot continue under this version; "
+        if first and json.loads(first[0]).get("init") != INIT_SCHEME:
+            raise SweepDirError(f"{layout.root}: its trials were trained by an earlier raysweep (another init, lr "
+                                "schedule or worker layout), so it cannot continue under this version; "
                                 "`raysweep report`, `verify` and `sql` still read it; run the spec under "
                                 "another `name` to train it anew")
         return

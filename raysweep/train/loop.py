@@ -6,6 +6,7 @@ metrics chunk and the report with its checkpoint are hooks (raysweep.train.hooks
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -17,7 +18,9 @@ import torch
 
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.prepare import PreparedData, eval_sets, open_array
-from raysweep.models.build import build_config, build_model, flops_per_token
+from raysweep.models import INIT_SCHEME
+from raysweep.models.build import build_config, flops_per_token
+from raysweep.models.init import materialize, meta_model
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.layout import DATA_MARKER, SweepLayout
 from raysweep.store.storage import atomic_write_text, ensure_dir, local_copy, location
@@ -56,12 +59,15 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(spec.resources.cpus_per_worker)
     device = worker_device(spec.resources.use_gpu)
 
-    # [2] Build: identical random init on every rank (same seed).
+    # [2] Build on the meta device: the architecture, no memory yet.
     model_config = build_config(trial.scale, data.vocab_size, spec.model, trial.dropout, data.eos_id, spec.layout)
-    model = build_model(model_config, trial.seed)
+    model = meta_model(model_config)
+    template = copy.deepcopy(model)  # the unsharded meta twin each unit is built from
 
-    # [3] Shard (FSDP2 when there is more than one worker, or a GPU).
+    # [3] Shard (FSDP2 when there is more than one worker, or a GPU), then materialize: each rank allocates
+    # and initializes its own shards, unit by unit; the values are the seed's, whatever the world size.
     applied = parallelize(model, device, world, train_cfg)
+    materialize(model, template, trial.seed, device)
 
     # [4] Optimizer and lr schedule.
     arrays_dir = local_copy(data.data_dir, data.data_key, DATA_MARKER)  # memmap needs a local file
@@ -85,7 +91,7 @@ def train_loop_per_worker(config: dict) -> None:
         _log_attempt(layout, trial.trial_id, start_step,
                      since_driver_start_s=time.time() - config["driver_started_at"],
                      train_fn_entered_s=entered_at - config["driver_started_at"],
-                     peak_flops=peak, peak_source=peak_source, workers=world, **applied)
+                     peak_flops=peak, peak_source=peak_source, workers=world, init=INIT_SCHEME, **applied)
         atomic_write_text(layout.decay_groups_file(trial.trial_id),
                           json.dumps(summarize_mask(model, decay_mask(model, train_cfg.decay_policy)), indent=1))
 

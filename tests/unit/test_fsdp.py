@@ -4,6 +4,7 @@ clip on the sharded gradients and AdamW, checked parameter by parameter (no Ray:
 the sharding). Four transformers architectures, their blocks found from `_no_split_modules`, shard the
 same way. A single CPU worker trains the plain module."""
 
+import copy
 import os
 
 import numpy as np
@@ -13,9 +14,12 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+import raysweep.models.init
 
 from raysweep.models.build import build_config, build_model, decoder_blocks
+from raysweep.models.init import materialize, meta_model
 from raysweep.spec.schema import TrialTrainConfig
 from raysweep.train.optim import build_optimizer
 from raysweep.train.parallel import parallelize
@@ -23,6 +27,7 @@ from raysweep.train.step import train_step
 from tests.conftest import free_port
 
 VOCAB = 67  # odd: the embedding rows do not split evenly over 2 ranks
+SMALL_ROW_BLOCK = 1024  # bytes: 8 rows of 32 floats a block, so the 34 / 33 row shards split a block
 SCALE = "tiny"  # 2 decoder blocks: 2 FSDP units besides the root
 CLIPS = (0.05, 1e3, 0.05)  # well under the gradient norm, then far over it: clipped, unclipped, clipped
 STEPS = len(CLIPS)
@@ -54,6 +59,15 @@ def _batches() -> torch.Tensor:
 
 def _model() -> torch.nn.Module:
     return build_model(build_config(SCALE, vocab_size=VOCAB), seed=0)
+
+
+def _sharded_model(config, cfg, world: int = 2) -> torch.nn.Module:
+    """What a trial's workers build: the model on the meta device, sharded, then materialized shard by shard."""
+    model = meta_model(config)
+    template = copy.deepcopy(model)
+    parallelize(model, CPU, world, cfg)
+    materialize(model, template, 0, CPU)
+    return model
 
 
 def _first_grad_norm(model, batch) -> float:
@@ -88,8 +102,10 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     batches = _batches()[:, rank * 2:(rank + 1) * 2]  # this rank's half of every global batch
     for name, cfg in SETUPS.items():
         torch._dynamo.reset()
-        model = _model()
+        model = meta_model(build_config(SCALE, vocab_size=VOCAB))
+        template = copy.deepcopy(model)
         applied = parallelize(model, CPU, 2, cfg)
+        materialize(model, template, 0, CPU)
         sharded = {"fsdp_units": sum(isinstance(m, FSDPModule) for m in model.modules()),
                    "all_dtensors": all(isinstance(p, DTensor) for p in model.parameters())}
         result = _train(model, cfg, batches)
@@ -98,14 +114,16 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
             torch.save({**result, **applied, **sharded, "params": params,
                         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"]},
                        os.path.join(out_dir, f"{name}.pt"))
+    raysweep.models.init.ROW_BLOCK_BYTES = SMALL_ROW_BLOCK  # the embeddings (and untied heads) in row blocks
     for name, config in ARCHITECTURES.items():
-        model = build_model(config, seed=0)
-        parallelize(model, CPU, 2, CFG)
+        model = _sharded_model(config, CFG)
         fsdp_units = sum(isinstance(m, FSDPModule) for m in model.modules())
+        init = {param_name: p.full_tensor() for param_name, p in model.named_parameters()}
         _steps(model, CFG, batches)
         params = {param_name: p.full_tensor() for param_name, p in model.named_parameters()}
         if rank == 0:
-            torch.save({"fsdp_units": fsdp_units, "params": params}, os.path.join(out_dir, f"arch-{name}.pt"))
+            torch.save({"fsdp_units": fsdp_units, "init": init, "params": params},
+                       os.path.join(out_dir, f"arch-{name}.pt"))
     dist.destroy_process_group()
 
 
@@ -190,7 +208,40 @@ def test_compile_on_cpu_without_a_cpp_compiler_names_the_option(monkeypatch):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_each_architecture_shards_its_blocks_and_trains_as_one_process(sharded_runs, architecture):
+def test_each_rank_initializes_its_shards_as_one_process_builds_the_model(sharded_runs, architecture, monkeypatch):
+    """Built on the meta device, sharded over 2 ranks, then materialized unit by unit (the embedding and an
+    untied head in row blocks, one block split between the ranks): exactly the parameters of a one-process
+    build with the same seed, and not those of another seed."""
+    monkeypatch.setattr(raysweep.models.init, "ROW_BLOCK_BYTES", SMALL_ROW_BLOCK)
+    config = ARCHITECTURES[architecture]
+    want = dict(build_model(config, seed=0).named_parameters())
+    got = sharded_runs[f"arch-{architecture}"]["init"]
+    assert got.keys() == want.keys()
+    for name, param in want.items():
+        assert torch.equal(got[name], param.detach()), name
+    other = dict(build_model(config, seed=1).named_parameters())
+    assert not any(torch.equal(other[name], p.detach()) for name, p in want.items() if p.std() > 0)
+
+
+def test_materialized_model_is_tied_and_initialized_as_transformers_does():
+    """A head tied to its embedding stays one tensor, and every parameter and buffer has the mean and spread
+    of transformers' own init of that architecture (norms at 1, biases at 0, rotary frequencies computed)."""
+    config = build_config(SCALE, vocab_size=VOCAB)
+    model = build_model(config, seed=0)
+    assert config.tie_word_embeddings == (model.lm_head.weight is model.model.embed_tokens.weight)
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(config).float()
+    ours, theirs = dict(model.named_buffers()) | model.state_dict(), dict(reference.named_buffers()) | reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        if value.numel() > 100:
+            assert ours[name].std().item() == pytest.approx(value.std().item(), rel=0.2), name
+        assert ours[name].mean().item() == pytest.approx(value.mean().item(), abs=0.01), name
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_architecture_shards_its_blocks_and_trains_as_one_process(sharded_runs, architecture, monkeypatch):
+    monkeypatch.setattr(raysweep.models.init, "ROW_BLOCK_BYTES", SMALL_ROW_BLOCK)
     config = ARCHITECTURES[architecture]
     model = build_model(config, seed=0)
     blocks = decoder_blocks(model)

@@ -4,6 +4,7 @@ are unchanged, and is refused (one line) when they would be."""
 import pytest
 import yaml
 
+from raysweep.models import INIT_SCHEME
 from raysweep.run.migrations import current_regularizer
 from raysweep.run.preflight import check_existing_sweep
 from raysweep.spec import SweepDirError, parse_spec, spec_to_yaml
@@ -115,4 +116,8 @@ def test_trials_an_earlier_raysweep_trained_are_not_continued(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 2 and "trained by an earlier raysweep" in resumed.stderr.strip().splitlines()[-1]
     attempts.write_text(json.dumps({"start_step": 0, "time": 1.0, "node_id": "n", "workers": 1}) + "\n")
+    with pytest.raises(SweepDirError, match="another init"):  # the redesign's, but initialized the old way
+        check_existing_sweep(spec)
+    attempts.write_text(json.dumps({"start_step": 0, "time": 1.0, "node_id": "n", "workers": 1,
+                                    "init": INIT_SCHEME}) + "\n")
     assert check_existing_sweep(spec) is True  # this version's trials: the same spec resumes
