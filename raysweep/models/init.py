@@ -22,7 +22,7 @@ from torch.distributed.tensor import DTensor, Shard
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 # A matrix outside the blocks larger than this is built in blocks of rows (qwen2-1.5b's embedding: 0.93 GB).
-ROW_BLOCK_BYTES = 64 * 2**20
+ROW_BLOCK_BYTES = 16 * 2**20
 
 
 def meta_model(config: PretrainedConfig) -> torch.nn.Module:
@@ -50,15 +50,18 @@ def materialize(model: torch.nn.Module, template: torch.nn.Module, seed: int, de
     init = template._init_weights  # the architecture's own init, any architecture
     blocks = {id(b) for b in decoder_blocks(template)}
     done: set[int] = set()  # parameters already written (a tied head is its embedding)
-    for name, module in template.named_modules():
+    # Blocks first, the rest (embeddings, head, final norm) after: a page of a shard is resident once written,
+    # so a block's full-size copy never coexists with the embedding's rows, the largest shard of all.
+    units = [(name, m) for name, m in template.named_modules() if id(m) in blocks]
+    units += [(name, m) for name, m in template.named_modules()
+              if id(m) not in blocks and not _inside(name, template, blocks) and _holds_state(m)]
+    for name, module in units:
         if id(module) in blocks:
             _materialize_unit(module, name, seed, init, targets, done)
-        elif not _inside(name, template, blocks) and _holds_state(module):
-            if isinstance(module, (torch.nn.Embedding, torch.nn.Linear)) and \
-                    module.weight.numel() * 4 > ROW_BLOCK_BYTES:
-                _materialize_rows(module, name, seed, init, targets, done)
-            else:
-                _materialize_unit(module, name, seed, init, targets, done, recurse=False)
+        elif isinstance(module, (torch.nn.Embedding, torch.nn.Linear)) and module.weight.numel() * 4 > ROW_BLOCK_BYTES:
+            _materialize_rows(module, name, seed, init, targets, done)
+        else:
+            _materialize_unit(module, name, seed, init, targets, done, recurse=False)
 
 
 def _tied_parameters(model: torch.nn.Module) -> list[list[tuple[torch.nn.Module, str]]]:
