@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 from raysweep.errors import first_line
 
@@ -83,22 +83,34 @@ def require_file(path: Path, field: str) -> Path:
     return path
 
 
-def _streamed_texts(loaded, text_column: str, where: str) -> list[str]:
-    """The text column of a streamed dataset, row by row (its schema may be unknown until the first row)."""
-    texts = []
+BATCH_DOCS = 4096  # documents per batch as they stream from the source to the tokenizer
+
+
+def _texts(values, text_column: str, where: str) -> list[str]:
+    for value in values:
+        if value is not None and not isinstance(value, str):
+            raise CorpusError(f"data.text_column: {text_column!r} of {where} holds {type(value).__name__} "
+                              "values, not text; name a column of strings")
+    return [t.strip() for t in values if t is not None and t.strip()]
+
+
+def _streamed_batches(loaded, text_column: str, where: str) -> Iterator[list[str]]:
+    """The text column of a streamed dataset in batches (its schema may be unknown until the first row)."""
+    batch = []
     for row in loaded:
         if text_column not in row:
             raise CorpusError(f"data.text_column: {text_column!r} is not a column of {where}; "
                               f"columns: {', '.join(row)}")
-        value = row[text_column]
-        if value is not None and not isinstance(value, str):
-            raise CorpusError(f"data.text_column: {text_column!r} of {where} holds {type(value).__name__} "
-                              "values, not text; name a column of strings")
-        texts.append(value)
-    return [t.strip() for t in texts if t is not None and t.strip()]
+        batch.append(row[text_column])
+        if len(batch) == BATCH_DOCS:
+            yield _texts(batch, text_column, where)
+            batch = []
+    yield _texts(batch, text_column, where)
 
 
-def _from_datasets(corpus: str, text_column: str, hub=None) -> list[str]:
+def _from_datasets(corpus: str, text_column: str, hub=None) -> Iterator[list[str]]:
+    """Batches of documents through `datasets`: an Arrow file it memory-maps (or a stream), never a list of
+    the whole corpus."""
     import datasets
 
     if corpus.startswith("hf:"):
@@ -112,7 +124,8 @@ def _from_datasets(corpus: str, text_column: str, hub=None) -> list[str]:
                               "'rotten-tomatoes'") from None
         where = corpus
         if isinstance(loaded, datasets.IterableDataset):
-            return _streamed_texts(loaded, text_column, where)
+            yield from _streamed_batches(loaded, text_column, where)
+            return
     else:
         path = Path(corpus).expanduser()
         builder = _LOCAL_BUILDERS.get(path.suffix.lower())
@@ -142,16 +155,31 @@ def _from_datasets(corpus: str, text_column: str, hub=None) -> list[str]:
     if kind not in ("string", "large_string"):  # a repr of numbers or lists is not a document
         raise CorpusError(f"data.text_column: {text_column!r} of {where} holds "
                           f"{kind or loaded.features[text_column]} values, not text; name a column of strings")
-    return [t.strip() for t in loaded[text_column] if t is not None and t.strip()]
+    for batch in loaded.select_columns([text_column]).iter(batch_size=BATCH_DOCS):
+        yield _texts(batch[text_column], text_column, where)
+
+
+def iter_documents(corpus: str, text_column: str, hub=None) -> Iterator[list[str]]:
+    """The non-empty documents of a corpus in source order, in batches of up to BATCH_DOCS; `hub` (data.hub)
+    for an `hf:` corpus. Errors in the source (a missing file or column) raise before the first batch; a
+    corpus with no document raises once read through."""
+    if corpus in BUNDLED:
+        docs = _rotten_tomatoes()
+        batches = (docs[i:i + BATCH_DOCS] for i in range(0, len(docs), BATCH_DOCS))
+    else:
+        batches = _from_datasets(corpus, text_column, hub)
+    seen = 0
+    for batch in batches:
+        seen += len(batch)
+        if batch:
+            yield batch
+    if not seen:
+        raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents (text column {text_column!r})")
 
 
 def load_documents(corpus: str, text_column: str, hub=None) -> list[str]:
-    """All non-empty documents of a corpus, in source order; `hub` (data.hub) for an `hf:` corpus."""
-    docs = _rotten_tomatoes() if corpus in BUNDLED else _from_datasets(corpus, text_column, hub)
-    if not docs:
-        raise CorpusError(f"data.corpus: {corpus!r} holds no non-empty documents "
-                          f"(text column {text_column!r})")
-    return docs
+    """All non-empty documents of a corpus, in source order, as one list (for small corpora)."""
+    return [doc for batch in iter_documents(corpus, text_column, hub) for doc in batch]
 
 
 def is_heldout(text: str, fraction: float, split_seed: int) -> bool:
@@ -160,14 +188,25 @@ def is_heldout(text: str, fraction: float, split_seed: int) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
+def split_batches(batches: Iterable[list[str]], heldout_fraction: float, split_seed: int,
+                  max_train_docs: int | None = None) -> Iterator[tuple[list[str], list[str]]]:
+    """Each batch of documents as (train, held out) by `is_heldout`; the train side stops after
+    `max_train_docs` (the held-out side goes on to the end)."""
+    n_train = 0
+    for batch in batches:
+        train, heldout = [], []
+        for doc in batch:
+            (heldout if is_heldout(doc, heldout_fraction, split_seed) else train).append(doc)
+        if max_train_docs is not None:
+            train = train[:max(0, max_train_docs - n_train)]
+        n_train += len(train)
+        yield train, heldout
+
+
 def split_documents(docs: list[str], heldout_fraction: float, split_seed: int,
                     max_train_docs: int | None = None) -> SplitCorpus:
-    train, heldout = [], []
-    for doc in docs:
-        (heldout if is_heldout(doc, heldout_fraction, split_seed) else train).append(doc)
-    if max_train_docs is not None:
-        train = train[:max_train_docs]
-    return SplitCorpus(train=train, heldout=heldout)
+    parts = list(split_batches([docs], heldout_fraction, split_seed, max_train_docs))
+    return SplitCorpus(train=[d for t, _ in parts for d in t], heldout=[d for _, h in parts for d in h])
 
 
 def corpus_fingerprint(corpus: str, field: str = "data.corpus") -> str:

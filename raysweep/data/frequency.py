@@ -10,9 +10,10 @@ from raysweep.store.layout import token_freq_file
 from raysweep.store.storage import StoragePath, read_parquet_table
 
 
-def token_frequencies(train_tokens: np.ndarray, tokenizer: Tokenizer, vocab_size: int) -> pa.Table:
-    """Columns: token_id, count, rank (1 = most frequent, ties by id), share, piece, n_chars."""
-    counts = np.bincount(train_tokens.reshape(-1).astype(np.int64), minlength=vocab_size)
+def token_frequencies(counts: np.ndarray, tokenizer: Tokenizer) -> pa.Table:
+    """token_freq from each id's count (raysweep.data.pack.count_tokens). Columns: token_id, count, rank
+    (1 = most frequent, ties by id), share, piece, n_chars."""
+    vocab_size = len(counts)
     order = np.lexsort((np.arange(vocab_size), -counts))  # count descending, then id ascending
     rank = np.empty(vocab_size, dtype=np.int64)
     rank[order] = np.arange(1, vocab_size + 1)

@@ -20,9 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raysweep.spec.schema import DataConfig, EvalConfig, HubDatasetConfig
-from raysweep.data.corpus import CorpusError, corpus_fingerprint, load_documents, resolved_revision, split_documents
+from raysweep.data.corpus import CorpusError, corpus_fingerprint, iter_documents, resolved_revision, split_batches
 from raysweep.data.frequency import token_frequencies
-from raysweep.data.pack import encode_stream, open_array, pack, write_array
+from raysweep.data.pack import (PackedArrayWriter, array_chunks, count_tokens, encode_batches, open_array, open_packed,
+                                write_array)
 from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
@@ -75,42 +76,56 @@ def data_key(data: DataConfig, evaluation: EvalConfig) -> str:
 
 
 def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_sequences: int) -> None:
-    docs = load_documents(data.corpus, data.text_column, data.hub)
-    split = split_documents(docs, data.heldout_fraction, data.split_seed, data.max_train_docs)
-    if not split.train:
-        raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
-    tokenizer, eos = build_tokenizer(data.tokenizer, split.train)
+    """Stream the corpus through the tokenizer into the packed arrays: documents and tokens pass in batches
+    (`BATCH_DOCS`), so memory holds one batch, the tokenizer and the eval sets, not the corpus."""
+    def split():  # a fresh pass over the corpus: (train, held-out) batches
+        return split_batches(iter_documents(data.corpus, data.text_column, data.hub), data.heldout_fraction,
+                             data.split_seed, data.max_train_docs)
+
+    tokenizer, eos = build_tokenizer(data.tokenizer, (train for train, _ in split()))
     # Ids, not entries: a tokenizer.json may leave gaps in its ids, and every id needs an embedding row.
     vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
-    train = pack(_encode(tokenizer, split.train, eos), data.seq_len)
+    n_docs = {"train": 0, "heldout": 0}
+    with PackedArrayWriter(array_file(out, "train"), data.seq_len, vocab_size) as train_out, \
+            PackedArrayWriter(array_file(out, "heldout"), data.seq_len, vocab_size) as heldout_out:
+        for train_docs, heldout_docs in split():
+            n_docs["train"] += len(train_docs)
+            n_docs["heldout"] += len(heldout_docs)
+            train_out.write(_encode(tokenizer, train_docs, eos))
+            heldout_out.write(_encode(tokenizer, heldout_docs, eos))
+    if not n_docs["train"]:
+        raise CorpusError(f"data.corpus: {data.corpus!r} left no training documents after the split")
+    train, heldout = open_packed(out, train_out.entry), open_packed(out, heldout_out.entry)
     if len(train) < min_sequences:
         raise CorpusError(
             f"data.corpus: {data.corpus!r} packs into {len(train)} training sequences of "
             f"{data.seq_len} tokens, fewer than one batch ({min_sequences}); use a larger corpus, "
             f"a smaller data.seq_len or a smaller train.batch_size")
-    heldout = pack(_encode(tokenizer, split.heldout, eos), data.seq_len)
     if evaluation.n_heldout_sequences and not len(heldout):
         raise CorpusError(
             f"data.heldout_fraction: {data.heldout_fraction} of {data.corpus!r} holds out "
-            f"{len(split.heldout)} documents, not one sequence of {data.seq_len} tokens for the held-out "
+            f"{n_docs['heldout']} documents, not one sequence of {data.seq_len} tokens for the held-out "
             f"eval; raise data.heldout_fraction, or set eval.n_heldout_sequences: 0")
     # The train-sample eval set is fixed by split_seed alone, so every trial scores the same rows.
     rng = np.random.default_rng(data.split_seed)
     n_sample = min(evaluation.n_train_sequences, len(train))
     sample = np.sort(rng.choice(len(train), size=n_sample, replace=False))
     arrays = {
-        "train": write_array(array_file(out, "train"), train, vocab_size),
-        "eval-train": write_array(array_file(out, "eval-train"), train[sample], vocab_size),
+        "train": train_out.entry,
+        "eval-train": write_array(array_file(out, "eval-train"), np.asarray(train[sample]), vocab_size),
         "eval-heldout": write_array(array_file(out, "eval-heldout"),
-                                    heldout[: evaluation.n_heldout_sequences], vocab_size),
+                                    np.asarray(heldout[: evaluation.n_heldout_sequences]), vocab_size),
     }
+    n_heldout_tokens = int(heldout.size)
+    del heldout
+    array_file(out, "heldout").unlink()  # only its first sequences are kept, as eval-heldout
     tokenizer.save(str(tokenizer_file(out)))
-    counted = train if data.counting_corpus is None else _counting_stream(data, tokenizer, eos, arrays, out)
-    pq.write_table(token_frequencies(counted, tokenizer, vocab_size), token_freq_file(out))
+    counts = (count_tokens(array_chunks(train), vocab_size) if data.counting_corpus is None
+              else _counting_corpus_counts(data, tokenizer, eos, vocab_size, arrays, out))
+    pq.write_table(token_frequencies(counts, tokenizer), token_freq_file(out))
     meta = {
         "data_key": key, "vocab_size": vocab_size, "eos_id": eos, "seq_len": data.seq_len,
-        "n_docs": {"train": len(split.train), "heldout": len(split.heldout)},
-        "n_tokens": {"train": int(train.size), "heldout": int(heldout.size)},
+        "n_docs": n_docs, "n_tokens": {"train": int(train.size), "heldout": n_heldout_tokens},
         "eval_train_indices": sample.tolist(), "arrays": arrays,
         "settings": data.model_dump(mode="json"),
         # what the content was: a resumed sweep checks its files against these
@@ -124,26 +139,28 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
     data_marker(out).write_text(json.dumps(meta, indent=1))  # written last: the marker
 
 
-def _counting_stream(data: DataConfig, tokenizer, eos, arrays: dict, out: Path) -> np.ndarray:
-    """The counting corpus, whole, in the sweep's tokenizer. Its counts bin the eval sets' tokens, so it
-    must share some of their types; with none, every type would fall in the unseen bin (the document
-    separator, in both by construction, does not count)."""
-    counted = _encode(tokenizer, load_documents(data.counting_corpus, data.text_column), eos)
-    seen = np.bincount(counted, minlength=1) > 0
-    if eos is not None and eos < len(seen):
+def _counting_corpus_counts(data: DataConfig, tokenizer, eos, vocab_size: int, arrays: dict,
+                            out: Path) -> np.ndarray:
+    """Each id's count over the counting corpus, whole, in the sweep's tokenizer. Its counts bin the eval
+    sets' tokens, so it must share some of their types; with none, every type would fall in the unseen bin
+    (the document separator, in both by construction, does not count)."""
+    batches = iter_documents(data.counting_corpus, data.text_column)
+    counts = count_tokens((_encode(tokenizer, docs, eos) for docs in batches), vocab_size)
+    seen = counts > 0
+    if eos is not None:
         seen[eos] = False
-    eval_ids = np.unique(np.concatenate([np.fromfile(out / arrays[f"eval-{s}"]["file"],
-                                                     dtype=arrays[f"eval-{s}"]["dtype"]) for s in EVAL_SPLITS]))
-    if not seen[eval_ids[eval_ids < len(seen)]].any():
+    eval_ids = np.unique(np.concatenate([np.asarray(open_packed(out, arrays[f"eval-{s}"])).reshape(-1)
+                                         for s in EVAL_SPLITS]))
+    if not seen[eval_ids].any():
         raise CorpusError(f"data.counting_corpus: {data.counting_corpus!r} shares no token with the eval sets "
                           f"of {data.corpus!r} (in this tokenizer), so every type would be unseen; name a "
                           "counting corpus in the eval sets' language and domain")
-    return counted
+    return counts
 
 
 def _encode(tokenizer, docs: list[str], eos) -> np.ndarray:
     try:
-        return encode_stream(tokenizer, docs, eos)
+        return next(encode_batches(tokenizer, [docs], eos))
     except Exception as exc:  # tokenizers raises a bare Exception, e.g. a WordLevel without its unk token
         raise CorpusError(f"data.tokenizer: cannot encode the corpus ({first_line(exc)}); give the tokenizer "
                           "an unk_token that is in its vocabulary, or use kind: bpe") from None

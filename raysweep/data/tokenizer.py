@@ -4,7 +4,7 @@ tokenizer through transformers (its fast backend: the same `tokenizers.Tokenizer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -16,8 +16,9 @@ EOS = "<|endoftext|>"
 _EOS_CANDIDATES = (EOS, "</s>", "<eos>", "<|im_end|>")
 
 
-def train_bpe(docs: list[str], vocab_size: int, min_frequency: int) -> Tokenizer:
-    """Byte-level BPE (GPT-2 style): every byte is in the base alphabet, so nothing is unknown."""
+def train_bpe(docs: Iterable, vocab_size: int, min_frequency: int) -> Tokenizer:
+    """Byte-level BPE (GPT-2 style): every byte is in the base alphabet, so nothing is unknown. `docs`:
+    documents, or batches of them as they stream (the trainer keeps word counts, not the text)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -67,7 +68,7 @@ def tokenizer_fingerprint(cfg: TokenizerConfig) -> object:
     return [cfg.vocab_size, cfg.min_frequency]
 
 
-def build_tokenizer(cfg: TokenizerConfig, train_docs: list[str]) -> tuple[Tokenizer, Optional[int]]:
+def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable) -> tuple[Tokenizer, Optional[int]]:
     """The tokenizer and the document separator packing puts between documents (None: none)."""
     if cfg.kind == "hf":
         return load_hf_tokenizer(cfg.name, cfg.revision)  # the model's own eos, whatever its name (e.g. <|end_of_text|>)
