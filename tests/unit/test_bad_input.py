@@ -45,7 +45,8 @@ def _table() -> dict[str, str]:
 
 
 TABLE = _table()
-SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "spec-checkpoints-hub-offline", "cli-unknown-command", "cli-missing-argument"}
+SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "spec-checkpoints-hub-offline", "data-tokenizer-hf-offline",
+                    "cli-unknown-command", "cli-missing-argument"}
 COMPLETE_LOOKING = ("catalog.duckdb", "complete.json", "_COMPLETE", "trials.parquet")
 
 
@@ -237,6 +238,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "spec-tokenizer-hf-without-name": lambda: ["sweep", _spec(tmp, data={"tokenizer": {"kind": "hf"}})],
         "data-tokenizer-hf-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
             "kind": "hf", "name": str(tmp / "no-such-tokenizer")}})],
+        "data-tokenizer-hf-offline": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
+            "kind": "hf", "name": "EleutherAI/pythia-14m"}})],
         "data-tokenizer-missing": lambda: ["sweep", _spec(tmp, data={"tokenizer": {
             "kind": "file", "path": str(tmp / "gone.json")}})],
         "data-vocab-changed-on-resume": lambda: _vocab_changed(tmp),
@@ -337,7 +340,9 @@ def _limit_file_size() -> None:
 
 
 def _run_subprocess(case: str, argv: list[str], tmp: Path) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "raysweep.cli", *argv], cwd=tmp, env=cli_env(tmp),
+    # an empty hub cache: a machine that once downloaded the model must not turn the case into a run
+    env = cli_env(tmp) | ({"HF_HUB_CACHE": str(tmp / "empty-hub-cache")} if case.endswith("offline") else {})
+    result = subprocess.run([sys.executable, "-m", "raysweep.cli", *argv], cwd=tmp, env=env,
                             capture_output=True, text=True, timeout=300,
                             preexec_fn=_limit_file_size if case == "storage-disk-full" else None)
     return result.returncode, result.stderr
