@@ -9,7 +9,8 @@ final AS (
     SELECT tr.trial_id, tr.scale, tr.vocab_size, tr.regularizer,
            tr.scale
            || CASE WHEN s.n_vocab_sizes > 1 THEN ' / vocab ' || tr.vocab_size ELSE '' END
-           || CASE WHEN tr.regularizer = 'adamw' THEN '' ELSE ' / ' || tr.regularizer END AS panel
+           -- a model scored from checkpoints has no regularizer (NULL): its panel is its name
+           || CASE WHEN coalesce(tr.regularizer, 'adamw') = 'adamw' THEN '' ELSE ' / ' || tr.regularizer END AS panel
     FROM trials tr CROSS JOIN sweep s
 )
 SELECT * FROM final

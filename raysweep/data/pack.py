@@ -77,8 +77,10 @@ def count_tokens(pieces: Iterable[np.ndarray], vocab_size: int) -> np.ndarray:
     return counts
 
 
-def array_chunks(array: np.ndarray, rows: int = 1 << 16) -> Iterator[np.ndarray]:
-    """A (memory-mapped) array in chunks of rows, as int64: reading a large array never loads it whole."""
+def array_chunks(array: np.ndarray, tokens: int = 1 << 22) -> Iterator[np.ndarray]:
+    """A (memory-mapped) array of sequences in chunks of about `tokens` tokens, as int64 (32 MiB by
+    default): reading a large array never loads it whole."""
+    rows = max(1, tokens // max(1, array.shape[1] if array.ndim > 1 else 1))
     for start in range(0, len(array), rows):
         yield np.asarray(array[start:start + rows]).astype(np.int64)
 

@@ -58,10 +58,23 @@ def materialize(model: torch.nn.Module, template: torch.nn.Module, seed: int, de
     for name, module in units:
         if id(module) in blocks:
             _materialize_unit(module, name, seed, init, targets, done)
-        elif isinstance(module, (torch.nn.Embedding, torch.nn.Linear)) and module.weight.numel() * 4 > ROW_BLOCK_BYTES:
+        elif _rows_apart(module):
             _materialize_rows(module, name, seed, init, targets, done)
         else:
             _materialize_unit(module, name, seed, init, targets, done, recurse=False)
+    unwritten = [name for name, tensor in targets.items() if id(tensor) not in done]
+    if unwritten:  # storage from to_empty holds whatever was in memory: never train on it
+        raise ValueError(f"model: no unit initialized {unwritten[0]} (of {len(unwritten)}); it lives outside the "
+                         "decoder blocks and every module that holds state")
+
+
+def _rows_apart(module: torch.nn.Module) -> bool:
+    """A plain embedding or linear layer (not a subclass, which may add state or init of its own) holding
+    only its weight and bias, larger than ROW_BLOCK_BYTES: built in blocks of rows."""
+    state = [name for name, _ in module.named_parameters(recurse=False)] + \
+            [name for name, _ in module.named_buffers(recurse=False)]
+    return type(module) in (torch.nn.Embedding, torch.nn.Linear) and set(state) <= {"weight", "bias"} \
+        and module.weight.numel() * 4 > ROW_BLOCK_BYTES
 
 
 def _tied_parameters(model: torch.nn.Module) -> list[list[tuple[torch.nn.Module, str]]]:

@@ -54,7 +54,9 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
     for trial in ExperimentAnalysis(str(layout.tune_dir)).trials:
         point = source.point_of(trial.config)
         error = trial.get_error() if trial.status == trial.ERROR else None
-        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, trial.status),
+        # Finished (its done file) wins over what Tune last saved; so does the sweep command's final table.
+        status = "TERMINATED" if layout.done_file(point.trial_id).exists() else trial.status
+        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, status),
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
                      "last_step": _reported_step(trial.last_result) if _reported_step(trial.last_result) is not None
                      else _last_written_step(layout, point.trial_id),

@@ -22,9 +22,20 @@ from raysweep.store.storage import StoragePath, atomic_write_bytes, ensure_dir, 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
 
 
+# The weight decay of a model scored from checkpoints (NULL in trials): one group of its own in every figure.
+UNKNOWN_WD = -1.0
+
+
 def _query(sweep_dir: StoragePath, name: str, **params) -> pd.DataFrame:
     with connect([sweep_dir]) as con:
-        return run_query(con, name, **params).df()
+        data = run_query(con, name, **params).df()
+    if "weight_decay" in data:
+        data["weight_decay"] = data["weight_decay"].fillna(UNKNOWN_WD)
+    return data
+
+
+def _wd_label(wd: float) -> str:
+    return "λ unknown (trained elsewhere)" if wd == UNKNOWN_WD else f"λ={wd:g}"
 
 
 def _panels(keys: list[tuple], ncols: int = 2, height: float = 3.6):
@@ -55,7 +66,7 @@ def loss_vs_rank(sweep_dir: StoragePath):
         for wd, group in panel.groupby("weight_decay"):
             window = pd.cut(group["rank"], edges, right=False)
             smooth = group.groupby(window, observed=True).agg(rank=("rank", "mean"), loss=("loss", "mean"))
-            ax.plot(smooth["rank"], smooth["loss"], color=colors[wd], label=f"λ={wd:g}")
+            ax.plot(smooth["rank"], smooth["loss"], color=colors[wd], label=_wd_label(wd))
         ax.set(xscale="log", xlabel="token frequency rank (1 = most frequent)", ylabel="mean loss per type (nats)",
                title=f"{panel_name}, {split} split")
         ax.legend(title="weight decay")
@@ -77,7 +88,7 @@ def bin_bars(sweep_dir: StoragePath):
             ax = axes[row][col]
             for i, wd in enumerate(wds):
                 values = panel[panel["weight_decay"] == wd].set_index("bin").reindex(bins)[metric]
-                ax.bar(np.arange(len(bins)) + i * width, values, width, color=colors[wd], label=f"λ={wd:g}")
+                ax.bar(np.arange(len(bins)) + i * width, values, width, color=colors[wd], label=_wd_label(wd))
             ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
             ax.set(xlabel=BIN_LABEL, ylabel=label, title=f"{panel_name}, {split} split")
             ax.legend(title="weight decay", fontsize=8)
@@ -100,7 +111,7 @@ def excess_bars(sweep_dir: StoragePath):
             rows = panel[panel["weight_decay"] == wd].set_index("bin").reindex(bins)
             errors = np.vstack([rows["mean_excess"] - rows["ci95_low"], rows["ci95_high"] - rows["mean_excess"]])
             ax.bar(np.arange(len(bins)) + i * width, rows["mean_excess"], width, color=colors[wd],
-                   yerr=np.nan_to_num(errors), capsize=2, label=f"λ={wd:g}")
+                   yerr=np.nan_to_num(errors), capsize=2, label=_wd_label(wd))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
         ax.set(xlabel=BIN_LABEL, ylabel="excess loss vs λ=0 (nats)",
@@ -119,7 +130,7 @@ def learning_speed_bars(sweep_dir: StoragePath):
         panel = data[(data["panel"] == panel_name) & (data["split"] == split)]
         for wd, group in panel.groupby("weight_decay"):
             group = group.sort_values("bin")
-            ax.plot(group["bin"], group["speed"], marker="o", color=colors[wd], label=f"λ={wd:g}")
+            ax.plot(group["bin"], group["speed"], marker="o", color=colors[wd], label=_wd_label(wd))
         ax.set(xlabel=BIN_LABEL, ylabel="learning speed (1 = loss fell to 0)", title=f"{panel_name}, {split} split")
         ax.legend(title="weight decay", fontsize=8)
     return fig
@@ -169,7 +180,7 @@ def training_curves(sweep_dir: StoragePath):
         for _, group in data[data["panel"] == panel_name].groupby("trial_id"):
             wd = group["weight_decay"].iloc[0]
             ax.plot(group["step"], group["loss"], color=colors[wd], linewidth=0.8,
-                    label=None if wd in labelled else f"λ={wd:g}")
+                    label=None if wd in labelled else _wd_label(wd))
             labelled.add(wd)
         ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (nats, log scale)", title=panel_name)
         ax.legend(title="weight decay", fontsize=8)
@@ -224,6 +235,10 @@ def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = No
         # Per-grid-point figures pool trials that differ in a searched lr or alpha: a search gets its
         # curves and its front.
         figures = {"7_training_curves": training_curves, "8_pareto_front": pareto_front}
+    elif _query(sweep_dir, "report_trials")["weight_decay"].eq(UNKNOWN_WD).all():
+        # Models scored from checkpoints: no weight decay to compare, no training curves; per model, loss by
+        # frequency, per bin, and how fast each bin was learned over the revisions.
+        figures = {name: FIGURES[name] for name in ("1_loss_vs_rank", "2_bin_loss_accuracy", "4_learning_speed")}
     for name, draw in tqdm(figures.items(), desc="figures", unit="fig", disable=None):
         fig = draw(sweep_dir)
         fig.tight_layout()

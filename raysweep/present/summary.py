@@ -24,7 +24,7 @@ def print_sweep_summary(sweep_dir, command: str) -> int:
     if not front.empty:
         print("\nPareto front of the search (final step; `SELECT * FROM pareto_front` in the catalog):")
         print(front.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    in_sweep = {p.trial_id for p in trial_source(load_sweep_spec(layout)).points()}
+    in_sweep = {p.table_id for p in trial_source(load_sweep_spec(layout)).points()}
     trials = [t for t in read_parquet_table(layout.trials_file).to_pylist() if t["trial_id"] in in_sweep]
     failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, INTERRUPTED, or PENDING: never ran
     if failed:

@@ -113,7 +113,8 @@ def check_checkpoints(spec: SweepSpec) -> dict[str, dict]:
                 raise SpecError([f"{field}: {revision!r} of {entry.hf!r} cannot be read ({first_line(exc)}); "
                                  "name a branch, tag or commit the model has (a hub id needs internet or "
                                  "the hub cache), or a subdir with a config.json"]) from None
-            configs.setdefault(name, hf_config_fields(source, field, hub_revision))
+            if name not in configs:  # the architecture and vocabulary checked: the first revision's
+                configs[name] = hf_config_fields(source, field, hub_revision)
         fields = dict(configs[name])
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         context = getattr(config, "max_position_embeddings", None)
@@ -187,8 +188,10 @@ def check_existing_sweep(spec: SweepSpec) -> bool:
     except (ValueError, TypeError):
         old = raw
     new = spec.model_dump(mode="json")
-    may_differ = trial_source(spec).mutable_prefixes()
+    source = trial_source(spec)
+    may_differ = source.mutable_prefixes()
     diffs = [d for d in spec_differences(old, new) if not d.split(":", 1)[0].startswith(may_differ)]
+    diffs += source.extension_problems(old)
     if diffs:
         raise SweepDirError(f"{layout.root}: holds a sweep with a different spec ({'; '.join(diffs)}); "
                             f"use another `name` or `storage`, or the original values")

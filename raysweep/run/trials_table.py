@@ -87,8 +87,9 @@ def trial_status(done: bool, error: str | None, started: bool) -> str:
     return "ERROR" if error else "TERMINATED" if done else "INTERRUPTED" if started else "PENDING"
 
 
-def write_trials_table(spec: SweepSpec, datas: dict, ran: list[tuple[TrialPoint, str, str | None]]) -> list[dict]:
-    """trials.parquet from the trials of this run (`ran`: point, status, error), merged with the rows of
+def write_trials_table(spec: SweepSpec, datas: dict, ran: list[tuple]) -> list[dict]:
+    """trials.parquet from the trials of this run (`ran`: point, status, error; a checkpoint source's points
+    make one row per model), merged with the rows of
     earlier runs of the sweep (an earlier grid) that this one did not touch. Returns this run's rows."""
     rows = ([trial_row(spec, point, datas[point.data_slot], status, error) for point, status, error in ran]
             if trial_source(spec).trains else checkpoint_rows(spec, datas, ran))

@@ -86,8 +86,8 @@ class TokenizerConfig(SpecSection):
     """tokenizer.json to load when kind is `file`."""
     name: Optional[str] = None
     """A hub id, or a local dir with a (fast) tokenizer as a path (`./dir`, `/dir`), when kind is `hf`."""
-    revision: Optional[str] = None
-    """A hub branch, tag or commit of `name` (kind `hf`); None: the default branch."""
+    revision: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """A hub branch, tag or commit of a hub `name` (kind `hf`); None: the default branch."""
 
     @field_validator("path")
     @classmethod
@@ -217,12 +217,13 @@ class CheckpointModel(SpecSection):
         return problems
 
     def step_of(self, revision: str) -> Optional[int]:
-        """The revision's training step: given in `steps`, else the last number in its name (step1000,
-        checkpoint-50, global_step3000), else None."""
+        """The revision's training step: given in `steps`, else the number its name ends in after `step`,
+        `checkpoint`, `ckpt` or `iter` (step1000, checkpoint-50, global_step3000, iter_0001000), else None
+        (a commit hash's digits are not a step)."""
         if revision in self.steps:
             return self.steps[revision]
-        numbers = re.findall(r"\d+", revision)
-        return int(numbers[-1]) if numbers else None
+        named = re.search(r"(?:step|checkpoint|ckpt|iter)[-_]?(\d+)$", revision, re.IGNORECASE)
+        return int(named.group(1)) if named else None
 
 
 class CheckpointsConfig(SpecSection):
@@ -484,6 +485,11 @@ class SweepSpec(SpecSection):
         if (tok.kind == "hf") != bool(tok.name):
             problems.append("data.tokenizer.name: " + ("required when data.tokenizer.kind is 'hf'" if tok.kind == "hf"
                                                        else "read only with data.tokenizer.kind 'hf'"))
+        if tok.revision is not None and (tok.kind != "hf" or is_local_path(tok.name or "/")):
+            problems.append("data.tokenizer.revision: read only with kind 'hf' and a hub id as name; drop it")
+        if self.data.counting_corpus is not None and self._uses_row_decay():
+            problems.append("data.counting_corpus: frequency-aware decay (freq_decay_alpha) scales each row by the "
+                            "counts token_freq holds, which would be the counting corpus's; drop one of the two")
         if tok.kind == "hf" and tok.path:
             problems.append("data.tokenizer.path: read only with data.tokenizer.kind 'file'; kind 'hf' takes name")
         if tok.kind == "bpe" and tok.path:
@@ -518,6 +524,10 @@ class SweepSpec(SpecSection):
         if problems:
             raise SpecError(problems)
         return self
+
+    def _uses_row_decay(self) -> bool:
+        alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
+        return any(alphas) or "freq_decay_alpha" in self.optuna.space
 
     def _checkpoint_problems(self) -> list[str]:
         if self.search != "checkpoints":

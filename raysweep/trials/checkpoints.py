@@ -64,6 +64,26 @@ class CheckpointSource(TrialSource):
     extensible_prefixes = ("checkpoints.models.",)
     trains = False
 
+    def extension_problems(self, old: dict) -> list[str]:
+        """More models, or revisions appended to a model's list, continue the sweep. A scored model's source,
+        its earlier revisions (in order: the first gives the tokenizer) and their steps stay as they were, or
+        its shards would mix two models, or two steps."""
+        problems = []
+        for name, before in ((old.get("checkpoints") or {}).get("models") or {}).items():
+            now, where = self.spec.checkpoints.models.get(name), f"checkpoints.models.{name}"
+            if now is None:
+                continue  # left out now: its results stay in the sweep
+            earlier = CheckpointModel.model_validate(before)
+            if now.hf != earlier.hf:
+                problems.append(f"{where}.hf: {earlier.hf!r} -> {now.hf!r} (this sweep scored the other model under "
+                                "this name; give the new one its own name)")
+            if now.revisions[:len(earlier.revisions)] != earlier.revisions:
+                problems.append(f"{where}.revisions: {earlier.revisions!r} -> {now.revisions!r} (append new "
+                                "revisions after the scored ones)")
+            problems += [f"{where}.steps.{r}: {earlier.step_of(r)} -> {now.step_of(r)}" for r in earlier.revisions
+                         if r in now.revisions and now.step_of(r) != earlier.step_of(r)]
+        return problems
+
     def param_space(self) -> dict:
         from ray import tune
 

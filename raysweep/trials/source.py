@@ -20,7 +20,8 @@ EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing", "train.keep
 
 
 class TrialSource:
-    """The trials of one sweep. Subclasses: raysweep.trials.grid.GridSource, raysweep.trials.optuna.OptunaSource."""
+    """The trials of one sweep. Subclasses: raysweep.trials.grid.GridSource, raysweep.trials.optuna.OptunaSource,
+    raysweep.trials.checkpoints.CheckpointSource."""
 
     # Spec field prefixes that may change between runs of one sweep dir (the rest must stay equal).
     extensible_prefixes: tuple[str, ...] = ()
@@ -82,6 +83,11 @@ class TrialSource:
 
     def mutable_prefixes(self) -> tuple[str, ...]:
         return (*self.extensible_prefixes, *EXECUTION_ONLY)
+
+    def extension_problems(self, old: dict) -> list[str]:
+        """Why this spec cannot continue the sweep dir's earlier one (`old`: its dump), beyond the fields
+        `mutable_prefixes` leaves free: each a `field: old -> new` line."""
+        return []
 
     def record(self, trial: TrialPoint, point_file) -> None:
         """The point a driver runs, written before training: a search's trials are the points recorded."""

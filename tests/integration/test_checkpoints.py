@@ -131,3 +131,8 @@ def test_checkpoints_trained_elsewhere_score_like_a_trial(tmp_path, shared_ray):
     for split, token, _, value in speed:
         assert value == pytest.approx(direct_speed[split, token], abs=1e-5), (split, token)
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
+    status = run_cli(["status", str(sweep)], tmp_path).stdout
+    assert all(f"neox@{revision}" in status for revision in REVISIONS) and status.count("TERMINATED") == 3
+    run_cli(["plot", str(sweep)], tmp_path)  # no weight decay to compare: the per-model figures only
+    assert sorted(p.stem for p in (sweep / "figures").glob("*.png")) == [
+        "1_loss_vs_rank", "2_bin_loss_accuracy", "4_learning_speed"]

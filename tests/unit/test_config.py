@@ -1,5 +1,6 @@
 """The sweep spec: every error names its field; overrides reach any field."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,13 +119,40 @@ def test_readme_pythia_spec_validates_offline(monkeypatch):
     assert tokenizers["pythia-70m"].name == "EleutherAI/pythia-70m-deduped" and tokenizers["pythia-70m"].revision == "step0"
 
 
+def test_a_checkpoint_sweep_continues_only_by_adding(tmp_path):
+    """More models, or revisions appended, continue a checkpoint sweep; another source under a scored model's
+    name, revisions reordered (the first gives the tokenizer), or a scored revision's step changed are refused."""
+    from raysweep.run.preflight import check_existing_sweep
+    from raysweep.spec import SweepDirError, spec_to_yaml
+
+    def spec(**model):
+        entry = {"hf": "org/m", "revisions": ["step0", "step10"]} | model
+        return parse_spec({"name": "c", "storage": str(tmp_path), "search": "checkpoints",
+                           "checkpoints": {"models": {"m": entry}}})
+
+    first = spec()
+    first.layout.root.mkdir(parents=True)
+    first.layout.spec_file.write_text(spec_to_yaml(first))
+    assert check_existing_sweep(first) is True
+    assert check_existing_sweep(spec(revisions=["step0", "step10", "step20"])) is False  # continues, not the same
+    for changed, field in ((dict(hf="org/other"), "checkpoints.models.m.hf"),
+                           (dict(revisions=["step10", "step0"]), "checkpoints.models.m.revisions"),
+                           (dict(steps={"step10": 11}), "checkpoints.models.m.steps.step10: 10 -> 11")):
+        with pytest.raises(SweepDirError, match=re.escape(field)):
+            check_existing_sweep(spec(**changed))
+
+
 def test_checkpoint_steps_come_from_names_or_are_given():
-    """The step is the revision name's last number, or `steps:`; a name without one, or two revisions at one
-    step, are refused naming the revision."""
+    """The step is the number a revision's name ends in after step / checkpoint / ckpt / iter, or `steps:`; a
+    name without one (a commit hash's digits are not a step), or two revisions at one step, are refused naming
+    the revision."""
     base = {"name": "c", "search": "checkpoints"}
     spec = parse_spec(base | {"checkpoints": {"models": {"m": {
-        "hf": "org/m", "revisions": ["global_step300", "checkpoint-20", "main"], "steps": {"main": 1000}}}}})
-    assert [p.step for p in trial_source(spec).points()] == [300, 20, 1000]
+        "hf": "org/m", "revisions": ["global_step300", "checkpoint-20", "iter_0000040", "main"],
+        "steps": {"main": 1000}}}}})
+    assert [p.step for p in trial_source(spec).points()] == [300, 20, 40, 1000]
+    with pytest.raises(SpecError, match=r"checkpoints.models.m.revisions\[0\]: '3f2a1b9c' names no step"):
+        parse_spec(base | {"checkpoints": {"models": {"m": {"hf": "org/m", "revisions": ["3f2a1b9c"]}}}})
     with pytest.raises(SpecError, match=r"checkpoints.models.m.revisions\[1\]: 'v2-step300' is step 300, as "
                                         r"'step300' is"):
         parse_spec(base | {"checkpoints": {"models": {"m": {"hf": "org/m", "revisions": ["step300", "v2-step300"]}}}})

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
 import raysweep.models.init
 
@@ -223,10 +223,16 @@ def test_each_rank_initializes_its_shards_as_one_process_builds_the_model(sharde
     assert not any(torch.equal(other[name], p.detach()) for name, p in want.items() if p.std() > 0)
 
 
-def test_materialized_model_is_tied_and_initialized_as_transformers_does():
+@pytest.mark.parametrize("config", [
+    build_config(SCALE, vocab_size=VOCAB),  # a tied head
+    # an embedding subclass with a buffer of its own (embed_scale), under the row-block size: built whole
+    Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=8)], ids=["tiny", "gemma3"])
+def test_materialized_model_is_tied_and_initialized_as_transformers_does(config, monkeypatch):
     """A head tied to its embedding stays one tensor, and every parameter and buffer has the mean and spread
-    of transformers' own init of that architecture (norms at 1, biases at 0, rotary frequencies computed)."""
-    config = build_config(SCALE, vocab_size=VOCAB)
+    of transformers' own init of that architecture (norms at 1, biases at 0, rotary frequencies and an
+    embedding's scale computed)."""
+    monkeypatch.setattr(raysweep.models.init, "ROW_BLOCK_BYTES", SMALL_ROW_BLOCK)
     model = build_model(config, seed=0)
     assert config.tie_word_embeddings == (model.lm_head.weight is model.model.embed_tokens.weight)
     torch.manual_seed(0)
