@@ -54,9 +54,6 @@ def check_model_configs(spec: SweepSpec) -> None:
     used = [scale for scale in spec.grid.scale if scale in spec.model.configs]
     if not used:
         return
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from raysweep.models.build import build_config, decoder_blocks, hf_config_fields
 
     vocab_size = spec.data.tokenizer.vocab_size  # the shape checks hold at any vocabulary
@@ -72,16 +69,7 @@ def check_model_configs(spec: SweepSpec) -> None:
                 raise SpecError([f"{field}.hf: the config differs from the one this sweep trained with ({stored}); "
                                  f"restore {spec.model.configs[scale].hf}, or start a new sweep under another name"])
         config = build_config(scale, vocab_size, spec.model, spec.model.dropout, layout=spec.layout)
-        context = getattr(config, "max_position_embeddings", None)
-        if context is not None and spec.data.seq_len > context:
-            raise SpecError([f"data.seq_len: {spec.data.seq_len} exceeds the context of {field} ({context}); use "
-                             f"--set data.seq_len={context}, or override max_position_embeddings"])
-        try:
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(config)
-        except ValueError:  # transformers has the architecture, but no causal LM of it (e.g. t5)
-            raise SpecError([f"{field}.hf: transformers has no causal LM for architecture {config.model_type!r}; "
-                             "use a decoder-only architecture"]) from None
+        model = causal_lm_on_meta(config, field, spec.data.seq_len, "or override max_position_embeddings")
         try:
             decoder_blocks(model)
         except ValueError as exc:
@@ -93,8 +81,7 @@ def check_checkpoints(spec: SweepSpec) -> dict[str, dict]:
     whose context fits data.seq_len. Returns each model's config fields (its first revision's)."""
     if spec.search != "checkpoints":
         return {}
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+    from transformers import AutoConfig, PretrainedConfig
 
     from raysweep.models.build import hf_config_fields
     from raysweep.trials.checkpoints import checkpoint_dir
@@ -116,18 +103,27 @@ def check_checkpoints(spec: SweepSpec) -> dict[str, dict]:
             if name not in configs:  # the architecture and vocabulary checked: the first revision's
                 configs[name] = hf_config_fields(source, field, hub_revision)
         fields = dict(configs[name])
-        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-        context = getattr(config, "max_position_embeddings", None)
-        if context is not None and spec.data.seq_len > context:
-            raise SpecError([f"data.seq_len: {spec.data.seq_len} exceeds the context of checkpoints.models.{name} "
-                             f"({context}); use --set data.seq_len={context}"])
-        try:
-            with torch.device("meta"):
-                AutoModelForCausalLM.from_config(config)
-        except ValueError:
-            raise SpecError([f"checkpoints.models.{name}.hf: transformers has no causal LM for architecture "
-                             f"{config.model_type!r}; score decoder-only models"]) from None
+        causal_lm_on_meta(AutoConfig.for_model(fields.pop("model_type"), **fields), f"checkpoints.models.{name}",
+                          spec.data.seq_len, "or a shorter eval sequence")
     return configs
+
+
+def causal_lm_on_meta(config, field: str, seq_len: int, other_fix: str):
+    """The config's causal LM on the meta device (no memory), once its context fits data.seq_len; each check
+    fails in one line naming `field`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    context = getattr(config, "max_position_embeddings", None)
+    if context is not None and seq_len > context:
+        raise SpecError([f"data.seq_len: {seq_len} exceeds the context of {field} ({context}); use "
+                         f"--set data.seq_len={context}, {other_fix}"])
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except ValueError:  # transformers has the architecture, but no causal LM of it (e.g. t5)
+        raise SpecError([f"{field}.hf: transformers has no causal LM for architecture {config.model_type!r}; "
+                         "use a decoder-only architecture"]) from None
 
 
 def check_checkpoint_vocabularies(configs: dict[str, dict], datas: dict) -> None:
