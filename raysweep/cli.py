@@ -75,7 +75,7 @@ def _report(args) -> int:
 def _sql(args) -> int:
     import duckdb
 
-    from raysweep.catalog.connect import connect
+    from raysweep.catalog.connect import connect, read_only_statements
 
     targets = list(args.targets)
     query = None
@@ -90,7 +90,10 @@ def _sql(args) -> int:
         return _sql_shell(targets)
     with connect(targets) as con:
         try:
-            relation = con.sql(query)
+            *before, last = read_only_statements(con, query) or [None]
+            for statement in before:
+                con.execute(statement)
+            relation = con.sql(last.query) if last is not None else None
             if relation is None:
                 return 0
             if args.format is None:
@@ -120,28 +123,34 @@ def _is_dir(target: str) -> bool:
 
 
 def _sql_shell(targets: list[str]) -> int:
-    """Interactive DuckDB shell over the catalog(s), read-only; needs the duckdb CLI."""
-    import shutil
-    import tempfile
+    """A read-only SQL prompt over the catalog(s): the same locked connection and statement check as a query
+    on the command line (the duckdb CLI could not be held to either)."""
+    import duckdb
 
-    from raysweep.catalog.build import local_catalog
-    from raysweep.catalog.connect import union_sql
-    from raysweep.store.storage import is_remote, location
+    from raysweep.catalog.build import CatalogError
+    from raysweep.catalog.connect import connect, read_only_statements
 
-    stored = [t for t in targets if is_remote(location(t))]
-    if stored:
-        raise FileNotFoundError(f"raysweep sql: {stored[0]}: the duckdb shell cannot read shards on an object "
-                                "store (its httpfs extension is not installed); pass a query: "
-                                "raysweep sql SWEEP_DIR 'SELECT ...'")
-    cli = shutil.which("duckdb", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if cli is None:
-        raise FileNotFoundError("raysweep sql: the duckdb CLI is not installed; pip install duckdb-cli")
-    if len(targets) == 1:
-        os.execv(cli, [cli, "-readonly", str(local_catalog(targets[0]))])
-    init = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    init.write(union_sql(targets))
-    init.close()
-    os.execv(cli, [cli, "-init", init.name])
+    with connect(targets) as con:
+        print("raysweep sql: read-only; end each statement with ';', Ctrl-D quits. Tables: trials, tokens, "
+              "final_tokens, embeddings, train_metrics, token_freq; the SQL library: `SELECT * FROM bin_loss()`.")
+        pending = ""
+        while True:
+            try:
+                line = input("raysweep> " if not pending else "      ...> ")
+            except EOFError:
+                print()
+                return 0
+            pending += line + "\n"
+            if not line.rstrip().endswith(";"):
+                continue
+            try:
+                for statement in read_only_statements(con, pending):
+                    relation = con.sql(statement.query)
+                    if relation is not None:
+                        relation.show()
+            except (duckdb.Error, CatalogError) as exc:
+                print("error: " + " ".join(str(exc).split()))
+            pending = ""
 
 
 def _plot(args) -> int:

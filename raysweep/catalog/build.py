@@ -1,9 +1,10 @@
-"""The DuckDB catalog of a sweep: views over complete shards plus the small tables.
+"""The DuckDB catalog of a sweep: its small tables, and the list of its complete shards.
 
 `catalog.duckdb` is derived data: built under a temporary name and renamed into place, and
-rebuilt from the sweep dir at any time with `raysweep catalog`. For a sweep on an object store
-it is built locally and uploaded beside the shards; readers open a local copy of it with the
-store's filesystem registered on the connection, so the views read the shards where they are.
+rebuilt from the sweep dir at any time with `raysweep catalog`. It holds tables only (`CATALOG_TABLES`):
+no view or macro is stored, because a sweep dir may come from someone else and SQL stored in a database
+file runs when it is queried. Readers (raysweep.catalog.connect) attach a local copy read-only, check
+that each name is a table, and build the shard views and the SQL library's macros on their own connection.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ def _sql_list(paths: list[StoragePath]) -> str:
     return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
 
 
-# What the catalog's tables, views and macros look like; a catalog of another version is rebuilt.
-# 2: the redesign (named report queries, exact t quantiles).
-CATALOG_VERSION = 2
+# What the catalog's tables look like; a catalog of another version is rebuilt.
+# 2: the redesign (named report queries, exact t quantiles). 3: tables only (the shard list in `shards`).
+CATALOG_VERSION = 3
+# Every table a catalog holds (pareto_front only for a search), and nothing else is read from it.
+CATALOG_TABLES = ("catalog_info", "trials", "token_freq", "t_quantiles", "shards")
+OPTIONAL_TABLES = ("pareto_front",)
 
 
 @dataclass(frozen=True)
@@ -96,18 +100,28 @@ def _check_shards(name: str, shards: list[StoragePath]) -> None:
                                "with the raysweep version that wrote it, or move the file out")
 
 
-def shard_view_sql(name: str, shards: list[StoragePath], kind: str | None = None) -> str:
-    """A view over the complete shards only; typed and empty while there are none yet. A view cannot
-    take parameters, so its statement names the files (escaped) and is written here; every name and
+def shard_select_sql(kind: str, shards: list[StoragePath]) -> str:
+    """A SELECT over complete shards of one kind; typed and empty while there are none yet. A view cannot
+    take parameters, so the statement names the files (escaped) and is written here; every name and
     type in it comes from the ShardView."""
-    view = SHARD_VIEWS[kind or name]
+    view = SHARD_VIEWS[kind]
     if not shards:
         empty = ", ".join(f"NULL::{DUCKDB_TYPES[f.type]} AS {shown}" for f, shown in view.fields())
-        return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
+        return f"SELECT {empty} WHERE false"
     columns = ", ".join(f.name if f.name == shown else f"{f.name} AS {shown}" for f, shown in view.fields())
     hive_types = "{" + ", ".join(f"'{f.name}': {DUCKDB_TYPES[f.type]}" for f in view.partitions) + "}"
-    return f"""CREATE VIEW {name} AS SELECT {columns}
+    return f"""SELECT {columns}
         FROM read_parquet({_sql_list(shards)}, hive_partitioning = true, hive_types = {hive_types})"""
+
+
+def shard_views(shards: dict[str, list[StoragePath]], final_step: dict[str, int]) -> dict[str, str]:
+    """Each shard view's SELECT (`shards`: the complete shards of each kind): `tokens`, `embeddings`,
+    `train_metrics`, and `final_tokens` over the token files of each trial's last step (`final_step`, from
+    trials.steps): listing them up front lets DuckDB skip the other steps' files at plan time; a join
+    against `trials` would read every file's rows before filtering them."""
+    views = {kind: shard_select_sql(kind, files) for kind, files in shards.items()}
+    views["final_tokens"] = shard_select_sql("tokens", _at_final_step(shards["tokens"], final_step))
+    return views
 
 
 def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> list[StoragePath]:
@@ -151,30 +165,23 @@ def local_catalog(sweep_dir) -> Path:
     return fetch_file(path, f"{hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]}-{path.name}")
 
 
-def open_catalog(sweep_dir) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to a sweep's catalog that can read its shards wherever they are."""
-    layout = SweepLayout.at(sweep_dir)
-    con = duckdb.connect(str(local_catalog(layout)), read_only=True)
-    if catalog_version(con) != CATALOG_VERSION:
-        con.close()
-        raise CatalogError(f"{layout.catalog_file}: built by another raysweep version; rebuild it with "
-                           f"`raysweep catalog {layout.root}` (it is derived from the shards)")
-    register_filesystems(con, [layout.root])
-    return con
-
-
-def has_table(con, name: str) -> bool:
-    """The connection's database holds a table `name` (catalog introspection, not a library query)."""
-    return con.execute("SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = current_database() "
-                       "AND table_name = ?", [name]).fetchone()[0]
-
-
-def catalog_version(con) -> int | None:
-    """The layout version a catalog was built with (None: a catalog of before versions were recorded).
-    Read from the table itself, not through a query of the library: the catalog may be of any version."""
-    if not has_table(con, "catalog_info"):
+def stored_version(con, database: str) -> int | None:
+    """The layout version of the catalog attached as `database` (None: one of before versions were
+    recorded, or a file whose catalog_info is not a table). Read only from a table: selecting from a view
+    would run the SQL stored in the file."""
+    if "catalog_info" not in stored_tables(con, database):
         return None
-    return con.table("catalog_info").select("version").fetchone()[0]
+    return con.execute(f"SELECT version FROM {sql_identifier(database)}.main.catalog_info").fetchone()[0]
+
+
+def stored_tables(con, database: str) -> set[str]:
+    """The base tables (never views) of an attached database."""
+    return {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+                                          "AND schema_name = 'main'", [database]).fetchall()}
+
+
+def sql_identifier(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
 def is_current(sweep_dir) -> bool:
@@ -183,8 +190,9 @@ def is_current(sweep_dir) -> bool:
     if not layout.catalog_file.exists():
         return False
     try:
-        with duckdb.connect(str(local_catalog(layout)), read_only=True) as con:
-            return catalog_version(con) == CATALOG_VERSION
+        with duckdb.connect() as con:
+            con.execute(f"ATTACH {sql_literal(local_catalog(layout))} AS stored (READ_ONLY)")
+            return stored_version(con, "stored") == CATALOG_VERSION
     except duckdb.Error:  # damaged: rebuilt like a missing one
         return False
 
@@ -211,39 +219,43 @@ def create_table(con, name: str, table: pa.Table) -> None:
 
 
 def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]) -> None:
+    """Tables only: the views and macros the build itself needs (for pareto_front) are TEMP, so they
+    vanish with this connection."""
     with duckdb.connect(str(tmp)) as con:
         register_filesystems(con, [layout.root])
         _create_token_freq(con, freq_files)
         trials = _trials_table(layout)
         create_table(con, "trials", trials)
         create_table(con, "t_quantiles", t_quantiles(trials.num_rows))
-        final_step = dict(zip(trials["trial_id"].to_pylist(), trials["steps"].to_pylist()))
-        for name in tqdm(SHARD_VIEWS, desc="catalog: shard views", unit="view",
+        shards = {}
+        for name in tqdm(SHARD_VIEWS, desc="catalog: shards", unit="kind",
                          disable=None):  # disable=None: only on a terminal
-            shards = complete_shards(layout.shards_root(name))
-            _check_shards(name, shards)
-            if name == "tokens":
-                _create_token_views(con, shards, final_step)
-            else:
-                con.execute(shard_view_sql(name, shards))
-        install_queries(con)
+            shards[name] = complete_shards(layout.shards_root(name))
+            _check_shards(name, shards[name])
+        create_table(con, "shards", pa.table({
+            "kind": [kind for kind, files in shards.items() for _ in files],
+            "path": [relative_to_sweep(layout, f) for files in shards.values() for f in files]}))
+        final_step = dict(zip(trials["trial_id"].to_pylist(), trials["steps"].to_pylist()))
+        for name, select in shard_views(shards, final_step).items():
+            con.execute(f"CREATE TEMP VIEW {name} AS {select}")
+        install_queries(con, temporary=True)
         run_statement(con, "create_catalog_info", version=CATALOG_VERSION)
         search = search_settings(layout)
         if search is not None:
             run_statement(con, "create_pareto_front", objectives=search)
 
 
+def relative_to_sweep(layout: SweepLayout, path: StoragePath) -> str:
+    """A shard's path inside its sweep dir, as the `shards` table keeps it (a moved sweep stays readable)."""
+    root, text = str(layout.root).rstrip("/") + "/", str(path)
+    if not text.startswith(root):
+        raise CatalogError(f"{path}: outside the sweep dir {layout.root}")
+    return text[len(root):]
+
+
 def _create_token_freq(con, freq_files: list[StoragePath]) -> None:
-    install_queries(con, query_with_callees("create_token_freq"))  # freq_bin, before the other queries
+    install_queries(con, query_with_callees("create_token_freq"), temporary=True)  # freq_bin
     run_statement(con, "create_token_freq", files=[str(path) for path in freq_files])
-
-
-def _create_token_views(con, shards: list[StoragePath], final_step: dict[str, int]) -> None:
-    """`tokens`, and `final_tokens` over the files of each trial's last step (`final_step`, from
-    trials.steps): listing them up front lets DuckDB skip the other steps' files at plan time; a join
-    against `trials` would read every file's rows before filtering them."""
-    con.execute(shard_view_sql("tokens", shards))
-    con.execute(shard_view_sql("final_tokens", _at_final_step(shards, final_step), "tokens"))
 
 
 def search_settings(sweep_dir) -> list[str] | None:
@@ -266,7 +278,9 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
         register_filesystems(con, [layout.root])
         _create_token_freq(con, [token_freq_file(data_dir)])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
-        _create_token_views(con, shards, {trial_row["trial_id"]: trial_row["steps"]})
-        install_queries(con, query_with_callees("trial_objectives"))
+        views = shard_views({"tokens": shards}, {trial_row["trial_id"]: trial_row["steps"]})
+        for name in ("tokens", "final_tokens"):
+            con.execute(f"CREATE TEMP VIEW {name} AS {views[name]}")
+        install_queries(con, query_with_callees("trial_objectives"), temporary=True)
         rows = run_query(con, "trial_objectives").df().to_dict("records")
     return {f"{row['split']}_{metric}": row[metric] for row in rows for metric in OBJECTIVE_METRICS}

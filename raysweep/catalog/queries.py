@@ -10,9 +10,9 @@ Each file opens with a header:
 
 Three kinds:
 
-- `table` (the default): one query written as named CTEs ending in `final`, installed as
-  `CREATE MACRO bin_loss(step := 'final') AS TABLE ...`, so `SELECT * FROM bin_loss()` works in any
-  DuckDB client. Parameters are named, each with a default.
+- `table` (the default): one query written as named CTEs ending in `final`, installed on each
+  connection as `CREATE TEMP MACRO bin_loss(step := 'final') AS TABLE ...`, so `SELECT * FROM bin_loss()`
+  works in `raysweep sql` and on `raysweep.connect`. Parameters are named, each with a default.
 - `scalar`: one expression, installed as `CREATE MACRO freq_bin(c) AS ...`. Parameters are
   positional, without defaults; `-- returns:` (the result's type) replaces `-- columns:`.
 - `statement`: statements the catalog build runs once (it creates a table, and DuckDB cannot put
@@ -196,12 +196,12 @@ def query_with_callees(name: str) -> list[Query]:
     return [q for q in queries if q.name in needed]
 
 
-def install_queries(con, queries: list[Query] | None = None) -> None:
+def install_queries(con, queries: list[Query] | None = None, temporary: bool = False) -> None:
     """Create every table and scalar query as a macro on a DuckDB connection (statements are run, not
-    installed)."""
+    installed); TEMP ones live only as long as the connection."""
     for query in queries if queries is not None else load_queries():
         if query.kind != "statement":
-            con.execute(query.create_sql())
+            con.execute(query.create_sql(temporary=temporary))
 
 
 def _check_arguments(query: Query, params: dict) -> None:

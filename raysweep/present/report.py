@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from raysweep.catalog.build import has_table, open_catalog
+from raysweep.catalog.connect import connect, has_view
 from raysweep.catalog.queries import run_query
 
 
@@ -12,7 +12,7 @@ def report_table(sweep_dir) -> pd.DataFrame:
     """Final-step table: per split x scale (x vocabulary size, regularizer and lr, when the sweep has
     more than one) x weight decay, average and token-balanced loss and the token-balanced loss of each
     frequency bin (columns unseen, bin0, bin1, ...), averaged over seeds."""
-    with open_catalog(sweep_dir) as con:
+    with connect([sweep_dir]) as con:
         long = run_query(con, "report_bins").df()
     if long.empty:
         return long
@@ -44,5 +44,5 @@ def format_report(table: pd.DataFrame) -> str:
 
 def pareto_front_table(sweep_dir) -> pd.DataFrame:
     """The catalog's `pareto_front` table (a `search: optuna` sweep's; empty for a grid)."""
-    with open_catalog(sweep_dir) as con:
-        return con.table("pareto_front").df() if has_table(con, "pareto_front") else pd.DataFrame()
+    with connect([sweep_dir]) as con:
+        return con.table("pareto_front").df() if has_view(con, "pareto_front") else pd.DataFrame()

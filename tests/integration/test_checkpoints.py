@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, \
     PreTrainedTokenizerFast
 
+from raysweep.catalog.connect import connect
 from raysweep.data.corpus import load_documents
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
@@ -103,13 +103,13 @@ def test_checkpoints_trained_elsewhere_score_like_a_trial(tmp_path, shared_ray):
     first_shard = sweep / "shards/tokens/split=heldout/trial=neox/step=100/part-0.parquet"
     written = first_shard.stat().st_mtime_ns
 
-    # A revision added: the sweep continues, scoring step50 alone.
-    spec["checkpoints"]["models"]["neox"]["revisions"] = list(REVISIONS)
+    # A revision appended: the sweep continues, scoring step50 alone.
+    spec["checkpoints"]["models"]["neox"]["revisions"] = ["step0", "step100", "step50"]
     result = run_cli(["sweep", str(write_spec(tmp_path / "spec.yaml", spec))], tmp_path, env=shared_ray)
     assert first_shard.stat().st_mtime_ns == written
     assert "neox" in result.stdout
 
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         trial = con.execute("SELECT trial_id, status, steps, weight_decay, counting_corpus, model_source, data_key "
                             "FROM trials").fetchall()
         bin_loss = con.execute("SELECT split, step, bin, type_mean_loss FROM bin_loss(step := 'all')").fetchall()

@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from raysweep.catalog.connect import connect
 from tests.conftest import (cli_env, kill_ray_started_with, kill_session_and_its_ray, run_cli, tiny_spec_dict,
                             write_spec)
 
@@ -52,7 +52,7 @@ def uninterrupted(tmp_path_factory, shared_ray) -> Path:
 
 
 def _rows(sweep_dir: Path, view: str, order: str):
-    with duckdb.connect(str(sweep_dir / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep_dir]) as con:
         return con.execute(f"SELECT * FROM {view} ORDER BY {order}").df()
 
 

@@ -8,9 +8,9 @@ import json
 import pickle
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from raysweep.catalog.connect import connect
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
@@ -39,7 +39,7 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
     sweep = tmp_path / "runs" / "search"
     assert "Pareto front of the search" in result.stdout
 
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         trials = con.execute("SELECT * FROM trials ORDER BY trial_id").df()
         objectives = con.execute("SELECT * FROM trial_objectives()").df()
         front = con.execute("SELECT * FROM pareto_front").df()
@@ -83,5 +83,5 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
     attempts = {t: (sweep / "train" / t / "attempts.jsonl").read_text() for t in trials["trial_id"]}
     run_cli(["resume", str(sweep)], tmp_path, env=shared_ray)
     assert {t: (sweep / "train" / t / "attempts.jsonl").read_text() for t in trials["trial_id"]} == attempts
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         assert con.execute("SELECT count(*) FROM trials").fetchone()[0] == N_SAMPLES

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
@@ -23,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
 
+from raysweep.catalog.connect import connect
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
@@ -41,7 +41,7 @@ SEQ_LEN, N_TRAIN_EVAL, N_HELDOUT_EVAL, STEPS, EVAL_EVERY = 32, 12, 10, 40, 20
 
 
 def _tokens(sweep_dir: Path, where: str = "true"):
-    with duckdb.connect(str(sweep_dir / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep_dir]) as con:
         return con.execute(f"SELECT * FROM tokens WHERE {where} "
                            "ORDER BY split, trial_id, step, seq_id, pos").df()
 
@@ -49,7 +49,7 @@ def _tokens(sweep_dir: Path, where: str = "true"):
 def test_row_count_is_eval_tokens_x_evals_x_trials_without_duplicates(reference):
     """(b) 2 trials x 2 evals x (12 + 10) sequences x 31 targets, every key once."""
     expected = 2 * (STEPS // EVAL_EVERY) * (N_TRAIN_EVAL + N_HELDOUT_EVAL) * (SEQ_LEN - 1)
-    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+    with connect([reference]) as con:
         assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == expected
         duplicates = con.execute("""SELECT count(*) FROM (SELECT split, trial_id, step, seq_id, pos
             FROM tokens GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0]
@@ -67,7 +67,7 @@ def test_row_count_is_eval_tokens_x_evals_x_trials_without_duplicates(reference)
 def test_train_metrics_carry_throughput_and_mfu(reference):
     """every step has tokens/s and an MFU that is tokens/s x FLOPs per token over the workers'
     peak (recorded in attempts.jsonl), and a wall-clock time that grows with the step."""
-    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+    with connect([reference]) as con:
         rows = con.execute("""SELECT c.trial_id, c.step, c.tokens_per_s, c.mfu, c.time, tr.flops_per_token
             FROM train_curves() c JOIN trials tr USING (trial_id) ORDER BY c.trial_id, c.step""").df()
     assert len(rows) == 2 * STEPS and (rows["tokens_per_s"] > 0).all()
@@ -81,7 +81,7 @@ def test_train_metrics_carry_throughput_and_mfu(reference):
 def test_attempts_time_the_worker_group_start(reference):
     """The startup cost (issue 6, P4) splits at the train function's entry: Ray's worker-group start
     and the import before it, raysweep's setup after it, and then the first step."""
-    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+    with connect([reference]) as con:
         first_steps = dict(con.execute("SELECT trial_id, min(time) FROM train_curves() GROUP BY 1").fetchall())
     for trial_id, first_step_done in first_steps.items():
         attempt = json.loads((reference / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
@@ -121,7 +121,7 @@ def test_logged_training_loss_is_the_models_loss_on_that_steps_batch(reference, 
     with torch.no_grad():
         halves = [torch.from_numpy(train_rows[np.sort(half)].astype(np.int64)) for half in np.split(rows, 2)]
         expected = np.mean([model(input_ids=ids, labels=ids).loss.item() for ids in halves])
-    with duckdb.connect(str(reference / "catalog.duckdb"), read_only=True) as con:
+    with connect([reference]) as con:
         logged, = con.execute("SELECT loss FROM train_curves() WHERE trial_id = ? AND step = ?",
                               [trial_id, step]).fetchone()
     assert logged == pytest.approx(expected, rel=1e-5)
@@ -169,18 +169,6 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
     assert len(got) == len(want) > 0
     assert got.equals(want)
     assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
-
-
-def test_duckdb_cli_opens_the_catalog(reference):
-    """the `duckdb` CLI installed beside raysweep reads the catalog with no raysweep import."""
-    duckdb_cli = Path(sys.executable).parent / "duckdb"
-    query = ("SELECT count(DISTINCT trial_id) FROM tokens JOIN token_freq USING (token_id) "
-             "WHERE freq_bin(count) >= 0")
-    result = subprocess.run([str(duckdb_cli), "-readonly", "-csv", "-noheader",
-                             str(reference / "catalog.duckdb"), query],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "2"
 
 
 def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
@@ -286,7 +274,7 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         regularizers = dict(con.execute("SELECT trial_id, regularizer FROM trials").fetchall())
     assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
                             "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
@@ -338,7 +326,7 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
     result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "vocab"
     assert "vocab_size" in result.stdout  # two sizes: the report says which row is which
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         trials = con.execute("SELECT trial_id, vocab_size, data_key FROM trials ORDER BY trial_id").fetchall()
         profile = con.execute("SELECT data_key, vocab_size FROM vocab_frequency_profile()").fetchall()
         max_token = dict(con.execute("SELECT trial_id, max(token_id) FROM tokens GROUP BY 1").fetchall())

@@ -263,6 +263,15 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "catalog-damaged-db": lambda: _damaged_catalog(_synthetic_copy(tmp, earlier)),
         "catalog-older-version": lambda: _older_catalog(_synthetic_copy(tmp, earlier)),
         "verify-not-a-sweep": lambda: ["verify", str(_empty_dir(tmp))],
+        "sql-write-refused": lambda: ["sql", str(_synthetic_copy(tmp, earlier)),
+                                      f"COPY (SELECT * FROM trials) TO '{tmp / 'trials.csv'}'"],
+        "sql-outside-the-sweep": lambda: ((tmp / "credentials").write_text("key"),
+                                          ["sql", str(_synthetic_copy(tmp, earlier)),
+                                           f"SELECT * FROM read_text('{tmp / 'credentials'}')"])[1],
+        "catalog-not-tables-only": lambda: _tampered_catalog(_synthetic_copy(tmp, earlier), (
+            "DROP TABLE trials", "CREATE VIEW trials AS SELECT 1 AS trial_id")),
+        "catalog-shard-outside": lambda: _tampered_catalog(_synthetic_copy(tmp, earlier), (
+            "INSERT INTO shards VALUES ('tokens', '../../../etc/passwd')",)),
         "sql-bad-query": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "SELECT nope FROM trials"],
         "sql-missing-file": lambda: ["sql", str(_synthetic_copy(tmp, earlier)), "q.sql"],
         "cli-unknown-command": lambda: ["swep"],
@@ -317,6 +326,16 @@ def _foreign_shard(sweep: Path) -> list[str]:
 def _damaged_catalog(sweep: Path) -> list[str]:
     SweepLayout.at(sweep).catalog_file.write_bytes(b"not a database" * 1000)
     return ["sql", str(sweep), "SELECT 1"]
+
+
+def _tampered_catalog(sweep: Path, statements: tuple[str, ...]) -> list[str]:
+    """A catalog someone edited: views in place of tables, or a shard path leading out of the sweep."""
+    import duckdb
+
+    with duckdb.connect(str(SweepLayout.at(sweep).catalog_file)) as con:
+        for statement in statements:
+            con.execute(statement)
+    return ["sql", str(sweep), "SELECT * FROM trials"]
 
 
 def _older_catalog(sweep: Path) -> list[str]:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raysweep.catalog.connect import connect
 from raysweep.catalog.build import build_catalog
 from raysweep.models.build import build_config, build_model
 from raysweep.present.report import report_table
@@ -132,8 +133,8 @@ def _fake_sweep(root):
 
 def test_catalog_views_and_report_values(tmp_path):
     _fake_sweep(tmp_path)
-    catalog = build_catalog(tmp_path)
-    with duckdb.connect(str(catalog), read_only=True) as con:
+    build_catalog(tmp_path)
+    with connect([tmp_path]) as con:
         assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == 16
         bins = dict(con.execute("SELECT token_id, bin FROM token_freq").fetchall())
     assert bins == {0: -1, 1: 0, 2: 0, 3: 1, 4: 2, 5: 3}  # exact powers of 3 start a new bin
@@ -151,7 +152,7 @@ def test_catalog_of_a_sweep_without_shards_yet(tmp_path):
     for manifest in tmp_path.rglob("_*.manifest.json"):
         manifest.unlink()
     build_catalog(tmp_path)
-    with duckdb.connect(str(SweepLayout.at(tmp_path).catalog_file), read_only=True) as con:
+    with connect([tmp_path]) as con:
         assert con.execute("SELECT count(*), sum(loss) FROM tokens").fetchone() == (0, None)
         assert con.execute("SELECT count(*) FROM train_metrics").fetchone()[0] == 0
     assert report_table(tmp_path).empty
@@ -168,5 +169,5 @@ def test_catalog_skips_data_dirs_still_being_built(tmp_path):
         shutil.copy(complete, layout.data_dir(unfinished) / "token_freq.parquet")
     (layout.data_dir(".k3.tmp-123") / "meta.json").write_text('{"data_key": "k3"}')
     build_catalog(tmp_path)
-    with duckdb.connect(str(layout.catalog_file), read_only=True) as con:
+    with connect([tmp_path]) as con:
         assert con.execute("SELECT DISTINCT data_key FROM token_freq").fetchall() == [("k1",)]

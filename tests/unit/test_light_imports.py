@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from raysweep.catalog.build import build_catalog
+from raysweep.catalog.connect import connect
 from tests.synthetic_sweep import write_synthetic_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_t_quantiles_are_exact_for_every_df(tmp_path):
     used to round (21-24, 26-29, > 30) included."""
     sweep = write_synthetic_sweep(tmp_path / "runs" / "s")
     build_catalog(sweep)
-    with duckdb.connect(str(sweep / "catalog.duckdb"), read_only=True) as con:
+    with connect([sweep]) as con:
         df, t = np.array(con.execute("SELECT df, t FROM t_quantile() ORDER BY df").fetchall()).T
     assert df[0] == 1 and len(df) >= 1024 and (np.diff(df) == 1).all()
     assert np.allclose(t, stats.t.ppf(0.975, df), rtol=1e-12, atol=0)

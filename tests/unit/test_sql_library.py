@@ -96,7 +96,7 @@ def test_shard_views_show_partition_keys_and_file_columns_typed_as_the_schemas(s
     assert list(partition_keys(layout.token_shard("train", "t", 3, 0))) == TOKEN_PARTITIONS.names
     assert list(partition_keys(layout.embedding_shard("t", 3))) == EMBEDDING_PARTITIONS.names
     assert list(partition_keys(layout.train_metrics_shard("t", 3))) == TRAIN_METRICS_PARTITIONS.names
-    from raysweep.catalog.build import DUCKDB_TYPES, shard_view_sql
+    from raysweep.catalog.build import DUCKDB_TYPES, shard_select_sql
 
     with connect([sweep]) as con:
         for name, view in SHARD_VIEWS.items():
@@ -104,7 +104,7 @@ def test_shard_views_show_partition_keys_and_file_columns_typed_as_the_schemas(s
             assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == want, name
     with duckdb.connect() as con:
         for name, view in SHARD_VIEWS.items():
-            con.execute(shard_view_sql(name, []))
+            con.execute(f"CREATE VIEW {name} AS {shard_select_sql(name, [])}")
             assert [(c, str(t)) for c, t in zip(con.table(name).columns, con.table(name).types)] == \
                 [(shown, DUCKDB_TYPES[f.type]) for f, shown in view.fields()], name
 

@@ -60,8 +60,8 @@ def test_a_search_dir_refuses_another_seed_where_a_grid_would_extend(tmp_path):
 
 
 def _catalog_as_the_previous_version_left_it(sweep) -> None:
-    """What the version before the redesign wrote: no catalog_info or t_quantiles, none of the report
-    queries, and a trials table without vocab_size."""
+    """What the version before the redesign wrote: no catalog_info or t_quantiles, and a trials table
+    without vocab_size."""
     import duckdb
     import pyarrow.parquet as pq
 
@@ -69,7 +69,7 @@ def _catalog_as_the_previous_version_left_it(sweep) -> None:
 
     build_catalog(sweep)
     with duckdb.connect(str(sweep / "catalog.duckdb")) as con:
-        con.execute("DROP TABLE catalog_info; DROP TABLE t_quantiles; DROP MACRO TABLE report_bins")
+        con.execute("DROP TABLE catalog_info; DROP TABLE t_quantiles")
     trials = pq.read_table(sweep / "trials.parquet")
     pq.write_table(trials.drop_columns(["vocab_size"]), sweep / "trials.parquet")
 
