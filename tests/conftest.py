@@ -92,6 +92,19 @@ def run_cli(args: list[str], tmp_root: Path, timeout: float = 600, check: bool =
     return result
 
 
+def run_cli_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`raysweep ARGV` in this process: (exit code, stdout, stderr)."""
+    from raysweep import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ from raysweep.data.tokenizer import train_bpe
 from raysweep.spec import parse_spec, spec_to_yaml
 from raysweep.store.layout import SweepLayout
 from raysweep.store.shards import write_shard
-from tests.conftest import REPO, cli_env, tiny_spec_dict, write_spec
+from tests.conftest import REPO, cli_env, run_cli_in_process, tiny_spec_dict, write_spec
 from tests.synthetic_sweep import STEPS, write_synthetic_sweep
 
 
@@ -368,12 +368,8 @@ def _run_subprocess(case: str, argv: list[str], tmp: Path) -> tuple[int, str]:
 
 
 def _run_in_process(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli_in_process(argv, capsys)
+    return code, err
 
 
 @pytest.fixture(scope="module")

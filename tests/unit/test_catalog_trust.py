@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from raysweep import cli
 from raysweep.catalog.build import build_catalog
 from raysweep.store.layout import SweepLayout
+from tests.conftest import run_cli_in_process
 from tests.synthetic_sweep import write_synthetic_sweep
 
 SECRET = "s3cr3t-aws-key-42"
@@ -42,13 +42,8 @@ def _tamper(sweep: Path, *statements: str) -> None:
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    code, out, err = run_cli_in_process(argv, capsys)
+    return code, out + err
 
 
 def _everything_shown(sweep: Path, capsys, tmp_path: Path) -> tuple[list[int], str]:
