@@ -22,7 +22,6 @@ import pytest
 import transformers
 import yaml
 
-from raysweep import cli
 from raysweep.catalog.build import build_catalog
 from raysweep.data.corpus import load_documents
 from raysweep.data.prepare import prepare_data
