@@ -23,18 +23,13 @@ from tqdm import tqdm
 
 from raysweep.spec.schema import OBJECTIVE_METRICS
 from raysweep.catalog.queries import install_queries, query_with_callees, run_query, run_statement
+from raysweep.catalog.sandbox import lock_down, sql_literal
 from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
                                     register_filesystems, temporary_sibling)
-
-
-def sql_literal(text) -> str:
-    """A string as a SQL literal, quotes doubled: for the statements DuckDB takes no parameters in
-    (a view's file list, ATTACH)."""
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _sql_list(paths: list[StoragePath]) -> str:
@@ -192,6 +187,7 @@ def is_current(sweep_dir) -> bool:
     try:
         with duckdb.connect() as con:
             con.execute(f"ATTACH {sql_literal(local_catalog(layout))} AS stored (READ_ONLY)")
+            lock_down(con, [layout.root])
             return stored_version(con, "stored") == CATALOG_VERSION
     except duckdb.Error:  # damaged: rebuilt like a missing one
         return False
@@ -223,6 +219,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
     vanish with this connection."""
     with duckdb.connect(str(tmp)) as con:
         register_filesystems(con, [layout.root])
+        lock_down(con, [layout.root, tmp.parent])  # it reads the sweep's files and writes the catalog, only
         _create_token_freq(con, freq_files)
         trials = _trials_table(layout)
         create_table(con, "trials", trials)
@@ -276,6 +273,7 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
     shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir))
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
+        lock_down(con, [layout.root])
         _create_token_freq(con, [token_freq_file(data_dir)])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
         views = shard_views({"tokens": shards}, {trial_row["trial_id"]: trial_row["steps"]})

@@ -18,6 +18,7 @@ from raysweep.catalog.build import (CATALOG_TABLES, CATALOG_VERSION, OPTIONAL_TA
                                     local_catalog, shard_views, sql_identifier, sql_literal, stored_tables,
                                     stored_version)
 from raysweep.catalog.queries import install_queries
+from raysweep.catalog.sandbox import lock_down
 from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, location, register_filesystems
@@ -65,16 +66,6 @@ def _attach(con, layout: SweepLayout, database: str) -> None:
     if missing:
         raise CatalogError(f"{layout.catalog_file}: {sorted(missing)[0]} is not a table, so this is not a catalog "
                            f"raysweep built; rebuild it with `raysweep catalog {layout.root}`")
-
-
-def lock_down(con, sweep_roots: list[StoragePath]) -> None:
-    """No file or network access beyond the sweep dirs (DuckDB's own sandbox: external access off, the
-    sweep dirs allowed), no extension autoload or autoinstall, and the configuration locked."""
-    allowed = ", ".join(sql_literal(str(root).rstrip("/") + "/") for root in sweep_roots)
-    con.execute(f"SET allowed_directories = [{allowed}]")
-    for setting in ("enable_external_access", "autoload_known_extensions", "autoinstall_known_extensions"):
-        con.execute(f"SET {setting} = false")
-    con.execute("SET lock_configuration = true")
 
 
 def connect(sweep_dirs: list[str | StoragePath]) -> duckdb.DuckDBPyConnection:

@@ -135,3 +135,25 @@ def test_sql_reads_nothing_outside_the_sweep_dirs(honest, secret, tmp_path, caps
         assert code == 2 and SECRET not in text and "Permission Error" in text.strip().splitlines()[-1]
     code, text = _run(["sql", *sweeps, "SELECT count(*) AS n FROM tokens"], capsys)
     assert code == 0 and "n" in text
+
+
+@pytest.mark.parametrize("parent", ["o'neil", "o'neil [1]", "a*b"])
+def test_a_sweep_under_quotes_and_glob_characters_reads_the_same(honest, tmp_path, capsys, parent):
+    """Paths reach SQL only escaped (a view's file list, ATTACH, the allowed dirs): a sweep under a dir named
+    o'neil, or with glob characters, gives the same rows as anywhere else."""
+    from raysweep.catalog.connect import connect
+
+    moved = Path(shutil.copytree(honest, tmp_path / parent / "runs" / "sweep"))
+    build_catalog(moved)  # its shard list names the files where they are now
+    code, text = _run(["report", str(moved)], capsys)
+    assert code == 0 and "balanced_loss" in text
+    with connect([honest]) as con:
+        want = con.execute("SELECT * FROM bin_loss() ORDER BY ALL").fetchall()
+    with connect([moved, honest]) as con:  # several sweeps: ATTACH aliases and union views escaped too
+        got = con.execute("SELECT * REPLACE (replace(trial_id, 'sweep/', '') AS trial_id) FROM bin_loss() "
+                          "WHERE trial_id LIKE 'sweep/%' ORDER BY ALL").fetchall()
+    assert len(got) == len(want) > 0
+    for row, expected in zip(got, want):  # the same rows; sums may differ in the last bit (their order)
+        assert [v for v in row if isinstance(v, str)] == [v for v in expected if isinstance(v, str)]
+        assert [v for v in row if not isinstance(v, str)] == pytest.approx(
+            [v for v in expected if not isinstance(v, str)], rel=1e-12)
