@@ -157,3 +157,16 @@ def test_a_sweep_under_quotes_and_glob_characters_reads_the_same(honest, tmp_pat
         assert [v for v in row if isinstance(v, str)] == [v for v in expected if isinstance(v, str)]
         assert [v for v in row if not isinstance(v, str)] == pytest.approx(
             [v for v in expected if not isinstance(v, str)], rel=1e-12)
+
+
+def test_the_sql_prompt_reads_and_refuses_as_a_query_does(honest, tmp_path):
+    """`raysweep sql SWEEP` with no query: a prompt on the same locked connection, each statement checked."""
+    import subprocess
+    import sys
+
+    session = f"COPY (SELECT * FROM trials) TO '{tmp_path / 'out.csv'}';\nSELECT count(*) AS n_trials\n FROM trials;\n"
+    result = subprocess.run([sys.executable, "-m", "raysweep.cli", "sql", str(honest)], input=session,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "error: query: COPY is not read-only" in result.stdout and "n_trials" in result.stdout
+    assert not (tmp_path / "out.csv").exists()
