@@ -25,7 +25,7 @@ from raysweep.spec.schema import OBJECTIVE_METRICS
 from raysweep.catalog.queries import install_queries, query_with_callees, run_query, run_statement
 from raysweep.catalog.sandbox import lock_down, sql_literal
 from raysweep.errors import first_line
-from raysweep.store.layout import SweepLayout, partition_keys, token_freq_file
+from raysweep.store.layout import SweepLayout, partition_keys, shard_rank, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
 from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
@@ -117,6 +117,29 @@ def shard_views(shards: dict[str, list[StoragePath]], final_step: dict[str, int]
     views = {kind: shard_select_sql(kind, files) for kind, files in shards.items()}
     views["final_tokens"] = shard_select_sql("tokens", _at_final_step(shards["tokens"], final_step))
     return views
+
+
+def whole_steps(shards: list[StoragePath], workers: int) -> list[StoragePath]:
+    """The token shards of the (trial, step)s whose eval is whole: for every split the trial has shards of, a
+    complete shard from each of its ranks (`workers`, or more if its shards show more). Without this, a step
+    at which one rank kept dying would show the losses of half the eval set as the step's."""
+    ranks, splits, seen = {}, {}, {}
+    for shard in shards:
+        keys, rank = partition_keys(shard), shard_rank(shard)
+        ranks[keys["trial"]] = max(ranks.get(keys["trial"], workers), rank + 1)
+        splits.setdefault(keys["trial"], set()).add(keys["split"])
+        seen.setdefault((keys["trial"], keys["step"], keys["split"]), set()).add(rank)
+
+    def whole(trial: str, step: str) -> bool:
+        return all(seen.get((trial, step, split)) == set(range(ranks[trial])) for split in splits[trial])
+
+    return [s for s in shards if whole(partition_keys(s)["trial"], partition_keys(s)["step"])]
+
+
+def sweep_workers(layout: SweepLayout) -> int:
+    """Ranks per trial, as the sweep's spec.yaml says (1 without one)."""
+    raw = (yaml.safe_load(layout.spec_file.read_text()) if layout.spec_file.exists() else None) or {}
+    return int((raw.get("resources") or {}).get("workers_per_trial", 1))
 
 
 def _at_final_step(shards: list[StoragePath], final_step: dict[str, int]) -> list[StoragePath]:
@@ -229,6 +252,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
                          disable=None):  # disable=None: only on a terminal
             shards[name] = complete_shards(layout.shards_root(name))
             _check_shards(name, shards[name])
+        shards["tokens"] = whole_steps(shards["tokens"], sweep_workers(layout))
         create_table(con, "shards", pa.table({
             "kind": [kind for kind, files in shards.items() for _ in files],
             "path": [relative_to_sweep(layout, f) for files in shards.values() for f in files]}))

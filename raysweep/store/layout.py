@@ -188,6 +188,11 @@ def partition_keys(shard: StoragePath) -> dict[str, str]:
     return dict(part.split("=", 1) for part in str(shard).split("/") if "=" in part)
 
 
+def shard_rank(shard: StoragePath) -> int:
+    """The rank that wrote a shard (`part-<rank>.parquet`)."""
+    return int(shard.name.removeprefix("part-").removesuffix(".parquet"))
+
+
 def data_marker(data_dir: StoragePath) -> StoragePath:
     return data_dir / DATA_MARKER
 

@@ -171,3 +171,27 @@ def test_catalog_skips_data_dirs_still_being_built(tmp_path):
     build_catalog(tmp_path)
     with connect([tmp_path]) as con:
         assert con.execute("SELECT DISTINCT data_key FROM token_freq").fetchall() == [("k1",)]
+
+
+def test_a_step_counts_only_when_every_rank_finished_it(tmp_path):
+    """Rank 1 of one trial kept dying in its final eval: its part-1 of the held-out split never became
+    complete. The catalog, and so every query, shows that trial's earlier steps only (its train split at that
+    step too: half an eval is not the step's), and every other trial whole."""
+    from tests.synthetic_sweep import STEPS, write_synthetic_sweep
+
+    sweep = write_synthetic_sweep(tmp_path / "runs" / "s")
+    trial = "s1-wd1.0-s0"
+    lost = SweepLayout.at(sweep).token_shard("heldout", trial, STEPS[-1], 1)
+    manifest_path(lost).unlink()  # written, never confirmed
+    build_catalog(sweep)
+    with connect([sweep]) as con:
+        last_step = dict(con.execute("SELECT trial_id, max(step) FROM tokens GROUP BY 1").fetchall())
+        at_final = dict(con.execute("SELECT trial_id, count(DISTINCT split) FROM final_tokens GROUP BY 1").fetchall())
+        ranks = con.execute("SELECT DISTINCT step, seq_id >= 6 FROM tokens WHERE trial_id <> ? ORDER BY 1, 2",
+                            [trial]).fetchall()
+        binned = {row[0] for row in con.execute("SELECT trial_id FROM bin_loss()").fetchall()}
+    assert last_step[trial] == STEPS[-2]
+    assert {t: s for t, s in last_step.items() if t != trial} == dict.fromkeys(set(last_step) - {trial}, STEPS[-1])
+    assert trial not in at_final and set(at_final.values()) == {2} and len(at_final) == len(last_step) - 1
+    assert ranks == [(s, r) for s in STEPS for r in (False, True)]  # both ranks' rows at every step of the others
+    assert trial not in binned
