@@ -56,7 +56,7 @@ def _catalog(args) -> int:
 
 def _report(args) -> int:
     from raysweep.catalog.build import build_catalog, is_current
-    from raysweep.present.report import format_report, report_table
+    from raysweep.present.report import full_report
     from raysweep.store.layout import SweepLayout
     from raysweep.store.storage import location
 
@@ -68,7 +68,7 @@ def _report(args) -> int:
 
         print(write_html_report(layout, location(args.out) if args.out else None))
         return 0
-    print(format_report(report_table(layout)))
+    print(full_report(layout))
     return 0
 
 

@@ -14,7 +14,7 @@ from markupsafe import Markup
 from raysweep.catalog.connect import connect
 from raysweep.catalog.queries import run_query
 from raysweep.present.figures import write_figures
-from raysweep.present.report import format_report, report_table
+from raysweep.present.report import full_report
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_text
 
@@ -39,7 +39,7 @@ def write_html_report(sweep_dir, out: StoragePath | None = None) -> StoragePath:
                    for path in write_figures(layout, Path(figures_dir)) if path.suffix == ".png"]
     spec = layout.spec_file.read_text() if layout.spec_file.exists() else "(no spec.yaml)"
     page = _TEMPLATES.get_template("report.html.j2").render(
-        name=layout.name, report=format_report(report_table(layout)), table1=_table(table1),
+        name=layout.name, report=full_report(layout), table1=_table(table1),
         excess=_table(excess), figures=figures, trials=_table(trials), spec=spec)
     atomic_write_text(out, page)
     return out

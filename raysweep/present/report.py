@@ -33,6 +33,28 @@ def report_table(sweep_dir) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+def unfinished_trials(sweep_dir) -> pd.DataFrame:
+    """The trials that did not finish (ERROR, INTERRUPTED, PENDING), with their error: what the report,
+    the tables and the page name beside their numbers."""
+    with connect([sweep_dir]) as con:
+        return run_query(con, "report_trials").df().query("status != 'TERMINATED'")[["trial_id", "status", "error"]]
+
+
+def format_unfinished(unfinished: pd.DataFrame) -> str:
+    """One line per trial that did not finish ('' when all did)."""
+    if unfinished.empty:
+        return ""
+    lines = [f"  {row.trial_id}: {row.status}" + (f" ({row.error})" if row.error else "") for row in unfinished.itertuples()]
+    return (f"{len(unfinished)} trial(s) did not finish (a row above is theirs only if they wrote their last step; "
+            "Table 1 leaves out ERROR trials):\n" + "\n".join(lines))
+
+
+def full_report(sweep_dir) -> str:
+    """The frequency-bin table, then the trials that did not finish."""
+    return "\n\n".join(part for part in (format_report(report_table(sweep_dir)),
+                                          format_unfinished(unfinished_trials(sweep_dir))) if part)
+
+
 def format_report(table: pd.DataFrame) -> str:
     if table.empty:
         return "no final-step token shards in this sweep yet"

@@ -13,6 +13,7 @@ import pandas as pd
 
 from raysweep.catalog.build import search_settings
 from raysweep.catalog.connect import connect
+from raysweep.present.report import format_unfinished, unfinished_trials
 from raysweep.catalog.queries import run_query
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_text, ensure_dir, location
@@ -93,6 +94,9 @@ def write_tables(sweep_dir: str | StoragePath, out_dir: str | StoragePath) -> li
                          "Written by `raysweep tables`; each table is one named query of the SQL "
                          "library (`analysis/*.sql`, listed in `raysweep/present/tables.py`), the seeds "
                          "of each grid point pooled.", ""]
+    unfinished = format_unfinished(unfinished_trials(layout))
+    if unfinished:
+        page += ["```", unfinished, "```", ""]
     titles = {name: title for name, (title, _) in {**TABLES, **SEARCH_TABLES}.items()}
     for name, frame in study_tables(layout).items():
         path = out_dir / f"{name}.csv"

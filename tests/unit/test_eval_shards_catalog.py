@@ -195,3 +195,27 @@ def test_a_step_counts_only_when_every_rank_finished_it(tmp_path):
     assert trial not in at_final and set(at_final.values()) == {2} and len(at_final) == len(last_step) - 1
     assert ranks == [(s, r) for s in STEPS for r in (False, True)]  # both ranks' rows at every step of the others
     assert trial not in binned
+
+
+def test_trials_that_ended_in_error_are_named_and_left_out_of_table_1(tmp_path, capsys):
+    """An ERROR trial (here one that wrote every shard, then failed) is named with its error by `report`, on the
+    page and in tables.md, and Table 1 pools only the finished seeds unless include_errors := true."""
+    from tests.conftest import run_cli_in_process
+    from tests.synthetic_sweep import write_synthetic_sweep
+
+    sweep = write_synthetic_sweep(tmp_path / "runs" / "s")
+    trials = pq.read_table(sweep / "trials.parquet").to_pylist()
+    failed = trials[0]["trial_id"]
+    trials[0] |= {"status": "ERROR", "error": "RuntimeError: CUDA out of memory"}
+    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), sweep / "trials.parquet")
+    build_catalog(sweep)
+    code, out, _ = run_cli_in_process(["report", str(sweep)], capsys)
+    assert code == 0 and f"{failed}: ERROR (RuntimeError: CUDA out of memory)" in out
+    run_cli_in_process(["tables", str(sweep), "--out", str(tmp_path / "t")], capsys)
+    assert f"{failed}: ERROR" in (tmp_path / "t" / "tables.md").read_text()
+    with connect([sweep]) as con:
+        point = con.execute("SELECT scale, weight_decay FROM trials WHERE trial_id = ?", [failed]).fetchone()
+        seeds = {include: con.execute(
+            "SELECT DISTINCT n_seeds FROM balanced_vs_average_ci(include_errors := ?) WHERE scale = ? AND "
+            "weight_decay = ?", [include, *point]).fetchall() for include in (False, True)}
+    assert seeds == {False: [(1,)], True: [(2,)]}
