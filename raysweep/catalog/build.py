@@ -10,7 +10,6 @@ that each name is a table, and build the shard views and the SQL library's macro
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys, shard_rank, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
-from raysweep.store.storage import (StoragePath, fetch_file, is_remote, read_parquet_schema, read_parquet_table,
-                                    register_filesystems, temporary_sibling)
+from raysweep.store.storage import (StoragePath, durable_replace, fetch_file, is_remote, read_parquet_schema,
+                                    read_parquet_table, register_filesystems, temporary_sibling)
 
 
 def _sql_list(paths: list[StoragePath]) -> str:
@@ -169,7 +168,7 @@ def build_catalog(sweep_dir) -> StoragePath:
     except BaseException:
         tmp.unlink(missing_ok=True)  # the previous catalog, if any, stays as it was
         raise
-    os.replace(tmp, final)
+    durable_replace(tmp, final)
     return final
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
                                    tokenizer_file)
-from raysweep.store.storage import StoragePath, is_remote, location, temporary_sibling, upload_tree
+from raysweep.store.storage import (StoragePath, durable_replace, fsync_tree, is_remote, location, temporary_sibling,
+                                    upload_tree)
 
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("train", "heldout")
@@ -206,7 +206,8 @@ def _prepare_local(data: DataConfig, evaluation: EvalConfig, key: str, final: Pa
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    os.replace(tmp, final)
+    fsync_tree(tmp)  # meta.json, the marker, never on disk before the arrays it describes
+    durable_replace(tmp, final)
 
 
 __all__ = ["PreparedData", "prepare_data", "open_array", "eval_sets", "EVAL_SPLITS"]

@@ -5,15 +5,14 @@ anywhere, without raysweep."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
 
 from raysweep.errors import first_line
 from raysweep.spec.errors import SweepDirError
-from raysweep.store.layout import checkpoint_complete_marker, step_of_checkpoint, tokenizer_file
-from raysweep.store.storage import fetch_file, temporary_sibling
+from raysweep.store.layout import step_of_checkpoint, tokenizer_file
+from raysweep.store.storage import durable_replace, fetch_file, fsync_tree, temporary_sibling
 
 EXPORT_RECORD = "raysweep_export.json"
 
@@ -26,7 +25,7 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
 
     from raysweep.models.build import build_config, build_model
     from raysweep.run.preflight import load_prepared, load_sweep_spec
-    from raysweep.train.checkpoint import load_model_weights
+    from raysweep.train.checkpoint import is_whole, load_model_weights
     from raysweep.trials.source import trial_source
 
     spec = load_sweep_spec(sweep_dir)
@@ -41,7 +40,7 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
                             f"{', '.join(sorted(points))}")
     trial = points[trial_id]
     complete = {step_of_checkpoint(c): c for c in layout.checkpoint_dirs(trial_id)
-                if checkpoint_complete_marker(c).exists()}
+                if is_whole(c)}
     if not complete:
         raise SweepDirError(f"TRIAL: {trial_id} has no complete checkpoint yet; `raysweep status "
                             f"{layout.root}` shows how far it got")
@@ -76,7 +75,8 @@ def export_trial(sweep_dir, trial_id: str, out_dir, step: Optional[int] = None) 
             {"sweep": str(layout.root), "trial_id": trial_id, "step": step, "data_key": data.data_key}, indent=1))
         if out.exists():
             out.rmdir()  # empty, checked above
-        os.replace(staging, out)
+        fsync_tree(staging)
+        durable_replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -67,6 +67,7 @@ def _check_shard(path: StoragePath, report: VerifyReport) -> None:
 
 def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
     """`datas`: the sweep's PreparedData per data slot (raysweep.run.preflight.load_prepared)."""
+    from raysweep.train.checkpoint import is_whole  # torch: only when a sweep is verified
     report = VerifyReport()
     layout = spec.layout
     source = trial_source(spec)
@@ -90,6 +91,9 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
         report.n_checked += 1
         if not checkpoint_complete_marker(final).exists():
             report.missing.append(f"{checkpoint_complete_marker(final)} (final checkpoint)")
+        for checkpoint in layout.checkpoint_dirs(trial.trial_id):
+            if checkpoint_complete_marker(checkpoint).exists() and not is_whole(checkpoint):
+                report.partial.append(f"{checkpoint} (a file's size differs from its {checkpoint_complete_marker(checkpoint).name} record)")
         for checkpoint in layout.checkpoint_dirs(trial.trial_id):
             if str(checkpoint) != str(final) and not checkpoint_complete_marker(checkpoint).exists():
                 report.partial.append(f"{checkpoint} (checkpoint without {checkpoint_complete_marker(checkpoint).name})")

@@ -124,14 +124,39 @@ def remove_stale_temporaries(path: StoragePath) -> None:
             stale.unlink(missing_ok=True)
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a local file's (or directory's: its entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """Rename `tmp` over `path` once its bytes are on disk, then flush the rename: after a power loss the name
+    holds whole content, so a marker written after this never outlives the data it vouches for."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(Path(path).parent)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file under a local dir, then every dir, on disk (a checkpoint or data dir before its marker)."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
+
+
 def atomic_write_bytes(path: StoragePath, data: bytes) -> None:
-    """Readers see the old content or the new, never half."""
+    """Readers see the old content or the new, never half; locally, the new is on disk when this returns."""
     if is_remote(path):
-        path.write_bytes(data)  # one PUT: the object appears whole or not at all
+        path.write_bytes(data)  # one PUT: the object appears whole or not at all, and durably
         return
     tmp = temporary_sibling(Path(path))
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    durable_replace(tmp, Path(path))
 
 
 def atomic_write_text(path: StoragePath, text: str) -> None:
@@ -156,7 +181,7 @@ def write_parquet(table: pa.Table, path: StoragePath, **options) -> str:
         return hashlib.sha256(data).hexdigest()
     tmp = temporary_sibling(Path(path))
     pq.write_table(table, tmp, **options)
-    os.replace(tmp, path)
+    durable_replace(tmp, Path(path))
     return sha256_file(path)
 
 

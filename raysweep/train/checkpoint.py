@@ -26,23 +26,49 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from raysweep.store.layout import checkpoint_complete_marker, checkpoint_dirs_in, step_of_checkpoint
-from raysweep.store.storage import StoragePath, atomic_write_text, is_remote, location
+from raysweep.store.storage import StoragePath, atomic_write_text, fsync_tree, is_remote, location
 
 STATE_FILE = "train_state.json"
 
 
+def _file_sizes(checkpoint: StoragePath) -> dict[str, int]:
+    marker = checkpoint_complete_marker(checkpoint).name
+    return {str(PurePosixPath(*f.relative_to(checkpoint).parts)): f.stat().st_size
+            for f in checkpoint.rglob("*") if f.is_file() and f.name != marker}
+
+
 def mark_complete(stored_checkpoint: StoragePath, step: int) -> None:
-    atomic_write_text(checkpoint_complete_marker(stored_checkpoint), json.dumps({"step": step}))
+    """Write `_COMPLETE` once the checkpoint's files are on disk (locally: flushed first), recording each
+    file's size, so a restart can tell a checkpoint a crash or a full disk left short (`is_whole`)."""
+    if not is_remote(stored_checkpoint):
+        fsync_tree(Path(stored_checkpoint))
+    atomic_write_text(checkpoint_complete_marker(stored_checkpoint),
+                      json.dumps({"step": step, "files": _file_sizes(stored_checkpoint)}))
+
+
+def is_whole(checkpoint: StoragePath) -> bool:
+    """Marked complete, and every file the marker lists still has its recorded size (markers of before
+    sizes were recorded list none)."""
+    marker = checkpoint_complete_marker(checkpoint)
+    if not marker.exists():
+        return False
+    recorded = json.loads(marker.read_text()).get("files", {})
+    sizes = _file_sizes(checkpoint) if recorded else {}
+    return all(sizes.get(name) == size for name, size in recorded.items())
 
 
 def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) -> Optional[StoragePath]:
-    """Newest of Ray's registered checkpoint and the marked-complete ones under `run_dir`.
+    """Newest of Ray's registered checkpoint and the whole marked ones under `run_dir`: a marked checkpoint
+    whose files no longer match its marker is skipped, and the one before it taken.
 
     Ray's checkpoint is named by its dir name under `run_dir`: its own path has no scheme on an
-    object store (the filesystem travels beside it)."""
-    candidates = [d for d in checkpoint_dirs_in(run_dir) if checkpoint_complete_marker(d).exists()]
+    object store (the filesystem travels beside it). Unmarked (its group died before rank 0 could mark
+    it), Ray's word that every rank uploaded is taken."""
+    candidates = [d for d in checkpoint_dirs_in(run_dir) if is_whole(d)]
     if ray_checkpoint_path:
-        candidates.append(run_dir / PurePosixPath(ray_checkpoint_path).name)
+        registered = run_dir / PurePosixPath(ray_checkpoint_path).name
+        if not checkpoint_complete_marker(registered).exists() or is_whole(registered):
+            candidates.append(registered)
     return max(candidates, key=step_of_checkpoint, default=None)
 
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,3 +218,32 @@ def test_trials_that_ended_in_error_are_named_and_left_out_of_table_1(tmp_path, 
             "SELECT DISTINCT n_seeds FROM balanced_vs_average_ci(include_errors := ?) WHERE scale = ? AND "
             "weight_decay = ?", [include, *point]).fetchall() for include in (False, True)}
     assert seeds == {False: [(1,)], True: [(2,)]}
+
+
+def test_a_shard_is_on_disk_before_its_manifest(tmp_path, monkeypatch):
+    """The order a power loss cannot break: the shard's bytes flushed, renamed into place, the rename flushed,
+    and only then the manifest (itself flushed the same way)."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", str(target)))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = SweepLayout.at(tmp_path).token_shard("train", "t", 10, 0)
+    write_shard(_token_table(4), path)
+    shard, manifest, directory = str(path), str(manifest_path(path)), str(path.parent)
+    at = {}
+    for i, event in enumerate(events):
+        at.setdefault(event, i)  # each event's first time
+    assert events[at[("replace", shard)] - 1][0] == "fsync"  # the temporary file, just before its rename
+    assert at[("replace", shard)] < at[("fsync", directory)] < at[("replace", manifest)]
+    assert events[at[("replace", manifest)] - 1][0] == "fsync" and events[-1] == ("fsync", directory)

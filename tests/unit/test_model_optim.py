@@ -261,3 +261,36 @@ def test_a_checkpoint_whose_metadata_names_code_is_refused_unrun(tmp_path):
     with pytest.raises(CheckpointException, match="is not part of a checkpoint's metadata"):
         load_model_weights(fresh, bad)
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_torn_newest_checkpoint_is_skipped_for_the_one_before(tmp_path):
+    """Two marked checkpoints (steps 10 and 20); the newest's .distcp file truncated (a crash or a full disk
+    after the marker): a restart takes step 10 and loads it, the one before takes step 20 again once the
+    file is whole, and a marker of before sizes were recorded is still taken as whole."""
+    import shutil
+
+    from raysweep.store.layout import checkpoint_complete_marker, checkpoint_dir_name
+    from raysweep.train.checkpoint import is_whole, latest_checkpoint, load_checkpoint, mark_complete, save_checkpoint
+
+    model = build_model(build_config("nano", vocab_size=300), seed=0)
+    optimizer = build_optimizer(model, TrialTrainConfig())
+    run_dir = tmp_path / "run"
+    for step in (10, 20):
+        save_checkpoint(model, optimizer, step, run_dir / checkpoint_dir_name(step), rank=0)
+        mark_complete(run_dir / checkpoint_dir_name(step), step)
+    newest = run_dir / checkpoint_dir_name(20)
+    assert latest_checkpoint(None, run_dir) == newest
+    shard = next(newest.glob("*.distcp"))
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    assert not is_whole(newest)
+    chosen = latest_checkpoint(None, run_dir)
+    assert chosen == run_dir / checkpoint_dir_name(10)
+    assert latest_checkpoint(str(newest), run_dir) == chosen  # Ray registered the torn one: still skipped
+    assert load_checkpoint(model, optimizer, chosen) == 10
+    shard.write_bytes(whole)
+    assert latest_checkpoint(None, run_dir) == newest
+    legacy = tmp_path / "legacy" / checkpoint_dir_name(30)
+    shutil.copytree(newest, legacy)
+    checkpoint_complete_marker(legacy).write_text(json.dumps({"step": 30}))
+    assert is_whole(legacy)
