@@ -100,16 +100,23 @@ def _sql(args) -> int:
                 print(relation.df().to_string(index=False))
             elif args.output is None:
                 raise FileNotFoundError("--format needs --output FILE")
-            elif args.format == "csv":
-                relation.write_csv(args.output)
-            elif args.format == "parquet":
-                relation.write_parquet(args.output)
-            else:
-                relation.df().to_json(args.output, orient="records", lines=True)
+            else:  # written here, not by DuckDB: its connection may write nothing (raysweep.catalog.sandbox)
+                _write_result(relation.to_arrow_table(), args.format, args.output)
         except duckdb.Error as exc:  # DuckDB's message (with its hints) on one line
             print("raysweep sql: error: " + " ".join(str(exc).split()), file=sys.stderr)
             return 2
     return 0
+
+
+def _write_result(table, fmt: str, output: str) -> None:
+    import pyarrow.parquet
+
+    if fmt == "csv":
+        table.to_pandas().to_csv(output, index=False)
+    elif fmt == "parquet":
+        pyarrow.parquet.write_table(table, output)
+    else:
+        table.to_pandas().to_json(output, orient="records", lines=True)
 
 
 def _is_dir(target: str) -> bool:

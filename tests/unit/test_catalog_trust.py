@@ -170,3 +170,19 @@ def test_the_sql_prompt_reads_and_refuses_as_a_query_does(honest, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "error: query: COPY is not read-only" in result.stdout and "n_trials" in result.stdout
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_results_leave_through_output_only(honest, tmp_path, capsys, fmt):
+    """--format/--output is written by raysweep from the query's rows, not by DuckDB (whose connection may
+    write nothing): every format carries the query's columns and rows."""
+    import pandas as pd
+
+    out = tmp_path / f"b.{fmt}"
+    code, text = _run(["sql", str(honest), "SELECT * FROM balanced_vs_average()", "--format", fmt, "--output",
+                       str(out)], capsys)
+    assert code == 0, text
+    frame = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": lambda p: pd.read_json(p, lines=True)}[fmt](out)
+    assert list(frame.columns[:3]) == ["trial_id", "step", "split"] and len(frame) == 6 * 2
+    if fmt == "csv":
+        assert out.read_text().startswith("trial_id,step,split,")
