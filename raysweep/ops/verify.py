@@ -91,12 +91,13 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
         report.n_checked += 1
         if not checkpoint_complete_marker(final).exists():
             report.missing.append(f"{checkpoint_complete_marker(final)} (final checkpoint)")
-        for checkpoint in layout.checkpoint_dirs(trial.trial_id):
-            if checkpoint_complete_marker(checkpoint).exists() and not is_whole(checkpoint):
-                report.partial.append(f"{checkpoint} (a file's size differs from its {checkpoint_complete_marker(checkpoint).name} record)")
-        for checkpoint in layout.checkpoint_dirs(trial.trial_id):
-            if str(checkpoint) != str(final) and not checkpoint_complete_marker(checkpoint).exists():
-                report.partial.append(f"{checkpoint} (checkpoint without {checkpoint_complete_marker(checkpoint).name})")
+        for checkpoint in layout.checkpoint_dirs(trial.trial_id):  # one listing, each marker read once
+            marker = checkpoint_complete_marker(checkpoint)
+            if not marker.exists():
+                if str(checkpoint) != str(final):
+                    report.partial.append(f"{checkpoint} (checkpoint without {marker.name})")
+            elif not is_whole(checkpoint):
+                report.partial.append(f"{checkpoint} (a file's size differs from its {marker.name} record)")
     shards_dir = layout.shards_root()
     for path in sorted(shards_dir.rglob("*.parquet")):
         trial = partition_keys(path).get("trial", "")

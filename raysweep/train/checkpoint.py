@@ -64,11 +64,14 @@ def latest_checkpoint(ray_checkpoint_path: Optional[str], run_dir: StoragePath) 
     Ray's checkpoint is named by its dir name under `run_dir`: its own path has no scheme on an
     object store (the filesystem travels beside it). Unmarked (its group died before rank 0 could mark
     it), Ray's word that every rank uploaded is taken."""
-    candidates = [d for d in checkpoint_dirs_in(run_dir) if is_whole(d)]
+    listed = checkpoint_dirs_in(run_dir)
+    candidates = [d for d in listed if is_whole(d)]
     if ray_checkpoint_path:
         registered = run_dir / PurePosixPath(ray_checkpoint_path).name
-        if not checkpoint_complete_marker(registered).exists() or is_whole(registered):
+        if not checkpoint_complete_marker(registered).exists():
             candidates.append(registered)
+        elif str(registered) not in {str(d) for d in listed} and is_whole(registered):
+            candidates.append(registered)  # marked but not listed yet; a listed one was judged above
     return max(candidates, key=step_of_checkpoint, default=None)
 
 

@@ -9,7 +9,7 @@ checkpoints already scored.
 
 from __future__ import annotations
 
-from raysweep.spec.schema import CheckpointModel, DataConfig, SpecSection, SweepSpec, TokenizerConfig
+from raysweep.spec.schema import CheckpointModel, DataConfig, SpecSection, SweepSpec, TokenizerConfig, is_local_path
 from raysweep.trials.source import TrialSource
 
 
@@ -42,8 +42,6 @@ class CheckpointPoint(SpecSection):
 def checkpoint_dir(entry: CheckpointModel, revision: str) -> tuple[str, str | None]:
     """(what from_pretrained loads, the hub revision): a local model's revision is its subdir (a plain
     name, so always inside it), a hub model's a branch, tag or commit."""
-    from raysweep.spec.schema import is_local_path
-
     if is_local_path(entry.hf):
         return f"{entry.hf}/{revision}", None
     return entry.hf, revision
