@@ -22,8 +22,11 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/raysweep sweep examples/demo.yaml
 
+# Two pytest workers (pytest-xdist): a Ray test spends about half its wall time waiting on process starts and
+# polls, so a second stream of tests fills the idle core. Tests that share a session or module fixture (the
+# reference sweep, the fault tests' yardstick) carry one xdist_group and run on one worker.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # The inner loop: every test that starts no Ray (about a minute).
 test-fast: install

@@ -45,25 +45,20 @@ def load_spec(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[
 
 def sweep(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[str] = ()) -> "SweepLayout":
     """Run (or resume, or extend) a sweep on the embedded Ray or $RAY_ADDRESS, build its catalog and
-    return its directory (`.root` is the path). Bad input raises one of raysweep's one-line errors
+    return its directory (`.root` is the path). One writer at a time: a second `sweep`/`resume` of the same
+    dir raises SweepLockedError naming the holder. Bad input raises one of raysweep's one-line errors
     (SpecError, SweepDirError, CorpusError, StorageError) before anything trains. Trials that fail
     do not raise: `trials.parquet` and `raysweep status` say which and why."""
-    from raysweep.catalog.build import build_catalog
     from raysweep.run.tuner import run_sweep
 
-    layout = run_sweep(load_spec(spec, overrides))
-    build_catalog(layout)
-    return layout
+    return run_sweep(load_spec(spec, overrides))
 
 
 def resume(sweep_dir: "str | os.PathLike | SweepLayout") -> "SweepLayout":
     """Finish an interrupted sweep from its Tune state (errored trials too), then rebuild its catalog."""
-    from raysweep.catalog.build import build_catalog
     from raysweep.run.tuner import resume_sweep
 
-    layout = resume_sweep(sweep_dir)
-    build_catalog(layout)
-    return layout
+    return resume_sweep(sweep_dir)
 
 
 def connect(*sweep_dirs: "str | os.PathLike | SweepLayout") -> "duckdb.DuckDBPyConnection":

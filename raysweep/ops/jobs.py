@@ -22,6 +22,8 @@ from raysweep.errors import first_line
 from raysweep.spec.errors import SpecError
 from raysweep.spec.load import apply_override, parse_spec, read_spec_file
 from raysweep.data.corpus import is_local_file
+from raysweep.store.storage import is_remote
+from raysweep.store.writer_lock import check_not_locked
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 JOB_ENV = "RAYSWEEP_JOB"  # set in a submitted sweep's driver: its job id
@@ -52,7 +54,9 @@ def _client(address: str | None):
 def _spec_for_cluster(spec_path: Path, overrides: tuple[str, ...]) -> dict:
     """The spec with overrides applied, validated here; `storage` must mean the same on the cluster."""
     raw = read_spec_file(spec_path)
-    parse_spec(raw, overrides, source=str(spec_path))  # every spec error now, not in the job
+    spec = parse_spec(raw, overrides, source=str(spec_path))  # every spec error now, not in the job
+    if raw.get("storage") and (is_remote(spec.layout.root) or spec.layout.root.exists()):
+        check_not_locked(spec.layout)  # a sweep running there now: fail here, not in the job (which takes the lock)
     for assignment in overrides:
         apply_override(raw, assignment)
     data = raw.get("data") or {}

@@ -10,6 +10,8 @@ trials table says INTERRUPTED.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pandas as pd
 
 from raysweep.run.trials_table import error_summary
@@ -46,6 +48,16 @@ def _worker_restarts(layout: SweepLayout, trial_id: str) -> int:
     return max(0, len(attempts_file.read_text().splitlines()) - 1) if attempts_file.exists() else 0
 
 
+def _tune_error(layout: SweepLayout, trial, trial_id: str) -> str | None:
+    """The error text Tune stored for a failed trial, read from that trial's own dir in this sweep and nowhere
+    else: the state of a sweep dir from elsewhere may name any file as its error file."""
+    name = trial.run_metadata.error_filename
+    if trial.status != trial.ERROR or not name or PurePosixPath(name).name != name:
+        return None
+    path = layout.tune_dir / trial_id / name
+    return path.read_text() if path.exists() else None
+
+
 def _from_tune(layout: SweepLayout, spec) -> list[dict]:
     from ray.tune import ExperimentAnalysis
 
@@ -53,7 +65,7 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
     rows = []
     for trial in ExperimentAnalysis(str(layout.tune_dir)).trials:
         point = source.point_of(trial.config)
-        error = trial.get_error() if trial.status == trial.ERROR else None
+        error = _tune_error(layout, trial, point.trial_id)
         # Finished (its done file) wins over what Tune last saved; so does the sweep command's final table.
         status = "TERMINATED" if layout.done_file(point.trial_id).exists() else trial.status
         rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, status),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-from raysweep.catalog.build import build_catalog
 from raysweep.present.report import format_report, pareto_front_table, report_table
 from raysweep.run.preflight import load_sweep_spec
 from raysweep.store.layout import SweepLayout
@@ -17,7 +16,7 @@ def print_sweep_summary(sweep_dir, command: str) -> int:
     """Prints the summary; returns the exit status: 1 when a trial of the sweep did not finish
     (rows of earlier grids in trials.parquet are not this sweep's)."""
     layout = SweepLayout.at(sweep_dir)
-    catalog = build_catalog(layout)
+    catalog = layout.catalog_file  # built by run_sweep / resume_sweep, under the writer lock
     print(format_report(report_table(layout)))
     print(f"\nsweep dir: {layout.root}\ncatalog:   {catalog}")
     front = pareto_front_table(layout)

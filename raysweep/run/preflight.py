@@ -1,12 +1,14 @@
 """Checks before a sweep starts Ray, each failing in one line that names the field or file and the fix:
 the sweep dir's earlier spec, storage, the cluster's capacity, the data on disk; then the data itself.
 
-Bad input leaves storage as it was (`preflight` removes a sweep dir it created)."""
+Bad input leaves storage as it was (`run_sweep` removes a sweep dir it created when a check fails)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import uuid
 
 import yaml
 
@@ -19,31 +21,23 @@ from raysweep.spec.errors import SpecError, SweepDirError
 from raysweep.spec.load import parse_spec
 from raysweep.spec.schema import SweepSpec, is_local_path
 from raysweep.store.layout import SweepLayout
-from raysweep.store.storage import atomic_write_text, ensure_dir, first_missing_dir, is_remote, remove_empty_dirs
+from raysweep.store.storage import atomic_write_text, ensure_dir, is_remote
 from raysweep.trials.source import trial_source
 
 
 def preflight(spec: SweepSpec) -> tuple[bool, dict]:
     """Every check that can fail on bad input, then the data: (same spec as the sweep dir holds, the
-    PreparedData of each vocab-axis point)."""
-    layout = spec.layout
+    PreparedData of each vocab-axis point). The caller has checked the storage and holds the writer lock."""
     same_spec = check_existing_sweep(spec)
-    created = first_missing_dir(layout.root)
-    try:
-        check_storage(layout)
-        if not os.environ.get("RAY_ADDRESS"):
-            check_capacity(spec, local_resources())
-        check_model_configs(spec)
-        checkpoint_configs = check_checkpoints(spec)
-        check_data_unchanged(spec)
-        datas = prepare(spec)
-        check_spec_against_data(spec, datas)
-        check_checkpoint_vocabularies(checkpoint_configs, datas)
-        store_model_configs(spec, checkpoint_configs)
-    except BaseException:
-        if created is not None:  # bad input leaves storage as it was: no empty sweep dir either
-            remove_empty_dirs(created)
-        raise
+    if not os.environ.get("RAY_ADDRESS"):
+        check_capacity(spec, local_resources())
+    check_model_configs(spec)
+    checkpoint_configs = check_checkpoints(spec)
+    check_data_unchanged(spec)
+    datas = prepare(spec)
+    check_spec_against_data(spec, datas)
+    check_checkpoint_vocabularies(checkpoint_configs, datas)
+    store_model_configs(spec, checkpoint_configs)
     return same_spec, datas
 
 
@@ -211,7 +205,7 @@ def load_sweep_spec(sweep_dir) -> SweepSpec:
 def check_storage(layout: SweepLayout) -> None:
     """The sweep dir can be created and written: fail now, not in a worker an hour from now."""
     sweep_dir = layout.root
-    probe = sweep_dir / f".write-probe-{os.getpid()}"
+    probe = sweep_dir / f".write-probe-{uuid.uuid4().hex}"  # unique across hosts sharing NFS
     if is_remote(sweep_dir):
         try:
             probe.write_bytes(b"")
@@ -299,9 +293,13 @@ def prepare(spec: SweepSpec) -> dict:
         if is_remote(layout.root):  # s3fs / gcsfs raise OSErrors for refused or failed requests
             raise SweepDirError(f"storage: uploading the data dir to {where} failed "
                                 f"({first_line(exc)}); check the credentials and the bucket's permissions") from None
-        raise SweepDirError(f"storage: writing {where} failed ({exc.strerror or exc}): the disk is full "
-                            "or a quota or file-size limit was hit; free space or point storage "
-                            "elsewhere (--set storage=PATH)") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise SweepDirError(f"storage: writing {where} failed ({exc.strerror}): the disk is full or a quota "
+                                "or file-size limit was hit; free space or point storage elsewhere "
+                                "(--set storage=PATH)") from None
+        raise SweepDirError(f"storage: writing {where} failed ({exc.strerror or first_line(exc)}); check that "
+                            "the directory is writable and the filesystem mounted, or point storage elsewhere "
+                            "(--set storage=PATH)") from None
 
 
 def load_prepared(spec: SweepSpec) -> dict:

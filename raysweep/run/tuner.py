@@ -1,8 +1,9 @@
 """[3] The sweep: a Ray Tune Tuner over the trial source's points, each trial a driver
 (raysweep.run.driver) that runs one Ray Train TorchTrainer.
 
-`run_sweep(spec)`: preflight (raysweep.run.preflight), Ray, the Tuner, the trials table.
+`run_sweep(spec)`: preflight (raysweep.run.preflight), Ray, the Tuner, the trials table, the catalog.
 `resume_sweep(sweep_dir)`: Tuner.restore of an interrupted sweep, errored trials included.
+Both hold the sweep dir's writer lock (raysweep.store.writer_lock) from their first write to their last.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from raysweep.ops.cluster import DRIVER_RESOURCE
 from raysweep.run.driver import data_slot, run_trial
 from raysweep.errors import first_line
 from raysweep.run.migrations import check_trained_by_this_version
-from raysweep.run.preflight import check_capacity, check_data_unchanged, load_sweep_spec, preflight, prepare
+from raysweep.catalog.build import build_catalog
+from raysweep.run.preflight import (check_capacity, check_data_unchanged, check_storage, load_sweep_spec, preflight,
+                                    prepare)
 from raysweep.run.trials_table import error_summary, trial_status, write_trials_table
 from raysweep.spec.errors import SweepDirError
 from raysweep.spec.schema import SweepSpec
 from raysweep.spec.load import spec_to_yaml
 from raysweep.store.layout import SweepLayout
-from raysweep.store.storage import atomic_write_text
+from raysweep.store.storage import atomic_write_text, first_missing_dir, remove_empty_dirs
+from raysweep.store.writer_lock import SweepLockedError, writer_lock
 from raysweep.trials.source import trial_source
 
 log = logging.getLogger("raysweep")
@@ -80,31 +84,52 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
 
 
 def run_sweep(spec: SweepSpec) -> SweepLayout:
-    """Prepare data, run every trial of the spec's source, write the trials table."""
+    """Prepare data, run every trial of the spec's source, write the trials table and the catalog, holding
+    the sweep dir's writer lock throughout."""
     layout = spec.layout
-    same_spec, datas = preflight(spec)
-    atomic_write_text(layout.spec_file, spec_to_yaml(spec))
-    init_ray()
-    check_capacity(spec, ray.cluster_resources())
-    if same_spec and tune.Tuner.can_restore(str(layout.tune_dir)):
-        log.warning("resuming the sweep in %s", layout.root)
-        return resume_sweep(layout)
-    tuner = tune.Tuner(
-        _trainable(spec, datas),
-        param_space=trial_source(spec).param_space(),
-        tune_config=_tune_config(spec),
-        run_config=tune.RunConfig(
-            name=layout.tune_dir.name, storage_path=str(layout.root),
-            failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-            verbose=1),
-    )
-    _finish(spec, tuner.fit(), datas)
+    created = first_missing_dir(layout.root)
+    checked = False
+    try:
+        check_storage(layout)
+        with writer_lock(layout, "raysweep sweep"):
+            same_spec, datas = preflight(spec)
+            checked = True
+            atomic_write_text(layout.spec_file, spec_to_yaml(spec))
+            init_ray()
+            check_capacity(spec, ray.cluster_resources())
+            if same_spec and tune.Tuner.can_restore(str(layout.tune_dir)):
+                log.warning("resuming the sweep in %s", layout.root)
+                _restore_and_finish(spec)
+            else:
+                tuner = tune.Tuner(
+                    _trainable(spec, datas),
+                    param_space=trial_source(spec).param_space(),
+                    tune_config=_tune_config(spec),
+                    run_config=tune.RunConfig(
+                        name=layout.tune_dir.name, storage_path=str(layout.root),
+                        failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+                        verbose=1),
+                )
+                _finish(spec, tuner.fit(), datas)
+    except SweepLockedError:
+        raise  # the dir is another writer's: touch nothing in it
+    except BaseException:
+        if created is not None and not checked:  # bad input leaves storage as it was: no empty sweep dir either
+            remove_empty_dirs(created)
+        raise
     return layout
 
 
 def resume_sweep(sweep_dir) -> SweepLayout:
-    """Restore an interrupted sweep from its Tune state and finish it (errored trials included)."""
+    """Restore an interrupted sweep from its Tune state and finish it (errored trials included), holding
+    the sweep dir's writer lock."""
     spec = load_sweep_spec(sweep_dir)
+    with writer_lock(spec.layout, "raysweep resume"):
+        _restore_and_finish(spec)
+    return spec.layout
+
+
+def _restore_and_finish(spec: SweepSpec) -> None:
     layout = spec.layout
     check_trained_by_this_version(layout)
     check_data_unchanged(spec)
@@ -120,7 +145,6 @@ def resume_sweep(sweep_dir) -> SweepLayout:
         raise SweepDirError(f"{layout.tune_dir}: Ray Tune cannot restore this experiment ({first_line(exc)}); "
                             "run the spec under another `name`") from None
     _finish(spec, tuner.fit(), datas)
-    return layout
 
 
 def _finish(spec: SweepSpec, results: tune.ResultGrid, datas: dict) -> None:
@@ -133,3 +157,4 @@ def _finish(spec: SweepSpec, results: tune.ResultGrid, datas: dict) -> None:
         started = layout.point_file(point.trial_id).exists()
         ran.append((point, trial_status(layout.done_file(point.trial_id).exists(), error, started), error))
     write_trials_table(spec, datas, ran)
+    build_catalog(layout)

@@ -1,6 +1,6 @@
 """Every path inside one sweep directory, in one place.
 
-    spec.yaml  trials.parquet  catalog.duckdb  report.html  figures/  tables/
+    spec.yaml  trials.parquet  catalog.duckdb  report.html  figures/  tables/  .writer.lock
     data/<data_key>/                 tokenizer.json train.bin eval-*.bin meta.json token_freq.parquet
     models/<name>/config.json        a `model.configs` entry's Hugging Face config, as the sweep first read it
     tune/                            Ray Tune's experiment (resume reads it)
@@ -59,6 +59,11 @@ class SweepLayout:
     @property
     def spec_file(self) -> StoragePath:
         return self.root / "spec.yaml"
+
+    @property
+    def writer_lock_file(self) -> StoragePath:
+        """Held by the one process writing the sweep (raysweep.store.writer_lock)."""
+        return self.root / ".writer.lock"
 
     @property
     def trials_file(self) -> StoragePath:

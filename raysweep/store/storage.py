@@ -17,6 +17,7 @@ Ray's own pyarrow filesystem and s3fs read the same configuration.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import os
@@ -227,8 +228,27 @@ def download_tree(source: UPath, local_dir: Path) -> None:
 
 
 def node_cache_dir(kind: str) -> Path:
-    """Per-node cache for copies of stored files (data arrays, catalogs)."""
-    return Path(os.environ.get("RAYSWEEP_CACHE", Path(tempfile.gettempdir()) / "raysweep-cache")) / kind
+    """Per-node, per-user cache for copies of stored files (data arrays, catalogs): `$RAYSWEEP_CACHE`, or
+    `raysweep-cache-<uid>` under the temp dir, mode 0700. Refused when another user owns it or can write
+    it: a shared temp dir lets anyone create that name first and plant files we would trust."""
+    root = Path(os.environ.get("RAYSWEEP_CACHE") or Path(tempfile.gettempdir()) / f"raysweep-cache-{os.getuid()}")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = root.stat()
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o022:
+        raise StorageError(f"{root}: the cache dir is owned by uid {owner.st_uid} or writable by others; remove "
+                           "it, or set RAYSWEEP_CACHE to a directory only you can write")
+    directory = root / kind
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
+def _version_tag(info: dict) -> str:
+    """What changes whenever a stored object is rewritten: its ETag (S3) or generation (GCS); size and
+    modification time where the store reports neither."""
+    for key in ("ETag", "etag", "generation"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return f"{info.get('size')}-{info.get('LastModified') or info.get('mtime') or info.get('created')}"
 
 
 def local_copy(directory: StoragePath, key: str, marker: str) -> Path:
@@ -256,20 +276,20 @@ def local_copy(directory: StoragePath, key: str, marker: str) -> Path:
 
 
 def fetch_file(path: StoragePath, cache_name: str) -> Path:
-    """A local copy of one stored file, fetched again whenever the stored one changed (its size
-    or modification time; the copy carries the stored file's mtime); a local file is returned as
-    it is."""
+    """A local copy of one stored file, fetched again whenever the stored one is rewritten (a new ETag or
+    generation: the copy is named by it); a local file is returned as it is."""
     if not is_remote(path):
         return Path(path)
-    stored = path.stat()
-    target = node_cache_dir("files") / cache_name
-    if target.exists() and (target.stat().st_size, target.stat().st_mtime) == (stored.st_size, stored.st_mtime):
+    tag = hashlib.sha256(_version_tag(path.fs.info(path.path)).encode()).hexdigest()[:16]
+    target = node_cache_dir("files") / f"{cache_name}-{tag}"
+    if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(target)
     path.fs.get_file(path.path, str(staging))
-    os.utime(staging, (stored.st_mtime, stored.st_mtime))
     os.replace(staging, target)
+    for older in target.parent.glob(f"{glob.escape(cache_name)}-*"):  # earlier versions of the same file
+        if older != target and len(older.name) == len(target.name):
+            older.unlink(missing_ok=True)
     return target
 
 

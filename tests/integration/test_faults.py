@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,11 +68,11 @@ def assert_same_results(got: Path, want: Path, tmp_path: Path) -> None:
     assert verify.returncode == 0, f"verify failed (seed {SEED}):\n{verify.stdout}"
 
 
-def start_sweep(spec_path: Path, tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
+def start_sweep(spec_path: Path, tmp_path: Path, env: dict | None = None, log_name: str = "sweep.log") -> subprocess.Popen:
     """`raysweep sweep` in its own session, so the test can kill it with everything it started.
     Output goes to a file: a pipe nobody reads fills up and blocks the driver's prints, and with
     them Tune's loop."""
-    log = open(tmp_path / "sweep.log", "w")
+    log = open(tmp_path / log_name, "w")
     process = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "sweep", str(spec_path)],
                                cwd=tmp_path, env=env or cli_env(tmp_path), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -154,28 +155,55 @@ def test_five_worker_sigkills_at_random_steps_resume_identically(uninterrupted, 
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
-def test_ctrl_c_mid_training_marks_the_trial_interrupted_then_resume(uninterrupted, tmp_path, shared_ray):
-    """SIGINT to `raysweep sweep` while the trial trains: Tune stops, the command exits 1 naming the
-    trial as INTERRUPTED (trials.parquet too, never TERMINATED), and `raysweep resume` finishes it."""
+def test_two_writers_ctrl_c_and_a_torn_checkpoint_then_resume(uninterrupted, tmp_path, shared_ray):
+    """Two `raysweep sweep` of one spec started together: one fails at once (exit 2), naming the other as
+    the writer, and touches nothing. SIGINT to the other once two checkpoints are marked: Tune stops, the
+    command exits 1 naming the trial INTERRUPTED (trials.parquet too, never TERMINATED). Then the newest
+    checkpoint's .distcp is truncated (its data lost after its marker was written): `raysweep resume` restarts
+    from the checkpoint before it, and the shards equal the uninterrupted run's."""
     spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
     sweep_dir = tmp_path / "runs" / "faults"
-    env = cli_env(tmp_path)
-    process = start_sweep(spec_path, tmp_path, env)
+    envs = [cli_env(tmp_path), cli_env(tmp_path)]
+    processes = [start_sweep(spec_path, tmp_path, env, f"sweep-{i}.log") for i, env in enumerate(envs)]
     try:
-        wait_for_attempt(sweep_dir, 1, process)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=180)
+        deadline = time.time() + 120
+        while all(p.poll() is None for p in processes):
+            assert time.time() < deadline, "neither sweep was refused: " + output(processes[0])
+            time.sleep(0.1)
+        loser = next(i for i, p in enumerate(processes) if p.poll() is not None)
+        writer = processes[1 - loser]
+        refusal = output(processes[loser]).strip().splitlines()[-1]
+        assert processes[loser].returncode == 2, output(processes[loser])
+        assert refusal.startswith(f"raysweep sweep: error: {sweep_dir / '.writer.lock'}: the sweep dir is being "
+                                  f"written by raysweep sweep (host {socket.gethostname()}, pid {writer.pid},")
+        kill_ray_started_with(envs[loser])
+
+        wait_for_attempt(sweep_dir, 1, writer)
+        second = sweep_dir / "train" / TRIAL / "step-00000020" / "_COMPLETE"
+        while not second.exists():
+            assert writer.poll() is None, output(writer)
+            assert time.time() < deadline + 180, "no second checkpoint"
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGINT)
+        writer.wait(timeout=180)
     finally:
-        if process.poll() is None:
-            kill_session_and_its_ray(process, env)
-        kill_ray_started_with(env)  # the embedded Ray a stopped sweep leaves behind
-    assert process.returncode == 1, output(process)
-    assert f"1 of 1 trials did not finish (first: {TRIAL}: INTERRUPTED)" in output(process).strip().splitlines()[-1]
+        for process, env in zip(processes, envs):
+            if process.poll() is None:
+                kill_session_and_its_ray(process, env)
+            kill_ray_started_with(env)  # the embedded Ray a stopped sweep leaves behind
+    assert writer.returncode == 1, output(writer)
+    assert f"1 of 1 trials did not finish (first: {TRIAL}: INTERRUPTED)" in output(writer).strip().splitlines()[-1]
     trials = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
     assert [(t["trial_id"], t["status"]) for t in trials] == [(TRIAL, "INTERRUPTED")]
     assert status_row(sweep_dir, tmp_path)["status"] == "INTERRUPTED"  # Tune's own state says RUNNING
+    assert not (sweep_dir / ".writer.lock").exists()  # released on the way out
 
+    marked = sorted(c.parent for c in (sweep_dir / "train" / TRIAL).glob("step-*/_COMPLETE"))
+    assert len(marked) >= 2, marked
+    distcp = sorted(marked[-1].glob("*.distcp"))[0]
+    distcp.write_bytes(distcp.read_bytes()[:-100])
     run_cli(["resume", str(sweep_dir)], tmp_path, env=shared_ray)  # the cluster need not be the one it ran on
+    assert attempts(sweep_dir)[-1] == int(marked[-2].name.removeprefix("step-"))
     assert [t["status"] for t in pq.read_table(sweep_dir / "trials.parquet").to_pylist()] == ["TERMINATED"]
     assert status_row(sweep_dir, tmp_path)["status"] == "TERMINATED"
     assert_same_results(sweep_dir, uninterrupted, tmp_path)

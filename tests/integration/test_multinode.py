@@ -30,11 +30,14 @@ def cluster(tmp_path):
                PATH=f"{BIN}:{env.get('PATH', '')}")  # nodes have raysweep on PATH, as on a cluster
     gcs, dashboard = free_port(), free_port()
     try:
+        # Every node its own agent port: the Jobs API needs the head's agent, which never comes up when another
+        # Ray on this machine (a parallel test's, a developer's sweep) holds the default port.
         ray_cli(["start", "--head", f"--port={gcs}", "--num-cpus=0", "--resources={\"trial_driver\": 8}",
               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-              "--disable-usage-stats"], env)
+              f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"], env)
         for _ in range(2):
-            ray_cli(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2"], env)
+            ray_cli(["start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+                     f"--dashboard-agent-listen-port={free_port()}"], env)
         yield env, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}"
     finally:
         # Not `ray stop`: it stops every Ray on the machine, a developer's running sweep included.

@@ -9,6 +9,7 @@ where the restart reads its checkpoint back from S3).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
 
 from raysweep.catalog.connect import connect
+from raysweep.ops.status import trial_status
 from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
@@ -161,7 +163,11 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
     interrupted = ({"nano-wd0.0-s0", "nano-wd1.0-s0"} - set(finished)).pop()
     finished_attempts = (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text()
 
-    run_cli(["resume", str(sweep_dir)], tmp_path, env=shared_ray)  # on another Ray, as after a lost head
+    resumed = run_cli(["resume", str(sweep_dir)], tmp_path, env=shared_ray)  # on another Ray, as after a lost head
+    # the killed driver's lock is stale (its pid is gone): taken over, and said so
+    assert (f"taking over the writer lock {sweep_dir / '.writer.lock'} from raysweep sweep (host "
+            f"{socket.gethostname()}, pid {process.pid},") in resumed.stderr
+    assert f"its pid {process.pid} is gone on this host" in resumed.stderr
     assert len(list(sweep_dir.glob("train/*/complete.json"))) == 2
     assert (sweep_dir / "train" / finished[0] / "attempts.jsonl").read_text() == finished_attempts
     assert len((sweep_dir / "train" / interrupted / "attempts.jsonl").read_text().splitlines()) == 2
@@ -308,6 +314,22 @@ def test_sweep_with_a_failed_trial_exits_1_and_names_it(tmp_path, shared_ray):
     assert last.startswith("raysweep sweep: error: 1 of 1 trials did not finish (first: nano-wd1.0-s0: "), last
     assert "ray::" not in last and "\x1b[" not in last, last  # the cause, not the actor's coloured header
     assert "sweep dir:" in result.stdout
+
+    # status reads the trial's error from the trial's own dir, even where Tune's state names another file
+    sweep_dir = tmp_path / "runs" / "fails"
+    (error,) = trial_status(sweep_dir)["error"]
+    assert error  # the real cause, from error.txt
+    secret = tmp_path / "secret.txt"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=hunter2")
+    state_file = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    for trial in state["trial_data"]:
+        run_metadata = json.loads(trial[1])
+        assert run_metadata["error_filename"]
+        trial[1] = json.dumps(run_metadata | {"error_filename": str(secret)})
+    state_file.write_text(json.dumps(state))
+    (error,) = trial_status(sweep_dir)["error"]
+    assert "hunter2" not in error and error == ""
 
 
 def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):

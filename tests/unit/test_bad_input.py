@@ -15,6 +15,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -256,6 +257,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "storage-not-writable": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
             _unwritable(tmp), name="new")))],
         "storage-disk-full": lambda: ["sweep", _spec(tmp, data={"max_train_docs": 3000})],
+        "sweep-dir-locked": lambda: _locked_by_another_writer(tmp),
         "catalog-corrupt-shard": lambda: _corrupt_shard(_synthetic_copy(tmp, earlier)),
         "catalog-wrong-schema": lambda: _foreign_shard(_synthetic_copy(tmp, earlier)),
         "catalog-not-a-sweep": lambda: ["catalog", str(_empty_dir(tmp))],
@@ -304,6 +306,15 @@ def _unwritable(tmp: Path) -> Path:
     locked = tmp / "locked"
     locked.mkdir(mode=0o555)
     return locked / "runs"
+
+
+def _locked_by_another_writer(tmp: Path) -> list[str]:
+    spec = _spec(tmp)
+    sweep = tmp / "runs" / "new"
+    sweep.mkdir(parents=True)
+    (sweep / ".writer.lock").write_text(json.dumps({"command": "raysweep sweep", "host": "elsewhere", "pid": 4242,
+                                                    "token": "theirs", "heartbeat": time.time()}))
+    return ["sweep", spec]
 
 
 def _empty_dir(tmp: Path) -> Path:
