@@ -30,7 +30,7 @@ test: install
 
 # The inner loop: every test that starts no Ray (about a minute).
 test-fast: install
-	$(PY) -m pytest -m "not ray and not stress"
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not ray and not stress"
 
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
 stress: install

@@ -10,6 +10,7 @@ trials table says INTERRUPTED.
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 
 import pandas as pd
@@ -40,12 +41,25 @@ def _final_statuses(layout: SweepLayout) -> dict[str, str]:
 
 
 COLUMNS = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "trial_retries",
-           "worker_restarts", "error"]
+           "worker_restarts", "preempted", "error"]
 
 
-def _worker_restarts(layout: SweepLayout, trial_id: str) -> int:
+def _record(line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError:  # a damaged line still stands for a group that started
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _restarts(layout: SweepLayout, trial_id: str) -> dict:
+    """Worker-group restarts from the trial's attempts log, and how many of its groups were warned of a
+    preemption (the restart after one is charged to failure.max_preemption_failures)."""
     attempts_file = layout.attempts_file(trial_id)
-    return max(0, len(attempts_file.read_text().splitlines()) - 1) if attempts_file.exists() else 0
+    lines = attempts_file.read_text().splitlines() if attempts_file.exists() else []
+    attempts = [_record(line) for line in lines if line.strip()]
+    return {"worker_restarts": max(0, len(attempts) - 1),
+            "preempted": sum("preemption_notice" in attempt for attempt in attempts)}
 
 
 def _tune_error(layout: SweepLayout, trial, trial_id: str) -> str | None:
@@ -72,8 +86,7 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
                      "last_step": _reported_step(trial.last_result) if _reported_step(trial.last_result) is not None
                      else _last_written_step(layout, point.trial_id),
-                     "trial_retries": int(trial.num_failures or 0),
-                     "worker_restarts": _worker_restarts(layout, point.trial_id),
+                     "trial_retries": int(trial.num_failures or 0), **_restarts(layout, point.trial_id),
                      "error": error_summary(error)[:120] if error else ""})
     return rows
 
@@ -83,7 +96,7 @@ def _from_trials_table(layout: SweepLayout) -> list[dict]:
     that moved), the trials table the sweep command wrote, without Tune's retry count."""
     return [{"trial_id": row["trial_id"], "status": row["status"], "weight_decay": row["weight_decay"],
              "scale": row["scale"], "seed": row["seed"], "last_step": _last_written_step(layout, row["trial_id"]),
-             "trial_retries": float("nan"), "worker_restarts": _worker_restarts(layout, row["trial_id"]),
+             "trial_retries": float("nan"), **_restarts(layout, row["trial_id"]),
              "error": (row["error"] or "")[:120]}
             for row in read_parquet_table(layout.trials_file).to_pylist()]
 

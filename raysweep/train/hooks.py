@@ -1,6 +1,6 @@
 """What the training loop does besides steps, as named hooks on a step cadence (levanter's
-`trainer.add_hook(cb, every=...)`): per-token evaluation, the training-metrics chunk, and the
-report with its checkpoint.
+`trainer.add_hook(cb, every=...)`): per-token evaluation, the training-metrics chunk, the
+report with its checkpoint, and the check for a coming preemption.
 
 Every rank calls every hook at the same steps: evaluation runs collectives (FSDP2 gathers
 parameters in each forward) and `ray.train.report` synchronizes the ranks.
@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from raysweep.store.layout import SweepLayout, checkpoint_dir_name
 from raysweep.store.shards import TRAIN_METRICS_SCHEMA, write_shard, write_token_shard
+from raysweep.train.attempts import note_preemption
 from raysweep.train.checkpoint import mark_complete, save_checkpoint
 from raysweep.train.evaluate import embedding_norms, n_batches_for, rank_slice, score
 
@@ -124,3 +125,25 @@ class CheckpointHook:
             dist.barrier()  # every rank has uploaded its part: the stored checkpoint is whole
         if self.rank == 0:
             mark_complete(self.layout.checkpoint_dir(self.trial_id, step), step)
+
+
+class PreemptionHook:
+    """At every report (where the ranks meet anyway): has Ray been told that a node of this worker group will be
+    preempted? A spot reclaim drains the node with the preemption reason, and Ray Train passes that on. The first
+    time it has, this report saves a checkpoint whatever its step, and rank 0 writes the notice on this attempt's
+    line of attempts.jsonl. Ray Train then restarts the group from that checkpoint when the node goes, charged to
+    `failure.max_preemption_failures`, not `max_failures`. The notice lands at the next report: keep reports
+    (eval.every, train.checkpoint_every) closer together than the provider's warning (AWS 2 min, GCP 30 s)."""
+
+    def __init__(self, layout: SweepLayout, trial_id: str, rank: int):
+        self.layout, self.trial_id, self.rank = layout, trial_id, rank
+        self.noticed = False
+
+    def __call__(self, step: int) -> bool:
+        info = ray.train.get_preemption_info()  # every rank: Ray agrees on one answer across the group
+        if info is None or self.noticed:
+            return False
+        self.noticed = True
+        if self.rank == 0:
+            note_preemption(self.layout, self.trial_id, step, info.preempted_node_ids, info.deadline_ms)
+        return True

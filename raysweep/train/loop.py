@@ -24,8 +24,9 @@ from raysweep.models.init import materialize, meta_model
 from raysweep.spec.schema import SweepSpec
 from raysweep.store.layout import DATA_MARKER, SweepLayout
 from raysweep.store.storage import atomic_write_text, ensure_dir, local_copy, location
+from raysweep.train.attempts import log_attempt
 from raysweep.train.checkpoint import latest_checkpoint, load_checkpoint, mark_complete
-from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook
+from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook, PreemptionHook
 from raysweep.train.optim import build_lr_schedule, build_optimizer, decay_mask, summarize_mask
 from raysweep.train.parallel import parallelize, worker_device
 from raysweep.train.step import train_step
@@ -88,7 +89,7 @@ def train_loop_per_worker(config: dict) -> None:
             # Ray registered it, so every rank had uploaded; the previous group may have died
             # before rank 0 could mark it, and this step is never saved again.
             mark_complete(resume_from, start_step)
-        _log_attempt(layout, trial.trial_id, start_step,
+        log_attempt(layout, trial.trial_id, start_step,
                      since_driver_start_s=time.time() - config["driver_started_at"],
                      train_fn_entered_s=entered_at - config["driver_started_at"],
                      peak_flops=peak, peak_source=peak_source, workers=world, init=INIT_SCHEME, **applied)
@@ -103,6 +104,7 @@ def train_loop_per_worker(config: dict) -> None:
     metrics = MetricsHook(layout, trial.trial_id, steps, batch_size * train_rows.shape[1],
                           flops_per_token(model_config, spec.data.seq_len), peak, rank, world, device)
     checkpoint = CheckpointHook(layout, trial.trial_id, spec.checkpoint_steps(), rank, world)
+    preemption = PreemptionHook(layout, trial.trial_id, rank)
     if start_step == 0 and evaluation.due(0):
         evaluation(model, 0)  # the initialization, before any update: shards only, nothing to report yet
 
@@ -125,8 +127,9 @@ def train_loop_per_worker(config: dict) -> None:
 
         evaluate, save = evaluation.due(done), checkpoint.due(done)
         if evaluate or save:
+            noticed = preemption(done)  # a node of this group will be reclaimed: checkpoint now
             report = metrics.flush(done) | (evaluation(model, done) if evaluate else {})
-            checkpoint.report(model, optimizer, report, done, save)
+            checkpoint.report(model, optimizer, report, done, save or noticed)
 
 
 def _maybe_inject_crash(spec: SweepSpec, layout: SweepLayout, trial: TrialPoint, step: int, rank: int) -> None:
@@ -139,16 +142,3 @@ def _maybe_inject_crash(spec: SweepSpec, layout: SweepLayout, trial: TrialPoint,
     ensure_dir(marker.parent)
     atomic_write_text(marker, "")
     os._exit(1)  # a dead process, not an exception: what a real worker failure looks like
-
-
-def _log_attempt(layout: SweepLayout, trial_id: str, start_step: int, **facts) -> None:
-    """One line per worker-group start: how often a trial restarted, from which step, on which node.
-
-    Read and rewritten whole, not appended: object stores cannot append, and only rank 0 of the
-    one live worker group of a trial ever writes it."""
-    log = layout.attempts_file(trial_id)
-    ensure_dir(log.parent)
-    record = {"start_step": start_step, "time": time.time(),
-              "node_id": ray.get_runtime_context().get_node_id(), **facts}
-    earlier = log.read_text() if log.exists() else ""
-    atomic_write_text(log, earlier + json.dumps(record) + "\n")

@@ -1,5 +1,5 @@
-"""Fault injection with real processes: SIGKILLed workers, a removed node, a Ctrl-C'd driver (a SIGKILLed
-driver: tests/integration/test_sweep.py::test_killed_sweep_finishes_with_resume).
+"""Fault injection with real processes: SIGKILLed workers, a preempted (drained) node and a removed one, a
+Ctrl-C'd driver (a SIGKILLed driver: tests/integration/test_sweep.py::test_killed_sweep_finishes_with_resume).
 
 Each run must end with per-token shards identical (same rows, same float32 losses) to an
 uninterrupted run of the same spec, and `raysweep verify` must pass. Kills land at random
@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysweep.catalog.connect import connect
-from tests.conftest import (cli_env, kill_ray_started_with, kill_session_and_its_ray, run_cli, tiny_spec_dict,
-                            write_spec)
+from tests.conftest import (cli_env, kill_ray_started_with, kill_session_and_its_ray, ray_cli, run_cli,
+                            tiny_spec_dict, write_spec)
 
 pytestmark = pytest.mark.ray
 
@@ -209,37 +209,70 @@ def test_two_writers_ctrl_c_and_a_torn_checkpoint_then_resume(uninterrupted, tmp
     assert_same_results(sweep_dir, uninterrupted, tmp_path)
 
 
-def test_node_holding_the_workers_removed_mid_training(uninterrupted, tmp_path, monkeypatch):
-    """A head (trial drivers only) and two 2-CPU worker nodes; the node running the trial's
-    workers is killed without warning. The trial finishes on the other node."""
+def _node_holding_the_workers(nodes: list) -> object:
+    holding = [node for node in nodes if train_workers(node.all_processes["raylet"][0].process.pid)]
+    assert len(holding) == 1, f"the trial's workers should be on one node (seed {SEED})"
+    return holding[0]
+
+
+def test_a_preempted_node_then_a_lost_node_mid_training(uninterrupted, tmp_path, monkeypatch):
+    """A head (trial drivers only) and three 2-CPU worker nodes. The node running the trial's workers is
+    preempted as a spot reclaim does it: drained through Ray's drain API with the preemption reason and a
+    deadline, then removed. The group checkpoints at its next report and notes the notice in attempts.jsonl;
+    Ray Train restarts it on another node from that checkpoint, charged to max_preemption_failures. Then that
+    node is killed without warning: a restart charged to max_failures. One of each is allowed (and no Tune
+    retry), so the trial finishes only if the two are counted apart."""
     from ray.cluster_utils import Cluster
 
     rng = random.Random(SEED + 2)
-    ray_tmp = cli_env(tmp_path)["TMPDIR"]
+    env = cli_env(tmp_path)
     # Cluster writes its address to $RAY_TMPDIR/ray/ray_current_cluster (default /tmp/ray, which a
     # fresh machine lacks, and which would point other Ray clients on the machine at this cluster).
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", cli_env(tmp_path)["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
-    os.makedirs(os.path.join(ray_tmp, "ray"), exist_ok=True)
+    monkeypatch.setenv("RAY_TMPDIR", env["TMPDIR"])
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
+    os.makedirs(os.path.join(env["TMPDIR"], "ray"), exist_ok=True)
     cluster = Cluster(initialize_head=False)
     try:
-        cluster.add_node(num_cpus=0, resources={"trial_driver": 4}, include_dashboard=True, temp_dir=ray_tmp)
-        worker_nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
+        cluster.add_node(num_cpus=0, resources={"trial_driver": 4}, include_dashboard=True, temp_dir=env["TMPDIR"])
+        worker_nodes = [cluster.add_node(num_cpus=2) for _ in range(3)]
         cluster.wait_for_nodes()
-        spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs"))
+        spec = fault_spec(tmp_path / "runs")
+        spec["failure"] = {"max_failures": 1, "max_preemption_failures": 1, "trial_max_failures": 0}
+        spec_path = write_spec(tmp_path / "spec.yaml", spec)
         sweep_dir = tmp_path / "runs" / "faults"
-        process = start_sweep(spec_path, tmp_path, {**cli_env(tmp_path), "RAY_ADDRESS": cluster.address})
+        process = start_sweep(spec_path, tmp_path, {**env, "RAY_ADDRESS": cluster.address})
+
         wait_for_attempt(sweep_dir, 1, process)
         time.sleep(rng.uniform(0.5, 1.5))
-        raylet_pid = {node: node.all_processes["raylet"][0].process.pid for node in worker_nodes}
-        holding = [node for node in worker_nodes if train_workers(raylet_pid[node])]
-        assert len(holding) == 1, "the trial's workers should be on one node"
-        cluster.remove_node(holding[0], allow_graceful=False)
+        preempted = _node_holding_the_workers(worker_nodes)
+        ray_cli(["drain-node", f"--address={cluster.address}", f"--node-id={preempted.node_id}",
+                 "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot instance reclaimed",
+                 "--deadline-remaining-seconds=60"], env)
+        deadline = time.time() + 60
+        while "preemption_notice" not in attempt_log(sweep_dir)[0]:
+            assert process.poll() is None, output(process)
+            assert time.time() < deadline, f"no preemption notice reached the workers (seed {SEED})"
+            time.sleep(0.1)
+        cluster.remove_node(preempted, allow_graceful=False)  # the provider reclaims the instance
+
+        wait_for_attempt(sweep_dir, 2, process)
+        time.sleep(rng.uniform(0.5, 1.5))
+        lost = _node_holding_the_workers([node for node in worker_nodes if node is not preempted])
+        cluster.remove_node(lost, allow_graceful=False)
         finish(process)
-        nodes_used = [a["node_id"] for a in attempt_log(sweep_dir)]
-        survivor = next(node for node in worker_nodes if node is not holding[0])
-        assert nodes_used[0] == holding[0].node_id
-        assert len(nodes_used) >= 2 and set(nodes_used[1:]) == {survivor.node_id}
+
+        log = attempt_log(sweep_dir)
+        (survivor,) = [node for node in worker_nodes if node not in (preempted, lost)]
+        assert [a["node_id"] for a in log] == [preempted.node_id, lost.node_id, survivor.node_id]
+        notice = log[0]["preemption_notice"]
+        assert notice["nodes"] == [preempted.node_id]
+        # the notice's report checkpointed; the group trained on until the node went, and restarted no earlier
+        assert (sweep_dir / "train" / TRIAL / f"step-{notice['step']:08d}" / "_COMPLETE").exists()
+        assert log[1]["start_step"] >= notice["step"]
+        assert [("preemption_notice" in a) for a in log] == [True, False, False]
+        row = status_row(sweep_dir, tmp_path)
+        assert (row["status"], row["worker_restarts"], row["preempted"], row["trial_retries"]) == (
+            "TERMINATED", "2", "1", "0"), row
         assert_same_results(sweep_dir, uninterrupted, tmp_path)
     finally:
         cluster.shutdown()

@@ -101,6 +101,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp
     keys = _keys(s3_env, prefix)
     for expected in ("spec.yaml", "trials.parquet", "catalog.duckdb"):
         assert expected in keys
+    assert ".writer.lock" not in keys  # taken by a conditional PUT, deleted when the sweep ended
     assert any(k.startswith("data/") and k.endswith("/meta.json") for k in keys)
     assert any(k.startswith("tune/experiment_state-") for k in keys)
     # (pyarrow, under Ray, also writes empty "dir/" marker objects: "train/" has no trial name)
