@@ -241,7 +241,8 @@ def test_readme_studies_run_on_a_real_sweep(reference):
 
 def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path):
     """a moved copy of a good sweep verifies; then one missing shard, one without manifest, one
-    truncated, a stray rank and a leftover temp file are each reported, exit 1."""
+    truncated, a stray rank, a leftover temp file and a final checkpoint with a truncated .distcp are each
+    reported, exit 1."""
     import shutil
 
     copy = tmp_path / "moved" / "ref"
@@ -255,6 +256,8 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     shutil.copy(layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 0),
                 layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 7))
     (truncated.parent / ".part-0.parquet.tmp-abc").write_bytes(b"half")
+    torn = sorted(layout.checkpoint_dir("nano-wd0.0-s0", STEPS).glob("*.distcp"))[0]
+    torn.write_bytes(torn.read_bytes()[:-100])  # lost after its _COMPLETE was written
     result = run_cli(["verify", str(copy)], tmp_path, check=False)
     lines = result.stdout.splitlines()
     assert result.returncode == 1
@@ -264,7 +267,8 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     assert any(l.startswith("partial:") and "part-0.parquet (checksum differs" in l for l in lines)
     assert any(l.startswith("unexpected:") and l.endswith("part-7.parquet") for l in lines)
     assert any(l.startswith("partial:") and ".tmp-abc" in l for l in lines)
-    assert lines[-1].endswith("5 problem(s)")
+    assert f"partial: {torn.parent} (a file's size differs from its _COMPLETE record)" in lines
+    assert lines[-1].endswith("6 problem(s)")
 
 
 def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
