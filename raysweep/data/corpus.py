@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from raysweep.errors import first_line
+from raysweep.store.storage import temporary_sibling
 
 BUNDLED = {"rotten-tomatoes"}
 _LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv",
@@ -58,7 +59,7 @@ def _rotten_tomatoes() -> list[str]:
     texts = frame["text"].dropna().astype(str).str.strip()
     texts = texts[texts != ""].drop_duplicates()
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp-{os.getpid()}")
+    tmp = temporary_sibling(cached)  # unique across hosts sharing a home dir over NFS
     pd.DataFrame({"text": texts.tolist()}).to_parquet(tmp)
     os.replace(tmp, cached)  # atomic: a reader never sees half a cache file
     return texts.tolist()
