@@ -22,15 +22,15 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/raysweep sweep examples/demo.yaml
 
-# Two pytest workers (pytest-xdist): a Ray test spends about half its wall time waiting on process starts and
-# polls, so a second stream of tests fills the idle core. Tests that share a session or module fixture (the
-# reference sweep, the fault tests' yardstick) carry one xdist_group and run on one worker.
+# Two pytest workers (pytest-xdist): a Ray test spends much of its wall time waiting on process starts and
+# polls, so a second stream of tests fills the idle core. --dist loadfile keeps a module's tests on one worker,
+# so its module fixtures (the fault tests' yardstick) are built once.
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The inner loop: every test that starts no Ray (about a minute).
 test-fast: install
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not ray and not stress"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not ray and not stress"
 
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
 stress: install

@@ -43,22 +43,24 @@ def load_spec(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[
     return load_file(spec, overrides)
 
 
-def sweep(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[str] = ()) -> "SweepLayout":
+def sweep(spec: "str | os.PathLike | dict | SweepSpec", overrides: Iterable[str] = (),
+          verbose: bool = False) -> "SweepLayout":
     """Run (or resume, or extend) a sweep on the embedded Ray or $RAY_ADDRESS, build its catalog and
-    return its directory (`.root` is the path). One writer at a time: a second `sweep`/`resume` of the same
+    return its directory (`.root` is the path). `verbose`: Ray's INFO lines, Tune's table and every worker's output on
+    the console, not only the progress lines. One writer at a time: a second `sweep`/`resume` of the same
     dir raises SweepLockedError naming the holder. Bad input raises one of raysweep's one-line errors
     (SpecError, SweepDirError, CorpusError, StorageError) before anything trains. Trials that fail
     do not raise: `trials.parquet` and `raysweep status` say which and why."""
     from raysweep.run.tuner import run_sweep
 
-    return run_sweep(load_spec(spec, overrides))
+    return run_sweep(load_spec(spec, overrides), verbose=verbose)
 
 
-def resume(sweep_dir: "str | os.PathLike | SweepLayout") -> "SweepLayout":
+def resume(sweep_dir: "str | os.PathLike | SweepLayout", verbose: bool = False) -> "SweepLayout":
     """Finish an interrupted sweep from its Tune state (errored trials too), then rebuild its catalog."""
     from raysweep.run.tuner import resume_sweep
 
-    return resume_sweep(sweep_dir)
+    return resume_sweep(sweep_dir, verbose=verbose)
 
 
 def connect(*sweep_dirs: "str | os.PathLike | SweepLayout") -> "duckdb.DuckDBPyConnection":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -38,13 +39,13 @@ def _sweep(args) -> int:
                 os.chdir(spec.layout.root)
         except OSError:
             pass  # run_sweep's storage check says what is wrong, in one line
-    return _print_results(run_sweep(spec), "sweep")
+    return _print_results(run_sweep(spec, verbose=args.verbose), "sweep")
 
 
 def _resume(args) -> int:
     from raysweep.run.tuner import resume_sweep
 
-    return _print_results(resume_sweep(args.sweep_dir), "resume")
+    return _print_results(resume_sweep(args.sweep_dir, verbose=args.verbose), "resume")
 
 
 def _catalog(args) -> int:
@@ -161,11 +162,12 @@ def _sql_shell(targets: list[str]) -> int:
 
 
 def _plot(args) -> int:
-    from raysweep.present.figures import write_figures
+    from raysweep.present.figures import DEFAULT_FORMATS, write_figures
 
     from raysweep.store.storage import location
 
-    for path in write_figures(args.sweep_dir, location(args.out) if args.out else None):
+    formats = (args.format,) if args.format else DEFAULT_FORMATS
+    for path in write_figures(args.sweep_dir, location(args.out) if args.out else None, formats):
         print(path)
     return 0
 
@@ -196,10 +198,21 @@ def _status(args) -> int:
 
         print(job_status(args.sweep_dir, args.address))
         return 0
-    from raysweep.ops.status import trial_status
+    from raysweep.ops.status import UNFINISHED, format_status, trial_status
 
-    print(trial_status(args.sweep_dir).to_string(index=False, na_rep="-"))
-    return 0
+    frame = trial_status(args.sweep_dir)
+    if not args.watch:
+        print(format_status(frame))
+        return 0
+    try:
+        while True:
+            print("\x1b[H\x1b[2J" + format_status(frame), flush=True)  # redraw in place (cursor home, clear)
+            if not frame.status.isin(UNFINISHED).any():
+                return 0
+            time.sleep(args.interval)
+            frame = trial_status(args.sweep_dir)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _submit(args) -> int:
@@ -248,10 +261,10 @@ COMMANDS = {
     "report": (_report, "print the frequency-bin table of a sweep from DuckDB (--html: a page)",
                ["sweep_dir"]),
     "sql": (_sql, "run SQL on one or more sweep catalogs, read-only (no query: a shell)", []),
-    "plot": (_plot, "write the study's figures (PNG and SVG)", ["sweep_dir"]),
+    "plot": (_plot, "write the study's figures (PNG and SVG; --format: one of them, or PDF)", ["sweep_dir"]),
     "tables": (_tables, "write the study's tables (CSV each, and tables.md)", ["sweep_dir"]),
-    "status": (_status, "every trial's Tune state, last step, retries and error; or a submitted "
-                        "job's state", ["sweep_dir"]),
+    "status": (_status, "every trial's state, step of steps, training loss, tokens/s, ETA, restarts and "
+                        "error, and the sweep's ETA (--watch: live); or a submitted job's state", ["sweep_dir"]),
     "export": (_export, "write a trial's model (newest complete checkpoint, or --step) as a transformers "
                         "model dir with its tokenizer", ["sweep_dir", "trial", "out_dir"]),
     "cluster": (_cluster, "validate cluster configs offline: `raysweep cluster validate clusters/*.yaml`",
@@ -259,6 +272,16 @@ COMMANDS = {
     "verify": (_verify, "check finished trials' shards and checkpoints against their manifests "
                         "(exit 1 on any problem)", ["sweep_dir"]),
 }
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -287,10 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                "$RAY_API_SERVER_ADDRESS, else that)")
         if name == "logs":
             sub.add_argument("--follow", action="store_true", help="tail until the job ends")
+        if name == "status":
+            sub.add_argument("--watch", action="store_true",
+                             help="redraw every --interval seconds until no trial is left to run (Ctrl-C: stop)")
+            sub.add_argument("--interval", type=_positive_seconds, default=5.0, metavar="SECONDS",
+                             help="seconds between redraws with --watch (default 5)")
         if name == "cluster":
             sub.add_argument("files", nargs="+", metavar="CLUSTER.yaml")
         if name == "plot":
             sub.add_argument("--out", help="directory for the figures (default <sweep>/figures)")
+            # the choices repeat figures.FORMATS: importing matplotlib here would slow every command's start
+            sub.add_argument("--format", choices=["png", "svg", "pdf"],
+                             help="write only this format (default: PNG and SVG each)")
         if name == "tables":
             sub.add_argument("--out", help="directory for the tables (default <sweep>/tables)")
         if name == "export":
@@ -298,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "report":
             sub.add_argument("--html", action="store_true", help="write a self-contained HTML page")
             sub.add_argument("--out", help="HTML file (default <sweep>/report.html)")
+        if name in ("sweep", "resume"):
+            sub.add_argument("-v", "--verbose", action="store_true",
+                             help="show Ray's INFO lines, Tune's trial table and every worker's output (tracebacks "
+                                  "of planned restarts too); default: one progress line per running trial")
         if "spec" in positionals:
             sub.add_argument("--set", action="append", default=[], metavar="A.B=VALUE",
                              help="override a spec field, value parsed as YAML (repeatable)")

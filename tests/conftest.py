@@ -143,14 +143,6 @@ def shared_ray(tmp_path_factory) -> dict:
     yield from ray_head(tmp_path_factory.getbasetemp())
 
 
-def pytest_collection_modifyitems(items):
-    """For `make test` (`pytest -n 2 --dist loadgroup`): a module's tests run on one worker, so its module
-    fixtures are built once; every test that reads the reference sweep runs on one worker, which builds it once."""
-    for item in items:
-        reads_reference = {"reference", "reference_run"} & set(item.fixturenames)
-        item.add_marker(pytest.mark.xdist_group("reference" if reads_reference else item.module.__name__))
-
-
 @pytest.fixture
 def storage(tmp_path: Path) -> Path:
     path = tmp_path / "runs"

@@ -27,6 +27,26 @@ def _last_written_step(layout: SweepLayout, trial_id: str) -> int | None:
     return max((int(partition_keys(c)["upto"]) for c in chunks), default=None)
 
 
+def _progress(layout: SweepLayout, trial_id: str, steps: int) -> dict:
+    """From the trial's two newest train-metrics chunks: the last step's training loss, the newest chunk's
+    median tokens/s, and the seconds left at the wall-clock pace of the last report cycle (steps, eval and
+    checkpoint alike; with one chunk, its median step time)."""
+    chunks = sorted(complete_shards(layout.trial_train_metrics_dir(trial_id)),
+                    key=lambda chunk: int(partition_keys(chunk)["upto"]))
+    if not chunks:
+        return {"loss": float("nan"), "tokens_per_s": float("nan"), "eta_s": float("nan")}
+    newest = read_parquet_table(chunks[-1]).to_pandas().sort_values("step")
+    last_step, last_time = int(newest.step.iloc[-1]), float(newest.time.iloc[-1])
+    per_step = float(newest.step_time_s.median())
+    if len(chunks) > 1:
+        previous = read_parquet_table(chunks[-2]).to_pandas()
+        cycle_steps = last_step - int(previous.step.max())
+        if cycle_steps > 0 and last_time > previous.time.max():
+            per_step = (last_time - float(previous.time.max())) / cycle_steps
+    return {"loss": float(newest.loss.iloc[-1]), "tokens_per_s": float(newest.tokens_per_s.median()),
+            "eta_s": max(0, steps - last_step) * per_step}
+
+
 def _reported_step(result: dict | None) -> int | None:
     return (result or {}).get("step")  # may be 0: a checkpoint scored at its initialization
 
@@ -40,8 +60,9 @@ def _final_statuses(layout: SweepLayout) -> dict[str, str]:
     return {row["trial_id"]: row["status"] for row in read_parquet_table(trials_file).to_pylist()}
 
 
-COLUMNS = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "trial_retries",
-           "worker_restarts", "preempted", "error"]
+COLUMNS = ["trial_id", "status", "weight_decay", "scale", "seed", "last_step", "steps", "loss", "tokens_per_s",
+           "eta_s", "trial_retries", "worker_restarts", "preempted", "error"]
+UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
 
 
 def _record(line: str) -> dict:
@@ -82,10 +103,12 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
         error = _tune_error(layout, trial, point.trial_id)
         # Finished (its done file) wins over what Tune last saved; so does the sweep command's final table.
         status = "TERMINATED" if layout.done_file(point.trial_id).exists() else trial.status
+        steps = max(source.report_steps(point), default=0)
         rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, status),
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
                      "last_step": _reported_step(trial.last_result) if _reported_step(trial.last_result) is not None
-                     else _last_written_step(layout, point.trial_id),
+                     else _last_written_step(layout, point.trial_id), "steps": steps,
+                     **_progress(layout, point.trial_id, steps),
                      "trial_retries": int(trial.num_failures or 0), **_restarts(layout, point.trial_id),
                      "error": error_summary(error)[:120] if error else ""})
     return rows
@@ -115,4 +138,40 @@ def trial_status(sweep_dir) -> pd.DataFrame:
         if not layout.trials_file.exists():
             raise
         rows = _from_trials_table(layout)
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["scale", "weight_decay", "seed"]).reset_index(drop=True)
+    frame.loc[~frame.status.isin(UNFINISHED), "eta_s"] = float("nan")  # nothing left to wait for
+    return frame
+
+
+def format_duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN: not known
+        return "-"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def sweep_line(frame: pd.DataFrame) -> str:
+    """Trials done, running and left, and the sweep's ETA: the work left (running trials' ETAs, plus each
+    pending trial at the mean pace of the measured ones) spread over as many trials as run now."""
+    counts = frame.status.value_counts()
+    running, pending = int(counts.get("RUNNING", 0)), int(counts.get("PENDING", 0))
+    line = (f"sweep: {int(counts.get('TERMINATED', 0))} of {len(frame)} trials done, {running} running, "
+            f"{pending} pending, {int(counts.get('ERROR', 0))} failed")
+    known = frame[frame.last_step > 0]
+    per_step = ((known.eta_s / (known.steps - known.last_step)).replace([float("inf")], float("nan")).mean()
+                if len(known) else float("nan"))
+    left = frame[frame.status == "RUNNING"].eta_s.sum() + per_step * frame[frame.status == "PENDING"].steps.sum()
+    if running or pending:
+        line += f"; ETA {format_duration(left / max(1, running))}"
+    return line
+
+
+def format_status(frame: pd.DataFrame) -> str:
+    """What `raysweep status` prints: the table, then the sweep line."""
+    shown = frame.assign(eta=frame.eta_s.map(format_duration)).drop(columns="eta_s")
+    shown = shown[[c if c != "eta_s" else "eta" for c in COLUMNS]]
+    table = shown.to_string(index=False, na_rep="-", formatters={
+        "loss": lambda v: "-" if v != v else f"{v:.4f}", "tokens_per_s": lambda v: "-" if v != v else f"{v:.0f}"})
+    return f"{table}\n{sweep_line(frame)}"

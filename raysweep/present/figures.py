@@ -1,9 +1,10 @@
-"""The study's figures, drawn with matplotlib from the SQL library (PNG and SVG each): each figure's data
-is a named query (`analysis/figure_*.sql`, panels labelled by `trial_panels`)."""
+"""The study's figures, drawn with matplotlib from the SQL library (PNG and SVG each by default, or any of
+FORMATS): each figure's data is a named query (`analysis/figure_*.sql`, panels labelled by `trial_panels`)."""
 
 from __future__ import annotations
 
 import io
+import string
 
 import matplotlib
 
@@ -20,6 +21,10 @@ from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, atomic_write_bytes, ensure_dir, location
 
 BIN_LABEL = "training-frequency bin (floor log3 count; -1 = unseen)"
+FORMATS = ("png", "svg", "pdf")
+DEFAULT_FORMATS = ("png", "svg")
+SPLIT_NAMES = {"train": "train sample", "heldout": "held-out"}
+EMBEDDING_MATRICES = (("input", "input embedding"), ("output", "output embedding (unembedding)"))
 
 
 # The weight decay of a model scored from checkpoints (NULL in trials): one group of its own in every figure.
@@ -48,10 +53,10 @@ def _panels(keys: list[tuple], ncols: int = 2, height: float = 3.6):
     return fig, list(axes.flat)
 
 
-def _wd_colors(weight_decays) -> dict:
+def _wd_colors(weight_decays, stop: float = 1.0) -> dict:
     cmap = plt.get_cmap("viridis")
     values = sorted(set(weight_decays))
-    return {wd: cmap(i / max(1, len(values) - 1)) for i, wd in enumerate(values)}
+    return {wd: cmap(stop * i / max(1, len(values) - 1)) for i, wd in enumerate(values)}
 
 
 def loss_vs_rank(sweep_dir: StoragePath):
@@ -212,6 +217,96 @@ def pareto_front(sweep_dir: StoragePath):
     return fig
 
 
+def _bin_colors(bins) -> dict:
+    cmap = plt.get_cmap("plasma")
+    values = sorted(set(bins))
+    # stop short of plasma's pale yellow end, which vanishes on white
+    return {b: cmap(0.9 * i / max(1, len(values) - 1)) for i, b in enumerate(values)}
+
+
+def embedding_norm_curves(sweep_dir: StoragePath):
+    """Figure 9: mean L2 norm of each frequency bin's input- and output-embedding rows over training, one line
+    per bin, mean over seeds; a row of panels per scale and matrix, a column per weight decay (rows share y, so
+    the columns compare how each λ shrinks the rare bins' rows against the frequent ones')."""
+    data = _query(sweep_dir, "figure_embedding_norms")
+    if data.empty:
+        return None  # no embedding shards to draw
+    wds = sorted(data["weight_decay"].unique())
+    rows = [(panel, matrix) for panel in sorted(data["panel"].unique()) for matrix in EMBEDDING_MATRICES]
+    fig, axes = plt.subplots(len(rows), len(wds), figsize=(3.8 * len(wds) + 1.6, 2.8 * len(rows)),
+                             sharex=True, sharey="row", squeeze=False)
+    colors = _bin_colors(data["bin"])
+    for r, (panel_name, (matrix, matrix_name)) in enumerate(rows):
+        for c, wd in enumerate(wds):
+            ax = axes[r][c]
+            cell = data[(data["panel"] == panel_name) & (data["weight_decay"] == wd)]
+            if cell.empty:  # a panel whose grid lacks this λ (e.g. another regularizer's)
+                ax.set_visible(False)
+                continue
+            for b, group in cell.groupby("bin"):
+                group = group.sort_values("step")
+                ax.plot(group["step"], group[f"{matrix}_norm"], marker=".", linewidth=1.1, color=colors[b],
+                        label=str(b))
+            ax.set_title(f"{panel_name}, {matrix_name}, {_wd_label(wd)}", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("optimizer step")
+            if c == 0:
+                ax.set_ylabel("mean row L2 norm")
+    handles = [plt.Line2D([], [], color=color, marker=".", label=str(b)) for b, color in colors.items()]
+    # outside the top row's last drawn panel: tight_layout reserves room for an Axes' legend, not a figure's
+    legend_ax = next(ax for ax in axes[0][::-1] if ax.get_visible())
+    legend_ax.legend(handles=handles, title="frequency bin\n(floor log3 count;\n-1 = unseen)", fontsize=7,
+                     title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
+
+
+def _letter(i: int) -> str:
+    return string.ascii_lowercase[i] if i < len(string.ascii_lowercase) else str(i + 1)
+
+
+def excess_loss_by_scale(sweep_dir: StoragePath):
+    """Figure 10 (paper style): per-bin excess loss over the paired λ = 0 trial, mean over seeds with its 95% t
+    interval as error bars, one column per model scale (rows: eval split), one series per nonzero weight decay,
+    shared axes. No interval with one seed (its bounds are NULL): the points stand alone."""
+    data = _query(sweep_dir, "figure_excess_loss")
+    if data.empty:
+        return None  # no λ = 0 trial to pair with, or no nonzero λ
+    panels = sorted(data["panel"].unique())
+    splits = sorted(data["split"].unique(), key=lambda s: (list(SPLIT_NAMES) + [s]).index(s))
+    wds = sorted(data["weight_decay"].unique())
+    colors = _wd_colors(wds, stop=0.85)  # viridis' yellow end is too pale for thin error bars
+    fig, axes = plt.subplots(len(splits), len(panels), figsize=(4.2 * len(panels) + 1.4, 3.3 * len(splits)),
+                             sharex=True, sharey="row", squeeze=False)
+    # dodge the series sideways (a fraction of a bin) so that overlapping intervals stay apart
+    offsets = (np.arange(len(wds)) - (len(wds) - 1) / 2) * min(0.12, 0.6 / len(wds))
+    series = {}  # one legend entry per λ, whichever panel drew it
+    for r, split in enumerate(splits):
+        for c, panel_name in enumerate(panels):
+            ax = axes[r][c]
+            cell = data[(data["split"] == split) & (data["panel"] == panel_name)]
+            for offset, wd in zip(offsets, wds):
+                rows = cell[cell["weight_decay"] == wd].sort_values("bin")
+                if rows.empty:
+                    continue
+                errors = np.vstack([rows["mean_excess"] - rows["ci95_low"], rows["ci95_high"] - rows["mean_excess"]])
+                series[wd] = ax.errorbar(rows["bin"] + offset, rows["mean_excess"], yerr=errors.astype(float), fmt="-o",
+                            markersize=3.5, linewidth=1.2, elinewidth=1, capsize=2.5, color=colors[wd],
+                            label=_wd_label(wd))
+            ax.axhline(0, color="black", linewidth=0.8, linestyle=":")
+            ax.grid(axis="y", alpha=0.3)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.set_xticks(sorted(data["bin"].unique()))
+            ax.set_title(f"({_letter(r * len(panels) + c)}) {panel_name}, {SPLIT_NAMES.get(split, split)}",
+                         loc="left", fontsize=10)
+            if r == len(splits) - 1:
+                ax.set_xlabel("training-frequency bin (-1 = unseen)")
+            if c == 0:
+                ax.set_ylabel("excess loss vs λ=0 (nats)")
+    axes[0][-1].legend(handles=[series[wd] for wd in sorted(series)], title="weight decay\n(95% CI over seeds)",
+                       fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
+
+
 FIGURES = {
     "1_loss_vs_rank": loss_vs_rank,
     "2_bin_loss_accuracy": bin_bars,
@@ -220,12 +315,19 @@ FIGURES = {
     "5_balanced_vs_average": balanced_vs_average_lines,
     "6_rarest_bin_heatmap": lowest_bin_heatmap,
     "7_training_curves": training_curves,
+    "9_embedding_norms": embedding_norm_curves,
+    "10_excess_loss_by_scale": excess_loss_by_scale,
 }
 
 
-def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None) -> list[StoragePath]:
-    """Every figure as PNG and SVG under `out_dir` (default `<sweep>/figures`, which may be on an
-    object store: figures are rendered in memory and written whole)."""
+def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = None,
+                  formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[StoragePath]:
+    """Every figure in each of `formats` (of FORMATS) under `out_dir` (default `<sweep>/figures`, which may
+    be on an object store: figures are rendered in memory and written whole). A figure whose data the sweep
+    lacks (it returns None) is not written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"figure format {', '.join(unknown)}: not one of {', '.join(FORMATS)}")
     sweep_dir = location(sweep_dir)
     out_dir = out_dir or SweepLayout.at(sweep_dir).figures_dir
     ensure_dir(out_dir)
@@ -241,8 +343,10 @@ def write_figures(sweep_dir: str | StoragePath, out_dir: StoragePath | None = No
         figures = {name: FIGURES[name] for name in ("1_loss_vs_rank", "2_bin_loss_accuracy", "4_learning_speed")}
     for name, draw in tqdm(figures.items(), desc="figures", unit="fig", disable=None):
         fig = draw(sweep_dir)
+        if fig is None:
+            continue
         fig.tight_layout()
-        for suffix in ("png", "svg"):
+        for suffix in formats:
             path = out_dir / f"{name}.{suffix}"
             rendered = io.BytesIO()
             fig.savefig(rendered, format=suffix, dpi=110)

@@ -21,6 +21,7 @@ from raysweep.run.migrations import check_trained_by_this_version
 from raysweep.catalog.build import build_catalog
 from raysweep.run.preflight import (check_capacity, check_data_unchanged, check_storage, load_sweep_spec, preflight,
                                     prepare)
+from raysweep.run.progress import ProgressLines
 from raysweep.run.trials_table import error_summary, trial_status, write_trials_table
 from raysweep.spec.errors import SweepDirError
 from raysweep.spec.schema import SweepSpec
@@ -33,20 +34,22 @@ from raysweep.trials.source import trial_source
 log = logging.getLogger("raysweep")
 
 
-def init_ray() -> None:
-    """Connect to RAY_ADDRESS if set, else start an embedded local Ray."""
+def init_ray(verbose: bool = False) -> None:
+    """Connect to RAY_ADDRESS if set, else start an embedded local Ray. Quiet unless `verbose`: Ray's INFO
+    lines and the workers' and trial drivers' output (tracebacks of planned restarts included) stay in Ray's
+    session logs, where `raysweep -v` shows them instead."""
     if ray.is_initialized():
         return
+    quiet = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(**quiet)
         if DRIVER_RESOURCE not in ray.cluster_resources():
             raise SweepDirError(f"the Ray cluster at {os.environ['RAY_ADDRESS']} has no "
                                 f"'{DRIVER_RESOURCE}' resource; start its head with "
                                 f"--resources='{{\"{DRIVER_RESOURCE}\": 64}}'")
         return
     ray.init(resources={DRIVER_RESOURCE: 1024}, include_dashboard=True, dashboard_host="127.0.0.1",
-             logging_level=logging.WARNING, log_to_driver=True,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}, **quiet)
 
 
 def max_concurrent_trials(spec: SweepSpec) -> int:
@@ -83,7 +86,7 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
                            trial_dirname_creator=TrialName(spec), **trial_source(spec).tune_options())
 
 
-def run_sweep(spec: SweepSpec) -> SweepLayout:
+def run_sweep(spec: SweepSpec, verbose: bool = False) -> SweepLayout:
     """Prepare data, run every trial of the spec's source, write the trials table and the catalog, holding
     the sweep dir's writer lock throughout."""
     layout = spec.layout
@@ -95,11 +98,11 @@ def run_sweep(spec: SweepSpec) -> SweepLayout:
             same_spec, datas = preflight(spec)
             checked = True
             atomic_write_text(layout.spec_file, spec_to_yaml(spec))
-            init_ray()
+            init_ray(verbose)
             check_capacity(spec, ray.cluster_resources())
             if same_spec and tune.Tuner.can_restore(str(layout.tune_dir)):
                 log.warning("resuming the sweep in %s", layout.root)
-                _restore_and_finish(spec)
+                _restore_and_finish(spec, verbose)
             else:
                 tuner = tune.Tuner(
                     _trainable(spec, datas),
@@ -108,7 +111,7 @@ def run_sweep(spec: SweepSpec) -> SweepLayout:
                     run_config=tune.RunConfig(
                         name=layout.tune_dir.name, storage_path=str(layout.root),
                         failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                        verbose=1),
+                        callbacks=[ProgressLines(spec.train.steps)], verbose=1 if verbose else 0),
                 )
                 _finish(spec, tuner.fit(), datas)
     except SweepLockedError:
@@ -120,16 +123,16 @@ def run_sweep(spec: SweepSpec) -> SweepLayout:
     return layout
 
 
-def resume_sweep(sweep_dir) -> SweepLayout:
+def resume_sweep(sweep_dir, verbose: bool = False) -> SweepLayout:
     """Restore an interrupted sweep from its Tune state and finish it (errored trials included), holding
     the sweep dir's writer lock."""
     spec = load_sweep_spec(sweep_dir)
     with writer_lock(spec.layout, "raysweep resume"):
-        _restore_and_finish(spec)
+        _restore_and_finish(spec, verbose)
     return spec.layout
 
 
-def _restore_and_finish(spec: SweepSpec) -> None:
+def _restore_and_finish(spec: SweepSpec, verbose: bool) -> None:
     layout = spec.layout
     check_trained_by_this_version(layout)
     check_data_unchanged(spec)
@@ -137,7 +140,7 @@ def _restore_and_finish(spec: SweepSpec) -> None:
         raise SweepDirError(f"{layout.root}: no Tune experiment state to resume under {layout.tune_dir}; "
                             "start it with `raysweep sweep`")
     datas = prepare(spec)
-    init_ray()
+    init_ray(verbose)
     check_capacity(spec, ray.cluster_resources())
     try:
         tuner = tune.Tuner.restore(str(layout.tune_dir), trainable=_trainable(spec, datas), resume_errored=True)

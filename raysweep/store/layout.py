@@ -9,6 +9,7 @@
     shards/tokens/split=<split>/trial=<trial_id>/step=<step>/part-<rank>.parquet
     shards/embeddings/trial=<trial_id>/step=<step>/part-0.parquet
     shards/train_metrics/trial=<trial_id>/upto=<step>/part-0.parquet
+    tensorboard/<trial_id>/          TensorBoard event files, one per worker-group start (rank 0)
 
 Every name is a pure function of its inputs (trial id, step, rank), so a retried writer finds, and
 overwrites, what an earlier attempt wrote. Other modules take these paths from here; what they add is
@@ -127,6 +128,10 @@ class SweepLayout:
     def model_config_file(self, name: str) -> StoragePath:
         """A `model.configs` entry's config.json as the sweep stored it: what every node and resume builds."""
         return self.root / "models" / name / "config.json"
+
+    def tensorboard_dir(self, trial_id: str) -> StoragePath:
+        """The trial's live curves, TensorBoard event files (`tensorboard --logdir <sweep dir>`)."""
+        return self.root / "tensorboard" / trial_id
 
     def crash_marker(self, trial_id: str, step: int) -> StoragePath:
         return self.trial_dir(trial_id) / f".crash-injected-at-{step}"

@@ -208,9 +208,9 @@ def read_parquet_table(path: StoragePath) -> pa.Table:
     return pq.read_table(source.pop("source"), **source)
 
 
-def upload_tree(local_dir: Path, destination: UPath, last: str) -> None:
-    """Upload a local directory to an object store with the file named `last` (its completeness
-    marker) uploaded after every other file."""
+def upload_tree(local_dir: Path, destination: UPath, last: Optional[str] = None) -> None:
+    """Upload a local directory to an object store, the file named `last` (its completeness marker, if it
+    has one) after every other file."""
     assert is_remote(destination), destination  # locally, build in place and rename instead
     files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
     for file in sorted(files, key=lambda p: p.name == last):

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from raysweep.store.layout import SweepLayout, checkpoint_dir_name
+from raysweep.store.storage import is_remote, upload_tree
 from raysweep.store.shards import TRAIN_METRICS_SCHEMA, write_shard, write_token_shard
 from raysweep.train.attempts import note_preemption
 from raysweep.train.checkpoint import mark_complete, save_checkpoint
@@ -52,10 +53,17 @@ class EvalHook:
             n_batches = n_batches_for(len(sequences), self.world, self.batch_size)
             table = score(model, sequences, rows, self.batch_size, n_batches, self.device)
             write_token_shard(table, self.layout.token_shard(split, self.trial_id, step, self.rank))
-            totals = torch.tensor([float(np.sum(table["loss"].to_numpy())), table.num_rows],
-                                  dtype=torch.float64, device=self.device)
+            loss, token_id = table["loss"].to_numpy(), table["token_id"].to_numpy()
+            totals = torch.tensor([float(np.sum(loss)), table.num_rows], dtype=torch.float64, device=self.device)
             totals = _sum_over_ranks(totals, self.world)
             metrics[f"eval_loss_{split}"] = (totals[0] / totals[1]).item()
+            # token-balanced: the mean over the token types present of each type's mean loss (DESIGN.md)
+            vocab = int(model.config.vocab_size)
+            by_type = torch.from_numpy(np.stack([np.bincount(token_id, weights=loss, minlength=vocab),
+                                                 np.bincount(token_id, minlength=vocab).astype(np.float64)]))
+            by_type = _sum_over_ranks(by_type.to(self.device), self.world)
+            present = by_type[1] > 0
+            metrics[f"eval_balanced_loss_{split}"] = (by_type[0][present] / by_type[1][present]).mean().item()
         norms = embedding_norms(model)  # a collective under FSDP2: every rank calls it
         if self.rank == 0:
             write_shard(norms, self.layout.embedding_shard(self.trial_id, step))
@@ -77,6 +85,7 @@ class MetricsHook:
         # a CPU worker's memory ~4 MB a step (tiny: 0.6 -> 3 GB in 600 steps; bench/README.md).
         self.losses = torch.zeros(steps, device=device)
         self.window: list[tuple] = []
+        self.flushed: list[tuple] = []  # the last report's rows, as the chunk holds them (TRAIN_METRICS_SCHEMA)
 
     def record(self, step: int, loss: torch.Tensor, lr: float, step_time_s: float) -> None:
         """`step`: the steps done, 1-based, as every table counts them."""
@@ -93,7 +102,7 @@ class MetricsHook:
             columns = dict(zip(TRAIN_METRICS_SCHEMA.names, zip(*rows)))
             write_shard(pa.table(columns, schema=TRAIN_METRICS_SCHEMA),
                         self.layout.train_metrics_shard(self.trial_id, step))
-        self.window = []
+        self.window, self.flushed = [], rows
         _, loss, lr, tokens_per_s, step_time_s, mfu, _ = zip(*rows)
         return {"step": step, "loss": float(np.mean(loss)), "lr": lr[-1],
                 "tokens_per_s": float(np.median(tokens_per_s)), "step_time_s": float(np.median(step_time_s)),
@@ -127,23 +136,62 @@ class CheckpointHook:
             mark_complete(self.layout.checkpoint_dir(self.trial_id, step), step)
 
 
+class TensorBoardHook:
+    """Rank 0's live curves, as TensorBoard scalars under `<sweep>/tensorboard/<trial_id>/`: every step's
+    training metrics (the rows of its train-metrics chunk: loss, lr, tokens/s, MFU) and each eval's average
+    and token-balanced loss per split, written and flushed at each report, so `tensorboard --logdir <sweep dir>`
+    shows a trial as it runs. On an object store the events are written on the node and uploaded at each report
+    (an object cannot be appended to). A restarted group starts a new event file at its checkpoint's step."""
+
+    TRAIN_SCALARS = ("loss", "lr", "tokens_per_s", "mfu")
+
+    def __init__(self, layout: SweepLayout, trial_id: str, rank: int):
+        self.writer = None
+        if rank != 0:
+            return
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard's protobufs: rank 0 only
+
+        self.stored = layout.tensorboard_dir(trial_id)
+        self.local = Path(tempfile.mkdtemp(prefix="raysweep-tb-")) if is_remote(self.stored) else Path(self.stored)
+        self.writer = SummaryWriter(log_dir=str(self.local))
+
+    def __call__(self, step: int, train_rows: list[tuple], report: dict) -> None:
+        if self.writer is None:
+            return
+        for row in train_rows:
+            values = dict(zip(TRAIN_METRICS_SCHEMA.names, row))
+            for name in self.TRAIN_SCALARS:
+                self.writer.add_scalar(f"train/{name}", values[name], values["step"], walltime=values["time"])
+        for name, value in report.items():
+            if name.startswith(("eval_loss_", "eval_balanced_loss_")):
+                self.writer.add_scalar(f"eval/{name.removeprefix('eval_')}", value, step)
+        self.writer.flush()
+        if self.local != self.stored:
+            upload_tree(self.local, self.stored)
+
+
 class PreemptionHook:
     """At every report (where the ranks meet anyway): has Ray been told that a node of this worker group will be
     preempted? A spot reclaim drains the node with the preemption reason, and Ray Train passes that on. The first
-    time it has, this report saves a checkpoint whatever its step, and rank 0 writes the notice on this attempt's
-    line of attempts.jsonl. Ray Train then restarts the group from that checkpoint when the node goes, charged to
-    `failure.max_preemption_failures`, not `max_failures`. The notice lands at the next report: keep reports
-    (eval.every, train.checkpoint_every) closer together than the provider's warning (AWS 2 min, GCP 30 s)."""
+    time it has, this report saves a checkpoint whatever its step, and once that checkpoint is marked complete
+    rank 0 writes the notice on this attempt's line of attempts.jsonl. Ray Train then restarts the group from the
+    newest checkpoint when the node goes, charged to `failure.max_preemption_failures`, not `max_failures`. The
+    notice lands at the next report: keep reports (eval.every, train.checkpoint_every) closer together than the
+    provider's warning (AWS 2 min, GCP 30 s)."""
 
     def __init__(self, layout: SweepLayout, trial_id: str, rank: int):
         self.layout, self.trial_id, self.rank = layout, trial_id, rank
-        self.noticed = False
+        self.info = None
 
-    def __call__(self, step: int) -> bool:
-        info = ray.train.get_preemption_info()  # every rank: Ray agrees on one answer across the group
-        if info is None or self.noticed:
+    def noticed_now(self) -> bool:
+        """Every rank, at every report: Ray agrees on one answer across the group."""
+        info = ray.train.get_preemption_info()
+        if info is None or self.info is not None:
             return False
-        self.noticed = True
-        if self.rank == 0:
-            note_preemption(self.layout, self.trial_id, step, info.preempted_node_ids, info.deadline_ms)
+        self.info = info
         return True
+
+    def record(self, step: int) -> None:
+        """After the report at `step` has checkpointed: what the notice said, on this attempt's line."""
+        if self.rank == 0:
+            note_preemption(self.layout, self.trial_id, step, self.info.preempted_node_ids, self.info.deadline_ms)

@@ -26,7 +26,7 @@ from raysweep.store.layout import DATA_MARKER, SweepLayout
 from raysweep.store.storage import atomic_write_text, ensure_dir, local_copy, location
 from raysweep.train.attempts import log_attempt
 from raysweep.train.checkpoint import latest_checkpoint, load_checkpoint, mark_complete
-from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook, PreemptionHook
+from raysweep.train.hooks import CheckpointHook, EvalHook, MetricsHook, PreemptionHook, TensorBoardHook
 from raysweep.train.optim import build_lr_schedule, build_optimizer, decay_mask, summarize_mask
 from raysweep.train.parallel import parallelize, worker_device
 from raysweep.train.step import train_step
@@ -105,8 +105,9 @@ def train_loop_per_worker(config: dict) -> None:
                           flops_per_token(model_config, spec.data.seq_len), peak, rank, world, device)
     checkpoint = CheckpointHook(layout, trial.trial_id, spec.checkpoint_steps(), rank, world)
     preemption = PreemptionHook(layout, trial.trial_id, rank)
+    live = TensorBoardHook(layout, trial.trial_id, rank)
     if start_step == 0 and evaluation.due(0):
-        evaluation(model, 0)  # the initialization, before any update: shards only, nothing to report yet
+        live(0, [], evaluation(model, 0))  # the initialization, before any update: nothing to report to Ray yet
 
     # [6] Steps. Eval before checkpoint at the same step, so a checkpoint at step k implies
     # complete shards at step k; a restart from k never needs to redo them.
@@ -127,9 +128,12 @@ def train_loop_per_worker(config: dict) -> None:
 
         evaluate, save = evaluation.due(done), checkpoint.due(done)
         if evaluate or save:
-            noticed = preemption(done)  # a node of this group will be reclaimed: checkpoint now
+            noticed = preemption.noticed_now()  # a node of this group will be reclaimed: checkpoint now
             report = metrics.flush(done) | (evaluation(model, done) if evaluate else {})
+            live(done, metrics.flushed, report)
             checkpoint.report(model, optimizer, report, done, save or noticed)
+            if noticed:
+                preemption.record(done)
 
 
 def _maybe_inject_crash(spec: SweepSpec, layout: SweepLayout, trial: TrialPoint, step: int, rank: int) -> None:

@@ -266,8 +266,8 @@ def test_a_preempted_node_then_a_lost_node_mid_training(uninterrupted, tmp_path,
         assert [a["node_id"] for a in log] == [preempted.node_id, lost.node_id, survivor.node_id]
         notice = log[0]["preemption_notice"]
         assert notice["nodes"] == [preempted.node_id]
-        # the notice's report checkpointed; the group trained on until the node went, and restarted no earlier
-        assert (sweep_dir / "train" / TRIAL / f"step-{notice['step']:08d}" / "_COMPLETE").exists()
+        # the notice is written once its report's checkpoint is marked; the group trained on until the node went
+        # (keep_checkpoints may have dropped that one since), and restarted no earlier
         assert log[1]["start_step"] >= notice["step"]
         assert [("preemption_notice" in a) for a in log] == [True, False, False]
         row = status_row(sweep_dir, tmp_path)

@@ -138,10 +138,11 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp
 
     assert len(wd1_rows(report)) == 2
     assert wd1_rows(report) == wd1_rows(run_cli(["report", str(reference)], tmp_path).stdout)
-    header, row = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout.splitlines()
+    header, row, sweep_line = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout.splitlines()
     row = dict(zip(header.split(), row.split()))
     assert (row["trial_id"], row["status"], row["last_step"]) == ("nano-wd1.0-s0", "TERMINATED", "40"), row
     assert (row["worker_restarts"], row["trial_retries"]) == ("1", "0"), row
+    assert sweep_line == "sweep: 1 of 1 trials done, 0 running, 0 pending, 0 failed"
     # Tune restores the finished experiment from the bucket; nothing reruns, the report is the same.
     resumed = run_cli(["resume", sweep_uri], tmp_path, env=s3_env)
     assert report.strip() in resumed.stdout

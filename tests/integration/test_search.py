@@ -75,7 +75,7 @@ def test_optuna_search_reports_sql_objectives_and_keeps_the_pareto_front(tmp_pat
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
     # status shows each trial's rounded point and how far it got, though Tune saw one result per trial
     status = run_cli(["status", str(sweep)], tmp_path).stdout.splitlines()
-    rows = [dict(zip(status[0].split(), line.split())) for line in status[1:]]
+    rows = [dict(zip(status[0].split(), line.split())) for line in status[1:-1]]  # the last: the sweep line
     assert sorted(float(r["weight_decay"]) for r in rows) == sorted(trials["weight_decay"])
     assert {r["last_step"] for r in rows} == {str(spec_dict["train"]["steps"])}
 

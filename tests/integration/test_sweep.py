@@ -9,6 +9,7 @@ where the restart reads its checkpoint back from S3).
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -129,6 +130,54 @@ def test_logged_training_loss_is_the_models_loss_on_that_steps_batch(reference, 
     assert logged == pytest.approx(expected, rel=1e-5)
 
 
+def test_tensorboard_events_equal_the_train_metrics_and_the_eval_losses(reference):
+    """Each trial's TensorBoard events, read back with tensorboard's EventAccumulator: every step's loss, lr,
+    tokens/s and MFU equal its train_metrics rows, and each eval's average and token-balanced loss per split
+    equal what SQL computes from its token shards (steps 20 and 40)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with connect([reference]) as con:
+        metrics = con.execute("SELECT trial_id, step, loss, lr, tokens_per_s, mfu FROM train_metrics").df()
+        evals = con.execute("""
+            SELECT trial_id, split, step, sum(total) / sum(n) AS loss, avg(total / n) AS balanced_loss
+            FROM (SELECT trial_id, split, step, token_id, sum(loss) AS total, count(*) AS n
+                  FROM tokens GROUP BY ALL)
+            GROUP BY ALL""").df()
+    for trial_id in ("nano-wd0.0-s0", "nano-wd1.0-s0"):
+        events = EventAccumulator(str(reference / "tensorboard" / trial_id), size_guidance={"scalars": 0})
+        events.Reload()
+        rows = metrics[metrics.trial_id == trial_id].set_index("step").sort_index()
+        for name in ("loss", "lr", "tokens_per_s", "mfu"):
+            logged = {e.step: e.value for e in events.Scalars(f"train/{name}")}
+            assert sorted(logged) == list(rows.index) == list(range(1, STEPS + 1))
+            assert [logged[step] for step in rows.index] == pytest.approx(rows[name].tolist(), rel=1e-6)
+        for split in ("train", "heldout"):
+            want = evals[(evals.trial_id == trial_id) & (evals.split == split)].set_index("step").sort_index()
+            for metric, tag in (("loss", f"eval/loss_{split}"), ("balanced_loss", f"eval/balanced_loss_{split}")):
+                logged = {e.step: e.value for e in events.Scalars(tag)}
+                assert sorted(logged) == list(want.index) == [EVAL_EVERY, STEPS]
+                assert [logged[step] for step in want.index] == pytest.approx(want[metric].tolist(), rel=1e-5)
+            assert (want.balanced_loss != want.loss).all()  # two measures, not one logged twice
+
+
+def test_status_shows_each_trials_loss_pace_and_the_sweep_line(reference):
+    """A finished sweep's status: each trial at step 40 of 40 with its last training loss and its last report's
+    median tokens/s from the train_metrics table, no ETA left, and a sweep line that counts both done."""
+    from raysweep.ops.status import format_status
+
+    frame = trial_status(reference).set_index("trial_id")
+    with connect([reference]) as con:
+        last = con.execute(f"""SELECT trial_id, arg_max(loss, step) AS loss,
+                                      median(tokens_per_s) FILTER (WHERE step > {STEPS - EVAL_EVERY}) AS tokens_per_s
+                               FROM train_metrics GROUP BY trial_id""").df().set_index("trial_id")
+    assert sorted(frame.index) == sorted(last.index) == ["nano-wd0.0-s0", "nano-wd1.0-s0"]
+    assert (frame.last_step == STEPS).all() and (frame.steps == STEPS).all() and frame.eta_s.isna().all()
+    assert frame.loss.tolist() == pytest.approx(last.loss[frame.index].tolist(), rel=1e-9)
+    assert frame.tokens_per_s.tolist() == pytest.approx(last.tokens_per_s[frame.index].tolist(), rel=1e-9)
+    text = format_status(frame.reset_index())
+    assert text.splitlines()[-1] == "sweep: 2 of 2 trials done, 0 running, 0 pending, 0 failed"
+
+
 def test_report_reads_the_catalog(reference):
     result = run_cli(["report", str(reference)], reference)
     lines = result.stdout.splitlines()
@@ -178,7 +227,7 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
 
 
 def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
-    """every query returns rows on a real sweep; plot writes 7 PNG + 7 SVG; the HTML page embeds
+    """every query returns rows on a real sweep; plot writes 9 PNG + 9 SVG; the HTML page embeds
     them; embedding norms cover the whole vocabulary at every eval."""
     from raysweep.catalog.queries import load_queries
     from raysweep.catalog.connect import connect
@@ -191,10 +240,10 @@ def test_sql_library_plots_and_html_report_on_a_real_sweep(reference, tmp_path):
         per_eval = con.execute("SELECT count(*) FROM embeddings GROUP BY trial_id, step").fetchall()
     assert per_eval == [(vocab,)] * 4
     written = run_cli(["plot", str(reference), "--out", str(tmp_path / "figs")], tmp_path).stdout.split()
-    assert len(written) == 14 and all(Path(p).stat().st_size > 1000 for p in written)
+    assert len(written) == 18 and all(Path(p).stat().st_size > 1000 for p in written)
     page = Path(run_cli(["report", str(reference), "--html", "--out", str(tmp_path / "r.html")],
                         tmp_path).stdout.strip()).read_text()
-    assert page.count("data:image/png;base64,") == 7 and "nano-wd1.0-s0" in page
+    assert page.count("data:image/png;base64,") == 9 and "nano-wd1.0-s0" in page
     # the study's tables (make study's last step), scaled down: one seed, so no interval yet
     tables = run_cli(["tables", str(reference), "--out", str(tmp_path / "tables")], tmp_path).stdout.split()
     assert len(tables) == len(TABLES) + 1 and all(Path(p).stat().st_size > 50 for p in tables)
@@ -273,25 +322,32 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
 
 def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     """A grid over frequency-aware decay (alpha 0 and 0.5), with label smoothing and dropout on, and
-    the blocks compiled and checkpointed as a long run would have them: the trials are named and
-    paired by their regularizer, and the per-row decay applied to the FSDP-sharded embeddings
-    spares rows of rarer types relative to more frequent ones."""
+    the blocks checkpointed as a long run would have them (compiled too: tests/unit/test_fsdp.py, as torch.compile
+    costs minutes of CPU here): the trials are named and paired by their regularizer, and the per-row decay
+    applied to the FSDP-sharded embeddings spares rows of rarer types relative to more frequent ones."""
     grid = {"weight_decay": [1.0], "scale": ["nano"], "seed": [0], "freq_decay_alpha": [0.0, 0.5],
             "label_smoothing": [0.1], "dropout": [0.1]}
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # 2 workers: FSDP2 over gloo, per-block units
-        tmp_path / "runs", name="reg", grid=grid, train={"compile": True, "activation_checkpointing": 1},
+        tmp_path / "runs", name="reg", grid=grid, train={"activation_checkpointing": 1},
         resources={"workers_per_trial": 2}))
     result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
+    # the console: progress lines of our own, no Tune table, no worker output (`-v` brings those back)
+    progress = [line for line in result.stdout.splitlines() if " step " in line and " tok/s  ETA " in line]
+    assert progress and all(re.fullmatch(r"nano-wd1\.0-s0-(fa0\.5-)?ls0\.1-do0\.1  step \d+/40  loss \d+\.\d{4}  "
+                                         r"[\d,]+ tok/s  ETA (\d+[hms]\S*|-)", line) for line in progress), progress
+    assert {line for line in result.stdout.splitlines() if line.endswith(": finished")} == {
+        "nano-wd1.0-s0-ls0.1-do0.1: finished", "nano-wd1.0-s0-fa0.5-ls0.1-do0.1: finished"}
+    assert "Trial status" not in result.stdout and "RayTrainWorker" not in result.stdout + result.stderr
     with connect([sweep]) as con:
         regularizers = dict(con.execute("SELECT trial_id, regularizer FROM trials").fetchall())
     assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
                             "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
                                 "adamw freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.1"}
-    for trial_id in regularizers:  # nano has one block: the trial's workers compiled and checkpointed it
+    for trial_id in regularizers:  # nano has one block: the trial's workers checkpointed it
         attempt = json.loads((sweep / "train" / trial_id / "attempts.jsonl").read_text().splitlines()[0])
-        assert (attempt["compiled_blocks"], attempt["checkpointed_blocks"]) == (1, 1), attempt
+        assert (attempt["compiled_blocks"], attempt["checkpointed_blocks"]) == (0, 1), attempt
     data = PreparedData.load(next((sweep / "data").iterdir()))
     counts = read_token_counts(data.data_dir, data.vocab_size)
     norms = {}

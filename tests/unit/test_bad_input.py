@@ -46,7 +46,7 @@ def _table() -> dict[str, str]:
 
 TABLE = _table()
 SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "spec-checkpoints-hub-offline", "data-tokenizer-hf-offline",
-                    "cli-unknown-command", "cli-missing-argument"}
+                    "cli-unknown-command", "cli-missing-argument", "cli-status-bad-interval", "cli-plot-bad-format"}
 COMPLETE_LOOKING = ("catalog.duckdb", "complete.json", "_COMPLETE", "trials.parquet")
 
 
@@ -281,6 +281,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "cli-set-unknown-field": lambda: ["sweep", _spec(tmp), "--set", "train.stepz=3"],
         "cli-set-bad-yaml": lambda: ["sweep", _spec(tmp), "--set", "grid.weight_decay=[0.1"],
         "cli-set-into-a-value": lambda: ["sweep", _spec(tmp), "--set", "train.steps.x=1"],
+        "cli-status-bad-interval": lambda: ["status", str(_synthetic_copy(tmp, earlier)), "--watch", "--interval", "0"],
+        "cli-plot-bad-format": lambda: ["plot", str(_synthetic_copy(tmp, earlier)), "--format", "gif"],
     }
     return cases[case]()
 
