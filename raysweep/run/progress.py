@@ -1,5 +1,6 @@
 """What the sweep's console shows while it runs: one line per running trial (step of steps, training loss,
-tokens/s, ETA), redrawn as a block at most every `every_s` seconds, and a line as each trial ends.
+tokens/s, ETA), printed as a block at a trial's first report and then at most every `every_s` seconds, and a
+line as each trial ends.
 
 A Tune callback in the sweep driver: every report a trial's workers make reaches Tune (TuneReportCallback),
 so the lines come from results Tune already has. Ray's own per-trial table and the workers' log lines are
@@ -22,6 +23,7 @@ class ProgressLines(tune.Callback):
         self.latest: dict[str, dict] = {}  # trial name -> {step, loss, tokens_per_s, eta_s}
         self.pace: dict[str, tuple[float, int]] = {}  # trial name -> (time, step) of its previous result
         self.printed_at = 0.0
+        self.shown: set[str] = set()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name, step, now = str(trial), result.get("step"), time.time()
@@ -35,8 +37,9 @@ class ProgressLines(tune.Callback):
         self.latest[name] = {"step": step, "steps": steps, "loss": result["loss"],
                              "tokens_per_s": result.get("tokens_per_s", float("nan")),
                              "eta_s": max(0, steps - step) * seconds_per_step}
-        if now - self.printed_at >= self.every_s:
+        if now - self.printed_at >= self.every_s or name not in self.shown:  # every trial shows from its first report
             self.printed_at = now
+            self.shown |= set(self.latest)
             print("\n".join(self.line(n, p) for n, p in sorted(self.latest.items())), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
