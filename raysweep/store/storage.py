@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path, PurePosixPath
@@ -62,6 +63,7 @@ def check_location(location: str) -> str:
         extra = "gcs" if package == "gcsfs" else "s3"
         raise StorageError(f"{location}: {protocol}:// needs the {package} package; "
                            f"pip install 'raysweep[{extra}]'")
+    cache_root()  # stored files are read through the node cache: refuse an unsafe one before any request
     return f"{protocol}://{rest}"
 
 
@@ -227,17 +229,25 @@ def download_tree(source: UPath, local_dir: Path) -> None:
         source.fs.get_file(remote_file, str(local_dir / relative))
 
 
-def node_cache_dir(kind: str) -> Path:
+def cache_root() -> Path:
     """Per-node, per-user cache for copies of stored files (data arrays, catalogs): `$RAYSWEEP_CACHE`, or
     `raysweep-cache-<uid>` under the temp dir, mode 0700. Refused when another user owns it or can write
     it: a shared temp dir lets anyone create that name first and plant files we would trust."""
     root = Path(os.environ.get("RAYSWEEP_CACHE") or Path(tempfile.gettempdir()) / f"raysweep-cache-{os.getuid()}")
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    owner = root.stat()
-    if owner.st_uid != os.getuid() or owner.st_mode & 0o022:
-        raise StorageError(f"{root}: the cache dir is owned by uid {owner.st_uid} or writable by others; remove "
-                           "it, or set RAYSWEEP_CACHE to a directory only you can write")
-    directory = root / kind
+    found = root.stat()
+    if found.st_uid != os.getuid():
+        problem = f"is owned by uid {found.st_uid}, not you (uid {os.getuid()})"
+    elif found.st_mode & 0o022:
+        problem = f"is writable by others (mode {stat.S_IMODE(found.st_mode):o})"
+    else:
+        return root
+    raise StorageError(f"{root}: the cache dir {problem}; remove it, or set RAYSWEEP_CACHE to a directory only "
+                       "you can write")
+
+
+def node_cache_dir(kind: str) -> Path:
+    directory = cache_root() / kind
     directory.mkdir(mode=0o700, exist_ok=True)
     return directory
 

@@ -46,7 +46,8 @@ def _table() -> dict[str, str]:
 
 TABLE = _table()
 SUBPROCESS_CASES = {"storage-disk-full", "data-hf-offline", "spec-checkpoints-hub-offline", "data-tokenizer-hf-offline",
-                    "cli-unknown-command", "cli-missing-argument", "cli-status-bad-interval", "cli-plot-bad-format"}
+                    "cli-unknown-command", "cli-missing-argument", "cli-status-bad-interval", "cli-plot-bad-format",
+                    "cache-not-private"}
 COMPLETE_LOOKING = ("catalog.duckdb", "complete.json", "_COMPLETE", "trials.parquet")
 
 
@@ -258,6 +259,8 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             _unwritable(tmp), name="new")))],
         "storage-disk-full": lambda: ["sweep", _spec(tmp, data={"max_train_docs": 3000})],
         "sweep-dir-locked": lambda: _locked_by_another_writer(tmp),
+        "cache-not-private": lambda: ((tmp / "shared-cache").mkdir(mode=0o777), (tmp / "shared-cache").chmod(0o777),
+                                      ["report", "s3://raysweep-nowhere/sweeps/demo"])[-1],
         "catalog-corrupt-shard": lambda: _corrupt_shard(_synthetic_copy(tmp, earlier)),
         "catalog-wrong-schema": lambda: _foreign_shard(_synthetic_copy(tmp, earlier)),
         "catalog-not-a-sweep": lambda: ["catalog", str(_empty_dir(tmp))],
@@ -373,6 +376,8 @@ def _limit_file_size() -> None:
 def _run_subprocess(case: str, argv: list[str], tmp: Path) -> tuple[int, str]:
     # an empty hub cache: a machine that once downloaded the model must not turn the case into a run
     env = cli_env(tmp) | ({"HF_HUB_CACHE": str(tmp / "empty-hub-cache")} if case.endswith("offline") else {})
+    if case == "cache-not-private":  # a cache dir anyone could have made first in a shared /tmp
+        env |= {"RAYSWEEP_CACHE": str(tmp / "shared-cache")}
     result = subprocess.run([sys.executable, "-m", "raysweep.cli", *argv], cwd=tmp, env=env,
                             capture_output=True, text=True, timeout=300,
                             preexec_fn=_limit_file_size if case == "storage-disk-full" else None)

@@ -27,7 +27,7 @@ def test_a_cache_dir_others_can_write_is_refused(tmp_path, monkeypatch):
     planted.mkdir()
     planted.chmod(0o777)  # what anyone could create first in a shared /tmp
     monkeypatch.setenv("RAYSWEEP_CACHE", str(planted))
-    with pytest.raises(StorageError, match="writable by others; remove it, or set RAYSWEEP_CACHE"):
+    with pytest.raises(StorageError, match=r"writable by others \(mode 777\); remove it, or set RAYSWEEP_CACHE"):
         node_cache_dir("files")
 
 
