@@ -10,6 +10,7 @@ frozen one). A second writer otherwise fails at once, naming the holder.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ class SweepLockedError(SweepDirError):
 
 
 def _holder_text(holder: dict) -> str:
-    if not holder:
+    if "pid" not in holder:
         return "a lock file that names no holder"
     age = time.time() - holder.get("heartbeat", 0)
     return (f"{holder.get('command', 'a writer')} (host {holder.get('host')}, pid {holder.get('pid')}, "
@@ -67,11 +68,16 @@ def stale_reason(holder: dict, now: Optional[float] = None) -> Optional[str]:
 def _read_holder(path: StoragePath) -> Optional[dict]:
     try:
         holder = json.loads(path.read_text())
+        if isinstance(holder, dict):
+            return holder
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):  # torn or foreign: judged by its heartbeat, which it lacks
-        return {}
-    return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        pass
+    try:  # torn, foreign or still being written: its file's age stands for the heartbeat it lacks
+        return {"heartbeat": path.stat().st_mtime}
+    except FileNotFoundError:
+        return None
 
 
 def _create_exclusive(path: StoragePath, text: str) -> bool:
@@ -88,8 +94,23 @@ def _create_exclusive(path: StoragePath, text: str) -> bool:
         os.link(tmp, path)  # atomic create-if-absent with the content already in place, also on NFS
     except FileExistsError:
         return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        return _create_exclusive_without_links(path, text)  # a filesystem without hard links
     finally:
         tmp.unlink(missing_ok=True)
+    return True
+
+
+def _create_exclusive_without_links(path: StoragePath, text: str) -> bool:
+    """O_EXCL, then the content: a reader in between sees an empty lock, which counts as live by its mtime."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
     return True
 
 

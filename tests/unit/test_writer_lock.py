@@ -4,6 +4,7 @@ taken over, a heartbeat that keeps a live one fresh, and `raysweep sweep` refuse
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -72,8 +73,12 @@ def test_another_hosts_lock_is_live_until_its_heartbeat_is_stale(layout, caplog)
     assert "heartbeat is older than" in caplog.text
 
 
-def test_an_unreadable_lock_file_counts_as_stale(layout):
-    layout.writer_lock_file.write_text("{torn")
+def test_an_unreadable_lock_file_is_judged_by_its_age(layout):
+    layout.writer_lock_file.write_text("{torn")  # a writer still filling it in, or one that died doing so
+    with pytest.raises(SweepLockedError, match="a lock file that names no holder"):
+        WriterLock(layout, "raysweep sweep").acquire()
+    old = time.time() - STALE_AFTER_S - 1
+    os.utime(layout.writer_lock_file, (old, old))
     with writer_lock(layout, "raysweep sweep"):
         assert json.loads(layout.writer_lock_file.read_text())["pid"] == os.getpid()
 
@@ -105,3 +110,15 @@ def test_sweep_on_a_locked_dir_fails_in_one_line_before_any_work(tmp_path, capsy
                         r"heartbeat is \d+ s old\)", line), line
     assert sorted(p.name for p in sweep.root.iterdir()) == [".writer.lock"]  # no data, no spec.yaml
     assert json.loads(sweep.writer_lock_file.read_text())["pid"] == 4242  # the holder's lock untouched
+
+
+def test_a_filesystem_without_hard_links_still_gets_one_writer(layout, monkeypatch):
+    def no_links(*_):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # e.g. some FUSE mounts and SMB shares
+    with writer_lock(layout, "raysweep sweep"):
+        assert json.loads(layout.writer_lock_file.read_text())["pid"] == os.getpid()
+        with pytest.raises(SweepLockedError, match=f"pid {os.getpid()},"):
+            WriterLock(layout, "raysweep resume").acquire()
+    assert not layout.writer_lock_file.exists()
