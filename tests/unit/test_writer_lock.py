@@ -83,7 +83,7 @@ def test_an_unreadable_lock_file_is_judged_by_its_age(layout):
         assert json.loads(layout.writer_lock_file.read_text())["pid"] == os.getpid()
 
 
-def test_the_heartbeat_refreshes_a_held_lock_and_release_leaves_a_taker_alone(layout):
+def test_the_heartbeat_refreshes_a_held_lock(layout):
     lock = WriterLock(layout, "raysweep sweep", heartbeat_s=0.05)
     lock.acquire()
     first = json.loads(layout.writer_lock_file.read_text())["heartbeat"]
@@ -91,7 +91,14 @@ def test_the_heartbeat_refreshes_a_held_lock_and_release_leaves_a_taker_alone(la
     while json.loads(layout.writer_lock_file.read_text())["heartbeat"] == first:
         assert time.time() < deadline, "the heartbeat never advanced"
         time.sleep(0.05)
-    _plant(layout, host="elsewhere", pid=1, heartbeat=time.time())  # taken over while it slept
+    lock.release()
+    assert not layout.writer_lock_file.exists()
+
+
+def test_release_leaves_a_lock_someone_took_over_alone(layout):
+    lock = WriterLock(layout, "raysweep sweep", heartbeat_s=3600)  # no beat inside the test
+    lock.acquire()
+    _plant(layout, host="elsewhere", pid=1, heartbeat=time.time())  # taken over while this writer was frozen
     lock.release()
     assert json.loads(layout.writer_lock_file.read_text())["host"] == "elsewhere"
 
