@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raysweep-installed
 
-.PHONY: install demo test test-fast stress study clean
+.PHONY: install browser demo test test-fast stress study clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,17 +19,27 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The report-page tests open the page in headless Chromium: Debian's package, installed when missing (as root,
+# else by `sudo -n`; apt's lists refreshed if the first try fails). RAYSWEEP_CHROMIUM names another binary instead.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT_CHROMIUM := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+browser:
+	@test -n "$$RAYSWEEP_CHROMIUM" || command -v chromium >/dev/null || { echo "installing chromium (apt-get)"; \
+	  $(APT_CHROMIUM) >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(APT_CHROMIUM) >/dev/null; }; } || \
+	  { echo "make: the report-page tests need Chromium: run 'sudo apt-get install chromium', or set" \
+	         "RAYSWEEP_CHROMIUM to a Chromium or Chrome binary" >&2; exit 1; }
+
 demo: install
 	$(VENV)/bin/raysweep sweep examples/demo.yaml
 
 # Two pytest workers (pytest-xdist): a Ray test spends much of its wall time waiting on process starts and
 # polls, so a second stream of tests fills the idle core. --dist loadfile keeps a module's tests on one worker,
 # so its module fixtures (the fault tests' yardstick) are built once.
-test: install
+test: install browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # The inner loop: every test that starts no Ray (about a minute).
-test-fast: install
+test-fast: install browser
 	$(PY) -m pytest -n 2 --dist loadfile -m "not ray and not stress"
 
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.

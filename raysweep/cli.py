@@ -9,16 +9,41 @@ import time
 from pathlib import Path
 
 
-def _print_results(layout, command: str) -> int:
+def _print_results(layout, command: str, report: bool = False) -> int:
     import ray
 
     from raysweep.present.summary import print_sweep_summary
 
     ray.shutdown()  # flushes the workers' log lines now, so the table is the last thing printed
-    return print_sweep_summary(layout, command)
+    status = print_sweep_summary(layout, command)
+    if report:  # a failed trial too: the page shows what finished and the failure's row; the exit status stays 1
+        from raysweep.present.page import write_html_report
+
+        print(write_html_report(layout))
+    return status
+
+
+def _plan(args) -> int:
+    from raysweep.ops.plan import format_table, plan_json, plan_sweep
+    from raysweep.spec.load import load_spec
+
+    spec = load_spec(args.spec, tuple(args.set))
+    plan = plan_sweep(spec)
+    print(plan_json(plan) if args.format == "json" else format_table(plan, spec))
+    return 0
 
 
 def _sweep(args) -> int:
+    if args.dry_run and args.report:
+        print("raysweep sweep: error: argument --report: not with --dry-run (nothing runs, so there is no page); "
+              "drop one of them", file=sys.stderr)
+        return 2
+    if args.dry_run:  # before anything below imports Ray
+        return _plan(args)
+    if args.format is not None:
+        print("raysweep sweep: error: argument --format: only with --dry-run (it formats the plan); see "
+              "`raysweep sweep --help`", file=sys.stderr)
+        return 2
     import tempfile
 
     from raysweep.ops.jobs import JOB_ENV
@@ -39,13 +64,13 @@ def _sweep(args) -> int:
                 os.chdir(spec.layout.root)
         except OSError:
             pass  # run_sweep's storage check says what is wrong, in one line
-    return _print_results(run_sweep(spec, verbose=args.verbose), "sweep")
+    return _print_results(run_sweep(spec, verbose=args.verbose), "sweep", args.report)
 
 
 def _resume(args) -> int:
     from raysweep.run.tuner import resume_sweep
 
-    return _print_results(resume_sweep(args.sweep_dir, verbose=args.verbose), "resume")
+    return _print_results(resume_sweep(args.sweep_dir, verbose=args.verbose), "resume", args.report)
 
 
 def _catalog(args) -> int:
@@ -253,6 +278,8 @@ def _cluster(args) -> int:
 # name -> (handler, help, positional args)
 COMMANDS = {
     "sweep": (_sweep, "run (or resume) the sweep of a spec YAML and print the report", ["spec"]),
+    "plan": (_plan, "start nothing; print each trial's parameters, tokens, FLOPs, eval rows and Parquet bytes, "
+                    "peak memory per worker (fits cost.gpu?), GPU-hours and cost, and the total", ["spec"]),
     "submit": (_submit, "submit the sweep of a spec YAML to a Ray cluster as a Ray Job; prints the job id",
                ["spec"]),
     "logs": (_logs, "print (--follow: tail) the driver log of a submitted sweep", ["job_id"]),
@@ -333,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("-v", "--verbose", action="store_true",
                              help="show Ray's INFO lines, Tune's trial table and every worker's output (tracebacks "
                                   "of planned restarts too); default: one progress line per running trial")
+            sub.add_argument("--report", action="store_true",
+                             help="after the summary, write the self-contained HTML page <sweep>/report.html (as "
+                                  "`raysweep report --html`) and print its path; written when a trial failed too")
+        if name == "sweep":
+            sub.add_argument("--dry-run", action="store_true",
+                             help="start nothing: print the plan, as `raysweep plan` does (with --format)")
+        if name in ("plan", "sweep"):
+            sub.add_argument("--format", choices=["table", "json"],
+                             help="the plan as an aligned table (default) or one JSON object"
+                                  + (" (with --dry-run)" if name == "sweep" else ""))
         if "spec" in positionals:
             sub.add_argument("--set", action="append", default=[], metavar="A.B=VALUE",
                              help="override a spec field, value parsed as YAML (repeatable)")

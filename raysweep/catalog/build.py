@@ -288,18 +288,21 @@ def search_settings(sweep_dir) -> list[str] | None:
     return list(raw["optuna"]["objectives"])
 
 
-def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath) -> dict:
-    """The `trial_objectives` query on one finished trial ({`<split>_<metric>`: value} for every split
-    it has), over an in-memory catalog of just that trial: what its driver reports to the search."""
+def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath, step: int | None = None) -> dict:
+    """The `trial_objectives` query on one trial at `step` (None: its last, trials.steps) ({`<split>_<metric>`:
+    value} for every split it has), over an in-memory catalog of just that trial's shards of the step: what it
+    reports to the search."""
     from raysweep.run.trials_table import TRIALS_SCHEMA
 
-    shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir))
+    step = trial_row["steps"] if step is None else step
+    shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir)
+                    if int(partition_keys(s)["step"]) == step)
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
         lock_down(con, [layout.root])
         _create_token_freq(con, [token_freq_file(data_dir)])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
-        views = shard_views({"tokens": shards}, {trial_row["trial_id"]: trial_row["steps"]})
+        views = shard_views({"tokens": shards}, {trial_row["trial_id"]: step})  # the step stands for the final one
         for name in ("tokens", "final_tokens"):
             con.execute(f"CREATE TEMP VIEW {name} AS {views[name]}")
         install_queries(con, query_with_callees("trial_objectives"), temporary=True)

@@ -137,5 +137,7 @@ def flops_per_token(config: PretrainedConfig, seq_len: int) -> int:
     """
     embedding = config.vocab_size * config.hidden_size
     matmul_params = count_params(config) - embedding + (embedding if config.tie_word_embeddings else 0)
-    attention = 12 * config.num_hidden_layers * config.hidden_size * seq_len
+    # The attention width is heads x head_dim, which a preset may set apart from hidden_size (OpenELM).
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = 12 * config.num_hidden_layers * config.num_attention_heads * head_dim * seq_len
     return 6 * matmul_params + attention

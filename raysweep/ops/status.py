@@ -2,10 +2,10 @@
 
 Reads the sweep's Tune experiment through Tune's public `ExperimentAnalysis` (no running Ray
 needed), names each trial by its trial source's point, and adds the worker-group starts its rank 0
-logged in `attempts.jsonl`. A search trial reports to Tune only at its end, so its last step comes
-from its newest training-metrics chunk. Once the sweep command has ended, its `trials.parquet` is
-newer than Tune's state and its status wins: Tune leaves a trial stopped by Ctrl-C as RUNNING, the
-trials table says INTERRUPTED.
+logged in `attempts.jsonl`. A search trial reports to Tune only at its eval steps, so its last step
+comes from its newest training-metrics chunk; one its scheduler stopped early shows as PRUNED. Once the
+sweep command has ended, its `trials.parquet` is newer than Tune's state and its status wins: Tune
+leaves a trial stopped by Ctrl-C as RUNNING, the trials table says INTERRUPTED.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
         point = source.point_of(trial.config)
         error = _tune_error(layout, trial, point.trial_id)
         # Finished (its done file) wins over what Tune last saved; so does the sweep command's final table.
-        status = "TERMINATED" if layout.done_file(point.trial_id).exists() else trial.status
+        status = ("TERMINATED" if layout.done_file(point.trial_id).exists()
+                  else "PRUNED" if source.pruned(trial.last_result) else trial.status)
         steps = max(source.report_steps(point), default=0)
         rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, status),
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
@@ -159,6 +160,8 @@ def sweep_line(frame: pd.DataFrame) -> str:
     running, pending = int(counts.get("RUNNING", 0)), int(counts.get("PENDING", 0))
     line = (f"sweep: {int(counts.get('TERMINATED', 0))} of {len(frame)} trials done, {running} running, "
             f"{pending} pending, {int(counts.get('ERROR', 0))} failed")
+    if counts.get("PRUNED"):
+        line += f", {int(counts['PRUNED'])} pruned"
     known = frame[frame.last_step > 0]
     per_step = ((known.eta_s / (known.steps - known.last_step)).replace([float("inf")], float("nan")).mean()
                 if len(known) else float("nan"))

@@ -98,13 +98,15 @@ def verify_sweep(spec: SweepSpec, datas: dict) -> VerifyReport:
                     report.partial.append(f"{checkpoint} (checkpoint without {marker.name})")
             elif not is_whole(checkpoint):
                 report.partial.append(f"{checkpoint} (a file's size differs from its {marker.name} record)")
-    shards_dir = layout.shards_root()
-    for path in sorted(shards_dir.rglob("*.parquet")):
+    def finished(path) -> bool:
         trial = partition_keys(path).get("trial", "")
         if trial not in done:  # not a point of this spec (an earlier grid's): finished if it says so
             done[trial] = layout.done_file(trial).exists()
-        if done[trial] and str(path) not in expected:
-            report.unexpected.append(str(path))
+        return done[trial]
+
+    shards_dir = layout.shards_root()
+    report.unexpected += [str(p) for p in sorted(shards_dir.rglob("*.parquet")) if finished(p) and str(p) not in expected]
+    # An unfinished trial's write may have been cut short (a pruned or interrupted trial is killed mid-step).
     report.partial += [f"{p} (temporary file left by an interrupted write)"
-                       for p in temporaries_under(shards_dir)]
+                       for p in temporaries_under(shards_dir) if finished(p)]
     return report

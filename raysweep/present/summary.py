@@ -25,7 +25,8 @@ def print_sweep_summary(sweep_dir, command: str) -> int:
         print(front.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     in_sweep = {p.table_id for p in trial_source(load_sweep_spec(layout)).points()}
     trials = [t for t in read_parquet_table(layout.trials_file).to_pylist() if t["trial_id"] in in_sweep]
-    failed = [t for t in trials if t["status"] != "TERMINATED"]  # ERROR, INTERRUPTED, or PENDING: never ran
+    # ERROR, INTERRUPTED, or PENDING: never ran (PRUNED: stopped by the search's scheduler, as asked)
+    failed = [t for t in trials if t["status"] not in ("TERMINATED", "PRUNED")]
     if failed:
         print(f"raysweep {command}: error: {len(failed)} of {len(trials)} trials did not finish (first: "
               f"{failed[0]['trial_id']}: {failed[0]['error'] or failed[0]['status']}); "

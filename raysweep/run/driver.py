@@ -63,9 +63,10 @@ def run_trial(config: dict, spec_dict: dict, data_dirs: dict[str, str]) -> None:
     data_dir = data_dirs[data_slot(trial.data_slot)]
     source.record(trial, layout.point_file(trial.trial_id))
     loop = train_loop_per_worker if source.trains else score_loop_per_worker
-    result = _trainer(spec, trial, data_dir, source.train_callbacks(), loop).fit()
+    objectives = TrialObjectives(spec, trial, data_dir) if source.reports_objectives else None
+    result = _trainer(spec, trial, data_dir, source.train_callbacks(objectives), loop).fit()
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
-    report = source.final_report(trial, lambda t: _objectives(spec, t, data_dir), final)
+    report = source.final_report(trial, objectives, final)
     atomic_write_text(done, json.dumps(report if report is not None else final))
     if report is not None:
         tune.report(report)
@@ -97,10 +98,20 @@ def _trainer(spec: SweepSpec, trial: TrialPoint, data_dir: str, callbacks: list,
     )
 
 
-def _objectives(spec: SweepSpec, trial: TrialPoint, data_dir: str) -> dict:
-    """The trial's `trial_objectives` on its own final shards ({`<split>_<metric>`: value})."""
-    from raysweep.catalog.build import trial_objectives
-    from raysweep.run.trials_table import trial_row
+class TrialObjectives:
+    """One trial's `trial_objectives` ({`<split>_<metric>`: value}) on its own shards of a step (None: the
+    last). Built in the trial driver, where its trials-table row is made once (that imports transformers);
+    Ray Train pickles it to the run's controller, where an eval report's callback calls it."""
 
-    data = PreparedData.load(location(data_dir))
-    return trial_objectives(spec.layout, trial_row(spec, trial, data, "TERMINATED", None), data.data_dir)
+    def __init__(self, spec: SweepSpec, trial: TrialPoint, data_dir: str):
+        from raysweep.run.trials_table import trial_row
+
+        data = PreparedData.load(location(data_dir))
+        self.spec_dict, self.data_dir = spec.model_dump(mode="json"), data_dir
+        self.row = trial_row(spec, trial, data, "TERMINATED", None)
+
+    def __call__(self, step: int | None = None) -> dict:
+        from raysweep.catalog.build import trial_objectives
+
+        layout = SweepSpec.model_validate(self.spec_dict).layout
+        return trial_objectives(layout, self.row, location(self.data_dir), step)

@@ -14,11 +14,14 @@ import time
 from ray import tune
 
 from raysweep.ops.status import format_duration
+from raysweep.spec.schema import SweepSpec
+from raysweep.trials.source import trial_source
 
 
 class ProgressLines(tune.Callback):
-    def __init__(self, steps: int, every_s: float = 15.0):
-        self.steps = steps  # train.steps: every training trial's last step
+    def __init__(self, spec: SweepSpec, every_s: float = 15.0):
+        self.source = trial_source(spec)
+        self.steps = spec.train.steps  # every training trial's last step
         self.every_s = every_s
         self.latest: dict[str, dict] = {}  # trial name -> {step, loss, tokens_per_s, eta_s}
         self.pace: dict[str, tuple[float, int]] = {}  # trial name -> (time, step) of its previous result
@@ -44,7 +47,10 @@ class ProgressLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.latest.pop(str(trial), None)
-        print(f"{trial}: finished", flush=True)
+        if self.source.pruned(trial.last_result):
+            print(f"{trial}: pruned at step {trial.last_result['step']} by the search's scheduler", flush=True)
+        else:
+            print(f"{trial}: finished", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.latest.pop(str(trial), None)

@@ -81,10 +81,12 @@ def checkpoint_rows(spec: SweepSpec, datas: dict, ran: list[tuple]) -> list[dict
     return rows
 
 
-def trial_status(done: bool, error: str | None, started: bool) -> str:
-    """ERROR with an error; TERMINATED once finished (its done marker); INTERRUPTED when it ran
-    without finishing (a stopped sweep); PENDING when it never started."""
-    return "ERROR" if error else "TERMINATED" if done else "INTERRUPTED" if started else "PENDING"
+def trial_status(done: bool, error: str | None, started: bool, pruned: bool = False) -> str:
+    """ERROR with an error; TERMINATED once finished (its done marker); PRUNED when a search's scheduler
+    stopped it early; INTERRUPTED when it ran without finishing (a stopped sweep); PENDING when it never
+    started."""
+    return ("ERROR" if error else "TERMINATED" if done else "PRUNED" if pruned
+            else "INTERRUPTED" if started else "PENDING")
 
 
 def write_trials_table(spec: SweepSpec, datas: dict, ran: list[tuple]) -> list[dict]:

@@ -111,7 +111,7 @@ def run_sweep(spec: SweepSpec, verbose: bool = False) -> SweepLayout:
                     run_config=tune.RunConfig(
                         name=layout.tune_dir.name, storage_path=str(layout.root),
                         failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                        callbacks=[ProgressLines(spec.train.steps)], verbose=1 if verbose else 0),
+                        callbacks=[ProgressLines(spec)], verbose=1 if verbose else 0),
                 )
                 _finish(spec, tuner.fit(), datas)
     except SweepLockedError:
@@ -158,6 +158,7 @@ def _finish(spec: SweepSpec, results: tune.ResultGrid, datas: dict) -> None:
         point = source.point_of(result.config)
         error = error_summary(result.error) if result.error else None
         started = layout.point_file(point.trial_id).exists()
-        ran.append((point, trial_status(layout.done_file(point.trial_id).exists(), error, started), error))
+        status = trial_status(layout.done_file(point.trial_id).exists(), error, started, source.pruned(result.metrics))
+        ran.append((point, status, error))
     write_trials_table(spec, datas, ran)
     build_catalog(layout)

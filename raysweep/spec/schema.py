@@ -21,6 +21,7 @@ from raysweep.ops.cluster import STORAGE_ENV
 from raysweep.spec.errors import SpecError, describe_error
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StorageError, check_location
+from raysweep.train.devices import GPUS
 
 DecayPolicy = Literal["all_matrices", "no_embeddings", "embeddings_only"]
 # What `search: optuna` may vary; each bound must pass the constraints of the field it stands for.
@@ -377,10 +378,34 @@ class OptunaConfig(SpecSection):
     """Random points before the TPE sampler starts modelling the results."""
     seed: int = 0
     """Seed of the sampler (the trials' own seed is grid.seed)."""
+    points_to_evaluate: list[dict[SearchParam, float]] = []
+    """Points run first, in order, before the sampler picks any (Ray Tune's `points_to_evaluate`): e.g.
+    a known-good setting. Each gives a value for every field of `space`."""
+    scheduler: Optional[Literal["asha"]] = None
+    """`asha`: Ray Tune's ASHAScheduler stops a trial whose first objective, at an eval step, is in the
+    worst 1 - 1/reduction_factor of the trials that reached that step (recorded as PRUNED, left out of
+    the Pareto front). None: every trial trains to the end."""
+    grace_period: Optional[int] = Field(None, ge=1)
+    """Steps every trial trains before ASHA may stop it (None: the first eval step after step 0)."""
+    reduction_factor: float = Field(4.0, gt=1)
+    """ASHA's rungs are grace_period x reduction_factor^k steps apart; at each, it keeps the best
+    1/reduction_factor (Ray's default, 4)."""
 
     @model_validator(mode="after")
     def _check(self) -> "OptunaConfig":
         problems = []
+        for i, point in enumerate(self.points_to_evaluate):
+            missing = [name for name in self.space if name not in point]
+            if missing:
+                problems.append(f"optuna.points_to_evaluate[{i}]: no {', '.join(missing)}; give every field of "
+                                "optuna.space")
+            for name, value in point.items():
+                where, span = f"optuna.points_to_evaluate[{i}].{name}", self.space.get(name)
+                if span is None:
+                    problems.append(f"{where}: not a field of optuna.space; search it there or drop it")
+                elif not span.low <= value <= span.high:
+                    problems.append(f"{where}: {value!r} is outside optuna.space.{name} "
+                                    f"[{span.low!r}, {span.high!r}]")
         if len(set(self.objectives)) != len(self.objectives):
             problems.append(f"optuna.objectives: duplicate values in {self.objectives!r}")
         for name, span in self.space.items():
@@ -425,6 +450,33 @@ class FailureConfig(SpecSection):
     """Testing aid: rank 0 of each trial dies once when it reaches this step (None: never)."""
 
 
+class CostConfig(SpecSection):
+    """What `raysweep plan` prices the sweep at; nothing else reads it."""
+    gpu: Optional[str] = None
+    """The GPU each worker gets (with resources.use_gpu), by its name in raysweep.train.devices.GPUS
+    (`H100-80GB`, `A100-80GB`, ...): the plan checks each worker's peak memory against it and turns FLOPs
+    into GPU-hours at its datasheet bf16 peak. None: no fit check, GPU-hours or cost."""
+    usd_per_gpu_hour: Optional[float] = Field(None, ge=0)
+    """Price of one `gpu` for one hour, USD. None: GPU-hours without a cost."""
+    default_mfu: float = Field(0.35, gt=0, le=1)
+    """Model FLOPs utilization assumed for a model no earlier trial under `storage` measured on this kind
+    of device (the plan uses the newest measured one's)."""
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, gpu: Optional[str]) -> Optional[str]:
+        if gpu is not None and gpu not in GPUS:
+            raise PydanticCustomError("gpu_name", "unknown GPU; valid: {valid}", {"valid": ", ".join(GPUS)})
+        return gpu
+
+    @model_validator(mode="after")
+    def _check(self) -> "CostConfig":
+        if self.usd_per_gpu_hour is not None and self.gpu is None:
+            raise SpecError(["cost.usd_per_gpu_hour: a price per hour of cost.gpu, which is not set; name the "
+                             "GPU, e.g. cost.gpu: H100-80GB"])
+        return self
+
+
 class SweepSpec(SpecSection):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name; the sweep lives in `<storage>/<name>/`."""
@@ -445,6 +497,8 @@ class SweepSpec(SpecSection):
     grid: GridConfig = GridConfig()
     resources: ResourcesConfig = ResourcesConfig()
     failure: FailureConfig = FailureConfig()
+    cost: CostConfig = CostConfig()
+    """What `raysweep plan` (and `sweep --dry-run`) prices the sweep at."""
 
     @field_validator("storage")
     @classmethod
@@ -512,6 +566,9 @@ class SweepSpec(SpecSection):
                                 "keep one of them")
         problems += self._search_problems()
         problems += self._checkpoint_problems()
+        if self.cost.gpu is not None and not self.resources.use_gpu:
+            problems.append(f"cost.gpu: names a GPU ({self.cost.gpu}) but resources.use_gpu is false; "
+                            "--set resources.use_gpu=true, or drop cost.gpu")
         policies = self.grid.decay_policy or [self.train.decay_policy]
         alphas = self.grid.freq_decay_alpha or [self.train.freq_decay_alpha]
         if "freq_decay_alpha" in self.optuna.space:
@@ -556,6 +613,13 @@ class SweepSpec(SpecSection):
                 return ["optuna: is set but search is 'grid'; add `search: optuna` or drop the optuna section"]
             return []
         problems = []
+        grace = self.optuna.grace_period
+        if self.optuna.scheduler and grace is not None and grace >= self.train.steps:
+            problems.append(f"optuna.grace_period: {grace} must be < train.steps={self.train.steps}, "
+                            "or ASHA could never stop a trial")
+        if self.optuna.scheduler and not self.pruning_steps():
+            problems.append("optuna.scheduler: asha acts on the objectives of eval steps before the last, and "
+                            f"there are none; set eval.every below train.steps={self.train.steps}")
         heldout = [o for o in self.optuna.objectives if o.startswith("heldout_")]
         if heldout and self.eval.n_heldout_sequences == 0:
             problems.append(f"optuna.objectives: {heldout[0]} needs eval.n_heldout_sequences > 0; evaluate "
@@ -588,6 +652,11 @@ class SweepSpec(SpecSection):
         if cfg.log_spaced:
             chosen |= {0} | {round(steps ** (i / (cfg.log_spaced - 1))) for i in range(cfg.log_spaced)}
         return sorted(chosen | set(cfg.at) | {steps})
+
+    def pruning_steps(self) -> list[int]:
+        """Eval steps at which a search trial reports its objectives, so a scheduler can stop it: after the
+        first update and before the last (the last one's come from the finished trial's driver)."""
+        return [step for step in self.eval_steps() if 0 < step < self.train.steps]
 
     def checkpoint_steps(self) -> list[int]:
         """Steps whose model and optimizer every trial checkpoints, the last included."""

@@ -11,13 +11,10 @@ import time
 
 import torch
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s, by the exact name
-# torch reports; any other device is measured.
-DATASHEET_BF16_PEAK = {
-    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "NVIDIA H100 PCIe": 756e12,
-    "NVIDIA H100 NVL": 835e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
-    "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA L40S": 362e12,
-}
+from raysweep.train.devices import GPUS
+
+# Dense bf16 peaks by the exact name torch reports (raysweep.train.devices); any other device is measured.
+DATASHEET_BF16_PEAK = {name: gpu.bf16_peak_flops for gpu in GPUS.values() for name in gpu.device_names}
 
 
 def measured_matmul_flops(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:

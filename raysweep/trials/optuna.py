@@ -1,4 +1,5 @@
-"""`search: optuna`: Optuna's sampler, through Ray Tune's OptunaSearch, picks each trial's point.
+"""`search: optuna`: Optuna's sampler, through Ray Tune's OptunaSearch, picks each trial's point; with
+`optuna.scheduler: asha`, Ray Tune's ASHAScheduler stops the trials that fall behind at an eval step.
 
 A grid sweep knows its trials from the spec; a search learns them as it goes, so its trials are the
 points their drivers recorded (`train/<trial_id>/point.json`). Sampled values are rounded to
@@ -34,7 +35,10 @@ def _rounded(value: float, low: float, high: float) -> float:
 
 
 class OptunaSource(TrialSource):
-    """`optuna.num_samples` trials, each reporting its objectives to Tune once, when finished."""
+    """`optuna.num_samples` trials, each reporting its objectives to Tune at every eval step (EvalObjectives)
+    and once more when finished."""
+
+    reports_objectives = True
 
     def mutable_prefixes(self) -> tuple[str, ...]:
         # A search continues only under its own spec: its searcher's state is restored, not rebuilt.
@@ -49,18 +53,28 @@ class OptunaSource(TrialSource):
         return space | fixed_values(self.spec)
 
     def tune_options(self) -> dict:
-        """Ray Tune's OptunaSearch over the spec's objectives, all minimized, with a seeded TPE sampler."""
+        """Ray Tune's OptunaSearch over the spec's objectives, all minimized, with a seeded TPE sampler; and
+        ASHAScheduler on the first objective when the spec names it."""
         import optuna
+        from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
         settings = self.spec.optuna
         sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
         objectives = list(settings.objectives)
-        if len(objectives) == 1:
-            searcher = OptunaSearch(metric=objectives[0], mode="min", sampler=sampler)
-        else:
-            searcher = OptunaSearch(metric=objectives, mode=["min"] * len(objectives), sampler=sampler)
-        return {"search_alg": searcher, "num_samples": settings.num_samples}
+        metric, mode = (objectives[0], "min") if len(objectives) == 1 else (objectives, ["min"] * len(objectives))
+        searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler,
+                                points_to_evaluate=[dict(p) for p in settings.points_to_evaluate] or None)
+        options = {"search_alg": searcher, "num_samples": settings.num_samples}
+        if settings.scheduler == "asha":
+            options["scheduler"] = ASHAScheduler(
+                time_attr="step", metric=objectives[0], mode="min", max_t=self.spec.train.steps,
+                grace_period=settings.grace_period or self.spec.pruning_steps()[0],
+                reduction_factor=settings.reduction_factor)
+            # A stopped trial's driver actor must exit, taking its Train run (controller and workers) with
+            # it; Tune would otherwise keep the actor for a later trial, and the run would train on.
+            options["reuse_actors"] = False
+        return options
 
     def point_of(self, config: dict) -> TrialPoint:
         """Searched values rounded, see the module docstring."""
@@ -81,15 +95,22 @@ class OptunaSource(TrialSource):
         corners = itertools.product(*((space[n].low, space[n].high) for n in names))
         return [TrialPoint.model_validate(fixed_values(self.spec) | dict(zip(names, values))) for values in corners]
 
-    def train_callbacks(self) -> list:
-        # The sampler needs the objectives in every result Tune sees, and they exist only once the
-        # trial has finished: Tune sees one report, the final one.
-        return []
+    def train_callbacks(self, objectives: Callable[[int | None], dict]) -> list:
+        from raysweep.trials.eval_reports import EvalObjectives
 
-    def final_report(self, trial: TrialPoint, score: Callable[[TrialPoint], dict], final: dict) -> dict:
-        scores = score(trial)
+        return [EvalObjectives(objectives, self.spec.pruning_steps())]
+
+    def pruned(self, last_result: dict | None) -> bool:
+        """Tune marks `done` the result at which its scheduler stops a trial; a trial that ran to the end
+        reported its last step, and a Ctrl-C'd one's last result is not `done`."""
+        return bool(self.spec.optuna.scheduler and last_result and last_result.get("done")
+                    and last_result.get("step", self.spec.train.steps) < self.spec.train.steps)
+
+    def final_report(self, trial: TrialPoint, objectives: Callable[[int | None], dict], final: dict) -> dict:
+        scores = objectives()
         missing = [o for o in self.spec.optuna.objectives if o not in scores]
         if missing:
             raise ValueError(f"optuna.objectives: trial {trial.trial_id} has no final-step shards to score "
                              f"{missing[0]}; use objectives of a split the data has")
         return final | scores
+

@@ -15,8 +15,9 @@ from raysweep.store.storage import atomic_write_text, ensure_dir
 from raysweep.trials.point import TrialPoint
 
 # Spec fields that change how a step runs, not what it computes (the same losses up to float
-# rounding: tests/unit/test_fsdp.py), so a grid may continue under other values.
-EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing", "train.keep_checkpoints")
+# rounding: tests/unit/test_fsdp.py), so a grid may continue under other values; and `cost`, which
+# only `raysweep plan` reads.
+EXECUTION_ONLY = ("train.compile", "train.activation_checkpointing", "train.keep_checkpoints", "cost.")
 
 
 class TrialSource:
@@ -27,6 +28,9 @@ class TrialSource:
     extensible_prefixes: tuple[str, ...] = ()
     # Its trials train (a model per trial, checkpointed); False: they score checkpoints made elsewhere.
     trains = True
+    # Its trials report their `trial_objectives` (a search's): the driver then builds the scorer
+    # (raysweep.run.driver.TrialObjectives) that train_callbacks and final_report receive.
+    reports_objectives = False
 
     def __init__(self, spec: SweepSpec):
         self.spec = spec
@@ -70,16 +74,21 @@ class TrialSource:
         """The step of the checkpoint a finished trial leaves (None: it leaves none)."""
         return self.spec.train.steps
 
-    def train_callbacks(self) -> list:
+    def train_callbacks(self, objectives: Callable[[int | None], dict] | None) -> list:
         """Ray Train callbacks of each trial's TorchTrainer: Tune sees every eval's report."""
         from ray.tune.integration.ray_train import TuneReportCallback
 
         return [TuneReportCallback()]
 
-    def final_report(self, trial: TrialPoint, score: Callable[[TrialPoint], dict], final: dict) -> dict | None:
+    def final_report(self, trial: TrialPoint, objectives: Callable[[int | None], dict] | None,
+                     final: dict) -> dict | None:
         """What a finished trial's driver reports to Tune itself (None: Tune saw its reports already).
-        `score(trial)` runs the `trial_objectives` query on the trial's final shards."""
+        `objectives()` runs the `trial_objectives` query on the trial's final shards."""
         return None
+
+    def pruned(self, last_result: dict | None) -> bool:
+        """Whether Tune's scheduler stopped the trial whose last result this is, before its end."""
+        return False
 
     def mutable_prefixes(self) -> tuple[str, ...]:
         return (*self.extensible_prefixes, *EXECUTION_ONLY)

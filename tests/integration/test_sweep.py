@@ -36,6 +36,7 @@ from raysweep.store.layout import SweepLayout, tokenizer_file
 from raysweep.store.shards import manifest_path
 from raysweep.train.checkpoint import load_model_weights
 from raysweep.train.loop import batch_rows
+from tests.browser import open_report_page
 from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
@@ -330,9 +331,15 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_dict(  # 2 workers: FSDP2 over gloo, per-block units
         tmp_path / "runs", name="reg", grid=grid, train={"activation_checkpointing": 1},
         resources={"workers_per_trial": 2}))
-    result = run_cli(["sweep", str(spec)], tmp_path, env=shared_ray)
+    result = run_cli(["sweep", str(spec), "--report"], tmp_path, env=shared_ray)
     sweep = tmp_path / "runs" / "reg"
     assert "regularizer" in result.stdout  # two regularizers: the report says which row is which
+    # --report: the page is the last line printed, and opens whole in a browser (tests/browser.py)
+    assert result.stdout.splitlines()[-1] == str(SweepLayout.at(sweep).report_page)
+    seen = open_report_page(SweepLayout.at(sweep).report_page, tmp_path / "report.png")
+    assert {"1_loss_vs_rank", "7_training_curves", "9_embedding_norms"} <= set(seen.figures), seen.figures
+    assert len(seen.tables) == 3 and all(seen.tables), seen.tables  # Table 1, excess over λ = 0, trials
+    assert "nano-wd1.0-s0-ls0.1-do0.1" in seen.text and "nano-wd1.0-s0-fa0.5-ls0.1-do0.1" in seen.text
     # the console: progress lines of our own, no Tune table, no worker output (`-v` brings those back)
     progress = [line for line in result.stdout.splitlines() if " step " in line and " tok/s  ETA " in line]
     assert progress and all(re.fullmatch(r"nano-wd1\.0-s0-(fa0\.5-)?ls0\.1-do0\.1  step \d+/40  loss \d+\.\d{4}  "

@@ -172,6 +172,21 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             tmp, {"weight_decay": {"low": 0.0, "high": 1.0, "log": True}})],
         "spec-search-unknown-field": lambda: ["sweep", _search_spec(tmp, {"beta2": {"low": 0.9, "high": 0.99}})],
         "spec-search-with-axes": lambda: ["sweep", _search_spec(tmp, WD_SPACE, seed=[0, 1])],
+        "spec-search-point-outside": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
+            optuna={"space": {"lr": {"low": 0.001, "high": 0.01}}, "points_to_evaluate": [{"lr": 0.5}]})],
+        "spec-search-point-not-searched": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
+            optuna={"space": WD_SPACE, "points_to_evaluate": [{"weight_decay": 0.1, "lr": 0.005}]})],
+        "spec-search-point-partial": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
+            optuna={"space": {**WD_SPACE, "lr": {"low": 0.001, "high": 0.01}}, "points_to_evaluate": [{"lr": 0.005}]})],
+        "spec-asha-grace-too-long": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
+            optuna={"space": WD_SPACE, "scheduler": "asha", "grace_period": 40})],
+        "spec-asha-no-eval-steps": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]}, eval={"every": None},
+            optuna={"space": WD_SPACE, "scheduler": "asha"})],
         "spec-search-alpha-flips-rows": lambda: ["sweep", _search_spec(
             tmp, WD_SPACE | {"freq_decay_alpha": {"low": 0.0, "high": 4.0}})],
         "spec-vocab-axis-with-tokenizer-file": lambda: ["sweep", _spec(tmp, grid={"vocab_size": [300]}, data={
@@ -258,6 +273,9 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "storage-not-writable": lambda: ["sweep", str(write_spec(tmp / "spec.yaml", tiny_spec_dict(
             _unwritable(tmp), name="new")))],
         "storage-disk-full": lambda: ["sweep", _spec(tmp, data={"max_train_docs": 3000})],
+        "report-page-not-written": lambda: ((tmp / "afile").write_text("x"),  # no dir can be made under a file
+                                            ["report", "--html", str(_synthetic_copy(tmp, earlier)),
+                                             "--out", str(tmp / "afile" / "page.html")])[1],
         "sweep-dir-locked": lambda: _locked_by_another_writer(tmp),
         "cache-not-private": lambda: ((tmp / "shared-cache").mkdir(mode=0o777), (tmp / "shared-cache").chmod(0o777),
                                       ["report", "s3://raysweep-nowhere/sweeps/demo"])[-1],
@@ -286,6 +304,14 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
         "cli-set-into-a-value": lambda: ["sweep", _spec(tmp), "--set", "train.steps.x=1"],
         "cli-status-bad-interval": lambda: ["status", str(_synthetic_copy(tmp, earlier)), "--watch", "--interval", "0"],
         "cli-plot-bad-format": lambda: ["plot", str(_synthetic_copy(tmp, earlier)), "--format", "gif"],
+        "plan-unknown-gpu": lambda: ["plan", _spec(tmp, cost={"gpu": "H1000"}, resources={"use_gpu": True})],
+        "plan-gpu-without-use-gpu": lambda: ["plan", _spec(tmp, cost={"gpu": "H100-80GB"})],
+        "plan-price-without-gpu": lambda: ["plan", _spec(tmp, cost={"usd_per_gpu_hour": 2.5})],
+        "plan-bad-spec": lambda: ["plan", _spec(tmp, train={"stepz": 3})],
+        "plan-bad-format": lambda: ["plan", _spec(tmp), "--format", "xml"],
+        "sweep-dry-run-bad-spec": lambda: ["sweep", _spec(tmp, grid={"scale": ["gigantic"]}), "--dry-run"],
+        "sweep-format-without-dry-run": lambda: ["sweep", _spec(tmp), "--format", "json"],
+        "sweep-dry-run-with-report": lambda: ["sweep", _spec(tmp), "--dry-run", "--report"],
     }
     return cases[case]()
 

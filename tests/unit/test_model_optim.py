@@ -21,10 +21,11 @@ CPU_PRESETS = [name for name, p in PRESETS.items() if p.family is None]
 
 @pytest.mark.parametrize("scale", list(PRESETS), ids=list(PRESETS))
 def test_every_preset_builds_a_config_with_consistent_counts(scale):
-    """preset → config; 6N-style FLOPs exceed 6x the matmul params by exactly the attention term."""
+    """preset → config; 6N-style FLOPs exceed 6x the matmul params by exactly the attention term, whose
+    width is heads x head_dim (OpenELM's is not hidden_size)."""
     config = build_config(scale, vocab_size=4096)
     n = count_params(config)
-    attention = 12 * config.num_hidden_layers * config.hidden_size * 128
+    attention = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * 128
     embedding = 4096 * config.hidden_size
     matmul = n - (0 if config.tie_word_embeddings else embedding)
     assert flops_per_token(config, 128) == 6 * matmul + attention

@@ -21,7 +21,7 @@ from raysweep.spec.schema import OBJECTIVE_METRICS, OptunaConfig, SearchParam
 from raysweep.store.layout import SweepLayout
 from raysweep.trials.optuna import OptunaSource
 from raysweep.trials.point import TrialPoint
-from tests.synthetic_sweep import write_synthetic_sweep
+from tests.synthetic_sweep import STEPS, write_synthetic_sweep
 
 SEARCH = {"name": "s", "search": "optuna", "grid": {"weight_decay": [0.0], "scale": ["tiny"], "seed": [3]},
           "optuna": {"space": {"weight_decay": {"low": 0.0, "high": 1.0},
@@ -145,16 +145,18 @@ def test_trial_objectives_match_pandas(search_sweep):
             assert row[name] == pytest.approx(value, rel=1e-6), name
 
 
-def test_one_trial_catalog_scores_a_trial_as_the_full_catalog_does(search_sweep):
-    """What a search trial's driver reports equals what the sweep's catalog computes later."""
+@pytest.mark.parametrize("step", [None, STEPS[0]])
+def test_one_trial_catalog_scores_a_trial_as_the_full_catalog_does(search_sweep, step):
+    """What a search trial reports (at an eval step, or its last) equals what the sweep's catalog computes later."""
     layout = SweepLayout.at(search_sweep)
     trials = pa.parquet.read_table(layout.trials_file).to_pylist()
     with connect([search_sweep]) as con:
-        full = con.execute("SELECT * FROM trial_objectives()").df()
+        full = con.execute("SELECT * FROM trial_objectives(step := ?)", [step or "final"]).df()
+    assert set(full["step"]) == {step or STEPS[-1]}
     for i in (0, 3):
         row = trials[i]
         trial_id = row["trial_id"]
-        got = trial_objectives(layout, row, layout.data_dir("k1"))
+        got = trial_objectives(layout, row, layout.data_dir("k1"), step)
         assert len(got) == 2 * 3
         for split in ("train", "heldout"):
             expected = full[(full["trial_id"] == trial_id) & (full["split"] == split)].iloc[0]
