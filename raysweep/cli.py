@@ -18,8 +18,13 @@ def _print_results(layout, command: str, report: bool = False) -> int:
     status = print_sweep_summary(layout, command)
     if report:  # a failed trial too: the page shows what finished and the failure's row; the exit status stays 1
         from raysweep.present.page import write_html_report
+        from raysweep.store.storage import StorageError
 
-        print(write_html_report(layout))
+        try:
+            print(write_html_report(layout))
+        except StorageError as exc:  # the sweep's own status (1: a trial failed) is not lost to the page's
+            print(f"raysweep {command}: error: {exc}", file=sys.stderr)
+            return max(status, 2)
     return status
 
 

@@ -23,7 +23,7 @@ from raysweep.data.corpus import CorpusError, corpus_fingerprint, iter_documents
 from raysweep.data.frequency import token_frequencies
 from raysweep.data.pack import (PackedArrayWriter, array_chunks, count_tokens, encode_batches, open_array, open_packed,
                                 write_array)
-from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint
+from raysweep.data.tokenizer import build_tokenizer, tokenizer_fingerprint, vocab_size_of
 from raysweep.errors import first_line
 from raysweep.store.layout import (DATA_MARKER, SweepLayout, array_file, data_marker, token_freq_file,
                                    tokenizer_file)
@@ -83,8 +83,7 @@ def _build(data: DataConfig, evaluation: EvalConfig, key: str, out: Path, min_se
                              data.split_seed, data.max_train_docs)
 
     tokenizer, eos = build_tokenizer(data.tokenizer, (train for train, _ in split()))
-    # Ids, not entries: a tokenizer.json may leave gaps in its ids, and every id needs an embedding row.
-    vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+    vocab_size = vocab_size_of(tokenizer)
     n_docs = {"train": 0, "heldout": 0}
     with PackedArrayWriter(array_file(out, "train"), data.seq_len, vocab_size) as train_out, \
             PackedArrayWriter(array_file(out, "heldout"), data.seq_len, vocab_size) as heldout_out:

@@ -77,6 +77,11 @@ def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable) -> tuple[Tokeniz
     return tokenizer, eos_id(tokenizer)
 
 
+def vocab_size_of(tokenizer: Tokenizer) -> int:
+    """Ids, not entries: a tokenizer.json may leave gaps in its ids, and every id needs an embedding row."""
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+
 def eos_id(tokenizer: Tokenizer) -> Optional[int]:
     """A tokenizer.json's document separator, by the usual names; None if it has none."""
     for token in _EOS_CANDIDATES:

@@ -129,6 +129,11 @@ def count_params(config: PretrainedConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def head_dim(config: PretrainedConfig) -> int:
+    """Each attention head's width, which a preset may set apart from hidden_size / heads (OpenELM)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def flops_per_token(config: PretrainedConfig, seq_len: int) -> int:
     """Training FLOPs per token: 6 x matmul params + attention, PaLM (Chowdhery et al. 2022) App. B.
 
@@ -137,7 +142,5 @@ def flops_per_token(config: PretrainedConfig, seq_len: int) -> int:
     """
     embedding = config.vocab_size * config.hidden_size
     matmul_params = count_params(config) - embedding + (embedding if config.tie_word_embeddings else 0)
-    # The attention width is heads x head_dim, which a preset may set apart from hidden_size (OpenELM).
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 12 * config.num_hidden_layers * config.num_attention_heads * head_dim * seq_len
+    attention = 12 * config.num_hidden_layers * config.num_attention_heads * head_dim(config) * seq_len
     return 6 * matmul_params + attention

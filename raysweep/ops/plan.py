@@ -25,7 +25,8 @@ from typing import Optional
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from raysweep.models.build import build_config, decoder_blocks, flops_per_token, hf_config_fields, stored_config
+from raysweep.models.build import (build_config, decoder_blocks, flops_per_token, head_dim, hf_config_fields,
+                                   stored_config)
 from raysweep.spec.schema import SweepSpec, TokenizerConfig
 from raysweep.store.layout import SweepLayout, partition_keys
 from raysweep.store.shards import complete_shards, manifest_path
@@ -105,12 +106,10 @@ def model_shape(config: PretrainedConfig) -> ModelShape:
     blocks = decoder_blocks(model)
     block_params = [sum(p.numel() for p in block.parameters()) for block in blocks]
     n_params = sum(p.numel() for p in model.parameters())
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return ModelShape(n_params, max(block_params), n_params - sum(block_params), config.hidden_size,
                       getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
-                      config.num_hidden_layers, kv_heads * head_dim, config.vocab_size)
+                      config.num_hidden_layers, kv_heads * head_dim(config), config.vocab_size)
 
 
 def block_elements_per_token(shape: ModelShape) -> int:
@@ -165,22 +164,27 @@ def measured_mfu(storage: StoragePath, scale: str, on_gpu: bool) -> Optional[tup
     kind of device (GPU or CPU, from its attempts log): the median of its newest train-metrics chunk."""
     newest = None
     for point_file in storage.glob("*/train/*/point.json"):
-        point, layout = json.loads(point_file.read_text()), SweepLayout(point_file.parent.parent.parent)
-        trial_id = point_file.parent.name
+        try:
+            point = json.loads(point_file.read_text())
+        except ValueError:  # a damaged point of some other sweep: not this plan's business
+            continue
+        layout, trial_id = SweepLayout(point_file.parent.parent.parent), point_file.parent.name
         attempts = layout.attempts_file(trial_id)
-        if point.get("scale") != scale or not attempts.exists():
+        if not isinstance(point, dict) or point.get("scale") != scale or not attempts.exists():
             continue
         device = _device_of(attempts.read_text())
         if not device or device.endswith("(CPU)") == on_gpu:
             continue
-        chunks = complete_shards(layout.trial_train_metrics_dir(trial_id))
-        if not chunks:
+        try:
+            chunks = complete_shards(layout.trial_train_metrics_dir(trial_id))
+            if not chunks:
+                continue
+            chunk = read_parquet_table(max(chunks, key=lambda c: int(partition_keys(c)["upto"]))).to_pydict()
+            when, mfu = max(chunk["time"]), float(statistics.median(chunk["mfu"]))
+        except (ValueError, KeyError, TypeError, OSError):  # another sweep's damaged chunk: measure elsewhere
             continue
-        chunk = read_parquet_table(max(chunks, key=lambda c: int(partition_keys(c)["upto"]))).to_pydict()
-        when = max(chunk["time"])
         if newest is None or when > newest[0]:
-            where = f"measured: {layout.name}/{trial_id}, {device}"
-            newest = (when, float(statistics.median(chunk["mfu"])), where)
+            newest = (when, mfu, f"measured: {layout.name}/{trial_id}, {device}")
     return newest[1:] if newest else None
 
 
@@ -200,9 +204,12 @@ def bytes_per_row(storage: StoragePath, layout: SweepLayout) -> tuple[float, str
     others = sorted(d for d in storage.iterdir() if d.is_dir() and d != layout.root) if storage.exists() else []
     for sweep in [layout.root, *others]:
         shards = complete_shards(SweepLayout(sweep).shards_root("tokens"))[:SHARDS_SAMPLED]
-        rows = sum(json.loads(manifest_path(shard).read_text())["rows"] for shard in shards)
-        if rows:
+        try:
+            rows = sum(int(json.loads(manifest_path(shard).read_text())["rows"]) for shard in shards)
             size = sum(shard.stat().st_size for shard in shards)
+        except (ValueError, KeyError, TypeError, OSError):  # a damaged manifest: try the next sweep
+            continue
+        if rows > 0:
             return size / rows, f"measured on {len(shards)} token shards of {sweep}"
     return DEFAULT_BYTES_PER_ROW, f"measured on examples/demo.yaml's shards (none under {storage} yet)"
 
@@ -213,11 +220,11 @@ def _vocab_size(tokenizer: TokenizerConfig) -> tuple[int, str]:
     """(vocabulary size, how it is known) before any data is built."""
     if tokenizer.kind == "bpe":
         return tokenizer.vocab_size, "data.tokenizer.vocab_size (a BPE trained on a small corpus may stop short)"
-    from raysweep.data.tokenizer import load_hf_tokenizer, load_tokenizer_file
+    from raysweep.data.tokenizer import load_hf_tokenizer, load_tokenizer_file, vocab_size_of
 
     loaded = (load_tokenizer_file(tokenizer.path) if tokenizer.kind == "file"
               else load_hf_tokenizer(tokenizer.name, tokenizer.revision)[0])
-    return max(loaded.get_vocab(with_added_tokens=True).values()) + 1, f"the {tokenizer.kind} tokenizer's"
+    return vocab_size_of(loaded), f"the {tokenizer.kind} tokenizer's"
 
 
 def _eval_sequences(spec: SweepSpec) -> int:
@@ -300,6 +307,8 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     elif spec.search == "optuna":
         point = TrialPoint(**fixed_values(spec) | {"weight_decay": spec.grid.weight_decay[0]})
         label = f"optuna: {spec.optuna.num_samples} trials of {point.scale}, points chosen as it runs"
+        if spec.optuna.scheduler:
+            label += " (at most: ASHA stops some early)"
         trials = [planner.trial(label, spec.optuna.num_samples, point)]
     else:
         trials = [planner.trial(point.trial_id, 1, point) for point in grid_points(spec)]

@@ -51,6 +51,16 @@ def _reported_step(result: dict | None) -> int | None:
     return (result or {}).get("step")  # may be 0: a checkpoint scored at its initialization
 
 
+def _last_step(layout: SweepLayout, trial_id: str, last_result: dict | None, status: str) -> int | None:
+    """The newer of Tune's last result and the newest train-metrics chunk (a search trial reports to Tune only
+    at its evals); a pruned trial's is where the scheduler stopped it (its workers may have run on a little)."""
+    reported = _reported_step(last_result)
+    if status == "PRUNED":
+        return reported
+    steps = [s for s in (reported, _last_written_step(layout, trial_id)) if s is not None]
+    return max(steps, default=None)
+
+
 def _final_statuses(layout: SweepLayout) -> dict[str, str]:
     """The trials table's statuses, when the sweep command wrote it after Tune's last state."""
     states = layout.tune_states()
@@ -102,13 +112,12 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
         point = source.point_of(trial.config)
         error = _tune_error(layout, trial, point.trial_id)
         # Finished (its done file) wins over what Tune last saved; so does the sweep command's final table.
-        status = ("TERMINATED" if layout.done_file(point.trial_id).exists()
-                  else "PRUNED" if source.pruned(trial.last_result) else trial.status)
+        status = final_statuses.get(point.trial_id, "TERMINATED" if layout.done_file(point.trial_id).exists()
+                                    else "PRUNED" if source.pruned(trial.last_result) else trial.status)
         steps = max(source.report_steps(point), default=0)
-        rows.append({"trial_id": point.trial_id, "status": final_statuses.get(point.trial_id, status),
+        rows.append({"trial_id": point.trial_id, "status": status,
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
-                     "last_step": _reported_step(trial.last_result) if _reported_step(trial.last_result) is not None
-                     else _last_written_step(layout, point.trial_id), "steps": steps,
+                     "last_step": _last_step(layout, point.trial_id, trial.last_result, status), "steps": steps,
                      **_progress(layout, point.trial_id, steps),
                      "trial_retries": int(trial.num_failures or 0), **_restarts(layout, point.trial_id),
                      "error": error_summary(error)[:120] if error else ""})

@@ -29,8 +29,8 @@ def _table(frame) -> Markup:
 
 
 def _not_written(out: StoragePath, layout: SweepLayout, reason: str) -> StorageError:
-    return StorageError(f"storage: writing the report page {out} failed ({reason}); the sweep is untouched: free "
-                        f"space, or write it elsewhere with `raysweep report {layout.root} --html --out FILE`")
+    return StorageError(f"storage: writing the report page {out} failed ({reason}); the sweep is untouched: "
+                        f"write it elsewhere with `raysweep report {layout.root} --html --out FILE`")
 
 
 def write_html_report(sweep_dir, out: StoragePath | None = None) -> StoragePath:

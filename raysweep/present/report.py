@@ -34,7 +34,7 @@ def report_table(sweep_dir) -> pd.DataFrame:
 
 
 def unfinished_trials(sweep_dir) -> pd.DataFrame:
-    """The trials that did not finish (ERROR, INTERRUPTED, PENDING), with their error: what the report,
+    """The trials that did not finish (ERROR, INTERRUPTED, PENDING, or PRUNED by a search's scheduler), with their error: what the report,
     the tables and the page name beside their numbers."""
     with connect([sweep_dir]) as con:
         return run_query(con, "report_trials").df().query("status != 'TERMINATED'")[["trial_id", "status", "error"]]

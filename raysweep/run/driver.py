@@ -107,11 +107,11 @@ class TrialObjectives:
         from raysweep.run.trials_table import trial_row
 
         data = PreparedData.load(location(data_dir))
-        self.spec_dict, self.data_dir = spec.model_dump(mode="json"), data_dir
+        self.sweep_dir, self.data_dir = str(spec.layout.root), data_dir  # strings: an s3:// path pickles as one
         self.row = trial_row(spec, trial, data, "TERMINATED", None)
 
     def __call__(self, step: int | None = None) -> dict:
         from raysweep.catalog.build import trial_objectives
+        from raysweep.store.layout import SweepLayout
 
-        layout = SweepSpec.model_validate(self.spec_dict).layout
-        return trial_objectives(layout, self.row, location(self.data_dir), step)
+        return trial_objectives(SweepLayout.at(self.sweep_dir), self.row, location(self.data_dir), step)

@@ -19,6 +19,8 @@ from raysweep.trials.source import trial_source
 
 
 class ProgressLines(tune.Callback):
+    source = None  # a sweep started before pruning restores its callback without one (Tune unpickles, no __init__)
+
     def __init__(self, spec: SweepSpec, every_s: float = 15.0):
         self.source = trial_source(spec)
         self.steps = spec.train.steps  # every training trial's last step
@@ -47,7 +49,7 @@ class ProgressLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.latest.pop(str(trial), None)
-        if self.source.pruned(trial.last_result):
+        if self.source is not None and self.source.pruned(trial.last_result):
             print(f"{trial}: pruned at step {trial.last_result['step']} by the search's scheduler", flush=True)
         else:
             print(f"{trial}: finished", flush=True)

@@ -384,11 +384,12 @@ class OptunaConfig(SpecSection):
     scheduler: Optional[Literal["asha"]] = None
     """`asha`: Ray Tune's ASHAScheduler stops a trial whose first objective, at an eval step, is in the
     worst 1 - 1/reduction_factor of the trials that reached that step (recorded as PRUNED, left out of
-    the Pareto front). None: every trial trains to the end."""
+    the catalog's Pareto front; Ray's OptunaSearch tells the sampler the objectives it stopped at, as if
+    final). None: every trial trains to the end."""
     grace_period: Optional[int] = Field(None, ge=1)
     """Steps every trial trains before ASHA may stop it (None: the first eval step after step 0)."""
     reduction_factor: float = Field(4.0, gt=1)
-    """ASHA's rungs are grace_period x reduction_factor^k steps apart; at each, it keeps the best
+    """ASHA's rungs are at grace_period x reduction_factor^k steps; at each, it keeps the best
     1/reduction_factor (Ray's default, 4)."""
 
     @model_validator(mode="after")
@@ -613,11 +614,14 @@ class SweepSpec(SpecSection):
                 return ["optuna: is set but search is 'grid'; add `search: optuna` or drop the optuna section"]
             return []
         problems = []
-        grace = self.optuna.grace_period
-        if self.optuna.scheduler and grace is not None and grace >= self.train.steps:
-            problems.append(f"optuna.grace_period: {grace} must be < train.steps={self.train.steps}, "
-                            "or ASHA could never stop a trial")
-        if self.optuna.scheduler and not self.pruning_steps():
+        grace, rungs = self.optuna.grace_period, self.pruning_steps()
+        if self.optuna.scheduler and grace is not None and rungs and grace > rungs[-1]:
+            problems.append(f"optuna.grace_period: {grace} is past the last eval step before the end ({rungs[-1]}), "
+                            "so ASHA could never stop a trial; lower it or evaluate later")
+        if len(self.optuna.points_to_evaluate) > self.optuna.num_samples:
+            problems.append(f"optuna.points_to_evaluate: {len(self.optuna.points_to_evaluate)} points but "
+                            f"optuna.num_samples={self.optuna.num_samples}; the extra ones would never run")
+        if self.optuna.scheduler and not rungs:
             problems.append("optuna.scheduler: asha acts on the objectives of eval steps before the last, and "
                             f"there are none; set eval.every below train.steps={self.train.steps}")
         heldout = [o for o in self.optuna.objectives if o.startswith("heldout_")]

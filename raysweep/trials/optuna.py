@@ -41,8 +41,9 @@ class OptunaSource(TrialSource):
     reports_objectives = True
 
     def mutable_prefixes(self) -> tuple[str, ...]:
-        # A search continues only under its own spec: its searcher's state is restored, not rebuilt.
-        return ()
+        # A search continues only under its own spec: its searcher's state is restored, not rebuilt
+        # (`cost` is read by `raysweep plan` alone).
+        return ("cost.",)
 
     def param_space(self) -> dict:
         """A distribution per searched field, constants otherwise."""

@@ -183,7 +183,10 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
             optuna={"space": {**WD_SPACE, "lr": {"low": 0.001, "high": 0.01}}, "points_to_evaluate": [{"lr": 0.005}]})],
         "spec-asha-grace-too-long": lambda: ["sweep", _spec(
             tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
-            optuna={"space": WD_SPACE, "scheduler": "asha", "grace_period": 40})],
+            optuna={"space": WD_SPACE, "scheduler": "asha", "grace_period": 30})],
+        "spec-search-too-many-points": lambda: ["sweep", _spec(
+            tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]},
+            optuna={"space": WD_SPACE, "num_samples": 2, "points_to_evaluate": [{"weight_decay": w} for w in (0.1, 0.2, 0.3)]})],
         "spec-asha-no-eval-steps": lambda: ["sweep", _spec(
             tmp, search="optuna", grid={"weight_decay": [0.0], "scale": ["nano"]}, eval={"every": None},
             optuna={"space": WD_SPACE, "scheduler": "asha"})],
