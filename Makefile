@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raysweep-installed
 
-.PHONY: install browser test-deps demo test test-fast stress study clean
+.PHONY: install browser test-deps demo test test-fast stress study docs clean
 
 # pip byte-compiles the venv's ~22k modules on one core; compileall does it on all of them, and this repo's too
 # (with PYTHONDONTWRITEBYTECODE set, as here, nothing else would, and every Ray worker would recompile it).
@@ -52,6 +52,11 @@ test-fast: test-deps
 # pip's install (one busy core) and apt's (mostly disk) side by side.
 test-deps:
 	@$(MAKE) --no-print-directory -j2 install browser
+
+# The reference pages generated from the code (docs/reference/: the spec's fields, the SQL library); a test fails
+# when the committed ones differ.
+docs: install
+	$(PY) docs/generate.py
 
 # Outside CI: 20 random worker kills over one sweep (tests/slow), ~15 min on 2 cores.
 stress: install

@@ -76,6 +76,8 @@ def _absolute_local_path(path: Optional[str]) -> Optional[str]:
 
 
 class TokenizerConfig(SpecSection):
+    """The tokenizer the data is encoded with: a BPE trained on the training split, a tokenizer.json, or a
+    hub tokenizer."""
     kind: Literal["bpe", "file", "hf"] = "bpe"
     """`bpe`: train a byte-level BPE on the train split; `file`: load `path` (a tokenizer.json); `hf`: a
     model's own tokenizer through transformers' AutoTokenizer, by `name`."""
@@ -114,6 +116,7 @@ class HubDatasetConfig(SpecSection):
 
 
 class DataConfig(SpecSection):
+    """The corpus, its split into training and held-out documents, the tokenizer and the sequence length."""
     corpus: str = "rotten-tomatoes"
     """`rotten-tomatoes` (bundled), a local .txt/.jsonl/.json/.csv/.parquet file, or `hf:<dataset>`."""
     text_column: str = "text"
@@ -159,6 +162,7 @@ class ArchitectureConfig(SpecSection):
 
 
 class ModelConfig(SpecSection):
+    """The model family of the presets, extra named configs, and model-wide settings."""
     family: Literal["llama", "qwen2"] = "llama"
     """transformers architecture for the CPU presets; GPU presets carry their own family."""
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -253,6 +257,7 @@ class CheckpointsConfig(SpecSection):
 
 
 class TrainConfig(SpecSection):
+    """The recipe every trial trains with (a trial's point replaces its searched or grid fields)."""
     steps: int = Field(300, ge=1)
     """Optimizer steps per trial."""
     batch_size: int = Field(16, ge=1)
@@ -265,8 +270,11 @@ class TrainConfig(SpecSection):
     """Cosine decays from `lr` toward lr * min_lr_ratio, reached just after the last step (0: to zero;
     1: constant after warmup)."""
     beta1: float = Field(0.9, ge=0, lt=1)
+    """AdamW's first-moment decay."""
     beta2: float = Field(0.999, ge=0, lt=1)
+    """AdamW's second-moment decay."""
     eps: float = Field(1e-8, gt=0)
+    """AdamW's epsilon."""
     grad_clip: float = Field(1.0, ge=0)
     """Max global gradient norm; 0 disables clipping."""
     decay_policy: DecayPolicy = "all_matrices"
@@ -293,6 +301,7 @@ class TrainConfig(SpecSection):
 
 
 class EvalConfig(SpecSection):
+    """When and on what each trial writes its per-token evaluation shards."""
     every: Optional[int] = Field(100, ge=1)
     """Steps between per-token evaluations (the last step always evaluates); null: none but `at`,
     `log_spaced` and the last."""
@@ -310,6 +319,7 @@ class EvalConfig(SpecSection):
 
 
 class GridConfig(SpecSection):
+    """The axes of `search: grid`: every combination is a trial."""
     weight_decay: list[float] = Field([0.0, 1.0], min_length=1)
     """AdamW decoupled weight decay values (lambda)."""
     scale: list[str] = Field(["tiny"], min_length=1)
@@ -357,7 +367,9 @@ def _bound_problem(name: str, value: float) -> Optional[str]:
 
 class SearchRange(SpecSection):
     low: float
+    """The smallest value searched."""
     high: float
+    """The largest value searched."""
     log: bool = False
     """Sample log-uniformly (needs low > 0), as for a learning rate."""
 
@@ -425,6 +437,7 @@ class OptunaConfig(SpecSection):
 
 
 class ResourcesConfig(SpecSection):
+    """What each trial takes from the Ray cluster."""
     workers_per_trial: int = Field(1, ge=1)
     """Ray Train workers per trial. 1: a plain module on CPU (as many trials at once as the cores
     allow); 2 or more: FSDP2 ranks, one unit per decoder block (on GPUs, one GPU each)."""
@@ -437,6 +450,7 @@ class ResourcesConfig(SpecSection):
 
 
 class FailureConfig(SpecSection):
+    """How often a worker group, a trial's controller and a trial's driver are restarted before it fails."""
     max_failures: int = Field(3, ge=0)
     """Worker-group restarts per trial (Ray Train), each from the last checkpoint."""
     max_preemption_failures: int = Field(10, ge=-1)
