@@ -27,7 +27,7 @@ def describe_error(error: dict) -> str:
     ctx, got = error.get("ctx", {}), error.get("input")
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field; check the spelling against the spec sections in the README"
+        return "unknown field; check the spelling against docs/reference/spec.md"
     if kind == "missing":
         return "required field is missing"
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):

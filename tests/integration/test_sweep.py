@@ -269,17 +269,17 @@ def test_sql_cli_is_read_only_and_exports(reference, tmp_path):
     assert lines[0].startswith("trial_id,step,split") and len(lines) == 1 + 2 * 2
 
 
-def _readme_sql_blocks() -> list[str]:
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def _study_sql_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "token-studies.md").read_text()
     return [block.split("```", 1)[0] for block in text.split("```sql\n")[1:]]
 
 
-def test_readme_studies_run_on_a_real_sweep(reference):
-    """every ```sql block of the README runs on the reference sweep; the first two (which select
+def test_documented_studies_run_on_a_real_sweep(reference):
+    """every ```sql block of docs/token-studies.md runs on the reference sweep; the first two (which select
     no subset by outcome) return rows."""
     from raysweep.catalog.connect import connect
 
-    blocks = _readme_sql_blocks()
+    blocks = _study_sql_blocks()
     assert len(blocks) >= 3
     with connect([reference]) as con:
         results = [con.execute(block).fetchall() for block in blocks]
