@@ -45,7 +45,7 @@ demo: install
 test: test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
 
-# The inner loop: every test that starts no Ray (about a minute).
+# The inner loop: every test that starts no Ray (about 1.5 minutes).
 test-fast: test-deps
 	$(PY) -m pytest -n 2 --dist loadfile -m "not ray and not stress"
 
