@@ -28,13 +28,13 @@ def _last_written_step(layout: SweepLayout, trial_id: str) -> int | None:
 
 
 def _progress(layout: SweepLayout, trial_id: str, steps: int) -> dict:
-    """From the trial's two newest train-metrics chunks: the last step's training loss, the newest chunk's
-    median tokens/s, and the seconds left at the wall-clock pace of the last report cycle (steps, eval and
-    checkpoint alike; with one chunk, its median step time)."""
+    """From the trial's two newest train-metrics chunks: the step the newest one goes up to, the last step's
+    training loss, the newest chunk's median tokens/s, and the seconds left at the wall-clock pace of the last
+    report cycle (steps, eval and checkpoint alike; with one chunk, its median step time)."""
     chunks = sorted(complete_shards(layout.trial_train_metrics_dir(trial_id)),
                     key=lambda chunk: int(partition_keys(chunk)["upto"]))
     if not chunks:
-        return {"loss": float("nan"), "tokens_per_s": float("nan"), "eta_s": float("nan")}
+        return {"written_step": None, "loss": float("nan"), "tokens_per_s": float("nan"), "eta_s": float("nan")}
     newest = read_parquet_table(chunks[-1]).to_pandas().sort_values("step")
     last_step, last_time = int(newest.step.iloc[-1]), float(newest.time.iloc[-1])
     per_step = float(newest.step_time_s.median())
@@ -43,22 +43,21 @@ def _progress(layout: SweepLayout, trial_id: str, steps: int) -> dict:
         cycle_steps = last_step - int(previous.step.max())
         if cycle_steps > 0 and last_time > previous.time.max():
             per_step = (last_time - float(previous.time.max())) / cycle_steps
-    return {"loss": float(newest.loss.iloc[-1]), "tokens_per_s": float(newest.tokens_per_s.median()),
-            "eta_s": max(0, steps - last_step) * per_step}
+    return {"written_step": int(partition_keys(chunks[-1])["upto"]), "loss": float(newest.loss.iloc[-1]),
+            "tokens_per_s": float(newest.tokens_per_s.median()), "eta_s": max(0, steps - last_step) * per_step}
 
 
 def _reported_step(result: dict | None) -> int | None:
     return (result or {}).get("step")  # may be 0: a checkpoint scored at its initialization
 
 
-def _last_step(layout: SweepLayout, trial_id: str, last_result: dict | None, status: str) -> int | None:
+def _last_step(last_result: dict | None, written_step: int | None, status: str) -> int | None:
     """The newer of Tune's last result and the newest train-metrics chunk (a search trial reports to Tune only
     at its evals); a pruned trial's is where the scheduler stopped it (its workers may have run on a little)."""
     reported = _reported_step(last_result)
     if status == "PRUNED":
         return reported
-    steps = [s for s in (reported, _last_written_step(layout, trial_id)) if s is not None]
-    return max(steps, default=None)
+    return max((s for s in (reported, written_step) if s is not None), default=None)
 
 
 def _final_statuses(layout: SweepLayout) -> dict[str, str]:
@@ -115,10 +114,11 @@ def _from_tune(layout: SweepLayout, spec) -> list[dict]:
         status = final_statuses.get(point.trial_id, "TERMINATED" if layout.done_file(point.trial_id).exists()
                                     else "PRUNED" if source.pruned(trial.last_result) else trial.status)
         steps = max(source.report_steps(point), default=0)
+        progress = _progress(layout, point.trial_id, steps)  # one listing and read of the chunks per trial
         rows.append({"trial_id": point.trial_id, "status": status,
                      "weight_decay": point.weight_decay, "scale": point.scale, "seed": point.seed,
-                     "last_step": _last_step(layout, point.trial_id, trial.last_result, status), "steps": steps,
-                     **_progress(layout, point.trial_id, steps),
+                     "last_step": _last_step(trial.last_result, progress.pop("written_step"), status), "steps": steps,
+                     **progress,
                      "trial_retries": int(trial.num_failures or 0), **_restarts(layout, point.trial_id),
                      "error": error_summary(error)[:120] if error else ""})
     return rows
