@@ -26,7 +26,8 @@ from raysweep.catalog.sandbox import lock_down, sql_literal
 from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys, shard_rank, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
-                                   TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards)
+                                   TOKEN_TYPES_SCHEMA, TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards,
+                                   is_complete, write_token_types_from_shards)
 from raysweep.store.storage import (StoragePath, durable_replace, fetch_file, is_remote, read_parquet_schema,
                                     read_parquet_table, register_filesystems, temporary_sibling)
 
@@ -37,7 +38,8 @@ def _sql_list(paths: list[StoragePath]) -> str:
 
 # What the catalog's tables look like; a catalog of another version is rebuilt.
 # 2: the redesign (named report queries, exact t quantiles). 3: tables only (the shard list in `shards`).
-CATALOG_VERSION = 3
+# 4: the per-type rollups (`token_types`), which the per-type queries read.
+CATALOG_VERSION = 4
 # Every table a catalog holds (pareto_front only for a search), and nothing else is read from it.
 CATALOG_TABLES = ("catalog_info", "trials", "token_freq", "t_quantiles", "shards")
 OPTIONAL_TABLES = ("pareto_front",)
@@ -62,6 +64,7 @@ class ShardView:
 # view name -> its shards' columns; the subdir of shards/ is the view's name
 SHARD_VIEWS = {
     "tokens": ShardView(TOKEN_SCHEMA, TOKEN_PARTITIONS),
+    "token_types": ShardView(TOKEN_TYPES_SCHEMA, TOKEN_PARTITIONS),
     "embeddings": ShardView(EMBEDDING_SCHEMA, EMBEDDING_PARTITIONS),
     # `upto` is bookkeeping (train_curves de-duplicates retried steps on it): after the metrics
     "train_metrics": ShardView(TRAIN_METRICS_SCHEMA, TRAIN_METRICS_PARTITIONS, keys_last=("upto",)),
@@ -109,12 +112,13 @@ def shard_select_sql(kind: str, shards: list[StoragePath]) -> str:
 
 
 def shard_views(shards: dict[str, list[StoragePath]], final_step: dict[str, int]) -> dict[str, str]:
-    """Each shard view's SELECT (`shards`: the complete shards of each kind): `tokens`, `embeddings`,
-    `train_metrics`, and `final_tokens` over the token files of each trial's last step (`final_step`, from
-    trials.steps): listing them up front lets DuckDB skip the other steps' files at plan time; a join
-    against `trials` would read every file's rows before filtering them."""
+    """Each shard view's SELECT (`shards`: the complete shards of each kind): `tokens`, `token_types`,
+    `embeddings`, `train_metrics`, and `final_tokens` / `final_token_types` over the files of each trial's last
+    step (`final_step`, from trials.steps): listing them up front lets DuckDB skip the other steps' files at plan
+    time; a join against `trials` would read every file's rows before filtering them."""
     views = {kind: shard_select_sql(kind, files) for kind, files in shards.items()}
-    views["final_tokens"] = shard_select_sql("tokens", _at_final_step(shards["tokens"], final_step))
+    for kind in ("tokens", "token_types"):
+        views[f"final_{kind}"] = shard_select_sql(kind, _at_final_step(shards[kind], final_step))
     return views
 
 
@@ -133,6 +137,24 @@ def whole_steps(shards: list[StoragePath], workers: int) -> list[StoragePath]:
         return all(seen.get((trial, step, split)) == set(range(ranks[trial])) for split in splits[trial])
 
     return [s for s in shards if whole(partition_keys(s)["trial"], partition_keys(s)["step"])]
+
+
+def eval_rollups(layout: SweepLayout, token_shards: list[StoragePath], rollups: list[StoragePath]) -> list[StoragePath]:
+    """The rollups (`token_types`) of exactly the evals `token_shards` holds (whole ones, `whole_steps`), so that
+    a per-type query says the same over either: a rollup without its token shards is left out, and an eval
+    without its rollup (a sweep written before rollups, an eval cut short between the two) gets one now."""
+    by_eval: dict[tuple[str, str, str], list[StoragePath]] = {}
+    for shard in token_shards:
+        keys = partition_keys(shard)
+        by_eval.setdefault((keys["split"], keys["trial"], keys["step"]), []).append(shard)
+    have = {str(p) for p in rollups}
+    wanted = []
+    for (split, trial, step), rank_shards in sorted(by_eval.items()):
+        rollup = layout.token_types_shard(split, trial, int(step))
+        if str(rollup) not in have:
+            write_token_types_from_shards(rank_shards, rollup)
+        wanted.append(rollup)
+    return wanted
 
 
 def sweep_workers(layout: SweepLayout) -> int:
@@ -252,6 +274,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
             shards[name] = complete_shards(layout.shards_root(name))
             _check_shards(name, shards[name])
         shards["tokens"] = whole_steps(shards["tokens"], sweep_workers(layout))
+        shards["token_types"] = eval_rollups(layout, shards["tokens"], shards["token_types"])
         create_table(con, "shards", pa.table({
             "kind": [kind for kind, files in shards.items() for _ in files],
             "path": [relative_to_sweep(layout, f) for files in shards.values() for f in files]}))
@@ -297,13 +320,17 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
     step = trial_row["steps"] if step is None else step
     shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir)
                     if int(partition_keys(s)["step"]) == step)
+    written = [layout.token_types_shard(split, trial_row["trial_id"], step)
+               for split in sorted({partition_keys(s)["split"] for s in shards})]
+    rollups = eval_rollups(layout, shards, [r for r in written if is_complete(r)])
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
         lock_down(con, [layout.root])
         _create_token_freq(con, [token_freq_file(data_dir)])
         create_table(con, "trials", pa.Table.from_pylist([trial_row], schema=TRIALS_SCHEMA))
-        views = shard_views({"tokens": shards}, {trial_row["trial_id"]: step})  # the step stands for the final one
-        for name in ("tokens", "final_tokens"):
+        views = shard_views({"tokens": shards, "token_types": rollups},
+                            {trial_row["trial_id"]: step})  # the step stands for the final one
+        for name in ("tokens", "final_tokens", "token_types", "final_token_types"):
             con.execute(f"CREATE TEMP VIEW {name} AS {views[name]}")
         install_queries(con, query_with_callees("trial_objectives"), temporary=True)
         rows = run_query(con, "trial_objectives").df().to_dict("records")

@@ -23,7 +23,7 @@ from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout
 from raysweep.store.storage import StoragePath, location, register_filesystems
 
-_TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens"]  # tables keyed by trial_id
+_TRIAL_TABLES = ["trials", *SHARD_VIEWS, "final_tokens", "final_token_types"]  # tables keyed by trial_id
 
 
 def _aliases(sweep_dirs: list[StoragePath]) -> list[str]:

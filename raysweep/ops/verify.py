@@ -48,6 +48,7 @@ def expected_shards(spec: SweepSpec, data: PreparedData, point) -> list[StorageP
     eval_steps = source.eval_steps(point)
     paths = [layout.token_shard(split, trial_id, step, rank)
              for step in eval_steps for split in splits for rank in range(workers)]
+    paths += [layout.token_types_shard(split, trial_id, step) for step in eval_steps for split in splits]
     paths += [layout.embedding_shard(trial_id, step) for step in eval_steps]
     paths += [layout.train_metrics_shard(trial_id, step) for step in source.report_steps(point)]
     return paths

@@ -7,6 +7,7 @@
     train/<trial_id>/                Ray Train's run: step-XXXXXXXX/ checkpoints, point.json,
                                      attempts.jsonl, decay_groups.json, complete.json
     shards/tokens/split=<split>/trial=<trial_id>/step=<step>/part-<rank>.parquet
+    shards/token_types/split=<split>/trial=<trial_id>/step=<step>/part-0.parquet   per-type sums of the above
     shards/embeddings/trial=<trial_id>/step=<step>/part-0.parquet
     shards/train_metrics/trial=<trial_id>/upto=<step>/part-0.parquet
     tensorboard/<trial_id>/          TensorBoard event files, one per worker-group start (rank 0)
@@ -156,6 +157,11 @@ class SweepLayout:
     def token_shard(self, split: str, trial_id: str, step: int, rank: int) -> StoragePath:
         return (self.shards_root("tokens") / f"split={split}" / f"trial={trial_id}" / f"step={step}"
                 / f"part-{rank}.parquet")
+
+    def token_types_shard(self, split: str, trial_id: str, step: int) -> StoragePath:
+        """The per-type rollup of one eval (all ranks' token shards of the split and step summed)."""
+        return (self.shards_root("token_types") / f"split={split}" / f"trial={trial_id}" / f"step={step}"
+                / "part-0.parquet")
 
     def trial_token_dirs(self, trial_id: str) -> list[StoragePath]:
         """The token-shard dirs of one trial, one per split."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
-from raysweep.store.storage import (StoragePath, atomic_write_text, ensure_dir, location,
+from raysweep.store.storage import (StoragePath, atomic_write_text, ensure_dir, location, read_parquet_table,
                                     remove_stale_temporaries, sha256_file, write_parquet)
 
 TOKEN_SCHEMA = pa.schema([
@@ -23,6 +24,16 @@ TOKEN_SCHEMA = pa.schema([
     ("token_id", pa.int32()),  # the target token
     ("loss", pa.float32()),    # cross-entropy of the target, nats
     ("correct", pa.bool_()),   # argmax prediction == target
+])
+
+# The rollup of one eval: per token type, the sums that every per-type query starts from. Written beside the
+# token shards (rank 0, after summing over ranks) so that a query over types reads one row per type, not one
+# per occurrence (~15x fewer rows at the paper's eval size; bench/sql_bench.py).
+TOKEN_TYPES_SCHEMA = pa.schema([
+    ("token_id", pa.int32()),
+    ("n_occurrences", pa.int64()),  # the type's occurrences in the split's eval set
+    ("sum_loss", pa.float64()),     # their summed cross-entropy, nats
+    ("n_correct", pa.int64()),      # how many of them the argmax predicted
 ])
 
 EMBEDDING_SCHEMA = pa.schema([
@@ -78,6 +89,33 @@ def write_token_shard(table: pa.Table, path: StoragePath) -> None:
     group in runs (about 2x faster in DuckDB at 100M rows, bench/sql_bench.py), and row-group
     statistics on token_id let a lookup of a few types skip most of the file."""
     write_shard(table.sort_by(TOKEN_ROW_ORDER), path)
+
+
+def type_sums(table: pa.Table, vocab_size: int) -> np.ndarray:
+    """[3, vocab_size] float64: per token id, the occurrences, summed loss and correct predictions of token-shard
+    rows (TOKEN_SCHEMA). Sums of disjoint rows add, so ranks' sums add up to the eval's."""
+    token_id = table["token_id"].to_numpy()
+    return np.stack([np.bincount(token_id, minlength=vocab_size),
+                     np.bincount(token_id, weights=table["loss"].to_numpy(), minlength=vocab_size),
+                     np.bincount(token_id, weights=table["correct"].to_numpy(zero_copy_only=False),
+                                 minlength=vocab_size)]).astype(np.float64)
+
+
+def token_types_table(sums: np.ndarray) -> pa.Table:
+    """The rollup rows (TOKEN_TYPES_SCHEMA) of `type_sums` output: one per type that occurred."""
+    present = np.flatnonzero(sums[0])
+    return pa.Table.from_arrays([pa.array(present, pa.int32()), pa.array(sums[0, present].astype(np.int64)),
+                                 pa.array(sums[1, present]), pa.array(sums[2, present].astype(np.int64))],
+                                schema=TOKEN_TYPES_SCHEMA)
+
+
+def write_token_types_from_shards(rank_shards: list[StoragePath], path: StoragePath) -> None:
+    """The rollup of an eval whose token shards are written but whose rollup is not (a sweep from before
+    rollups, or an eval cut short between the two): computed from the shards, as rank 0 would have."""
+    table = pa.concat_tables([read_parquet_table(shard, columns=["token_id", "loss", "correct"])
+                              for shard in rank_shards])
+    vocab_size = int(np.max(table["token_id"].to_numpy(), initial=0)) + 1
+    write_shard(token_types_table(type_sums(table, vocab_size)), path)
 
 
 def is_complete(path: StoragePath, verify_checksum: bool = False) -> bool:

@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from raysweep.store.layout import SweepLayout, checkpoint_dir_name
 from raysweep.store.storage import is_remote, upload_tree
-from raysweep.store.shards import TRAIN_METRICS_SCHEMA, write_shard, write_token_shard
+from raysweep.store.shards import (TRAIN_METRICS_SCHEMA, manifest_path, token_types_table, type_sums, write_shard,
+                                   write_token_shard)
 from raysweep.train.attempts import note_preemption
 from raysweep.train.checkpoint import mark_complete, save_checkpoint
 from raysweep.train.evaluate import embedding_norms, n_batches_for, rank_slice, score
@@ -34,7 +35,7 @@ def _sum_over_ranks(tensor: torch.Tensor, world: int) -> torch.Tensor:
 
 class EvalHook:
     """At the spec's eval steps (SweepSpec.eval_steps): this rank's token shards for each split, rank 0's
-    embedding-norm shard; returns the global mean loss per split."""
+    per-type rollup of every rank's rows and embedding-norm shard; returns the global mean loss per split."""
 
     def __init__(self, layout: SweepLayout, trial_id: str, eval_sets: dict, steps: list[int],
                  batch_size: int, rank: int, world: int, device: torch.device):
@@ -51,19 +52,21 @@ class EvalHook:
         for split, sequences in self.eval_sets.items():
             rows = rank_slice(len(sequences), self.rank, self.world)
             n_batches = n_batches_for(len(sequences), self.world, self.batch_size)
+            rollup = self.layout.token_types_shard(split, self.trial_id, step)
+            if self.rank == 0:  # a retried eval's rollup from before is not this eval's until rewritten below
+                manifest_path(rollup).unlink(missing_ok=True)
             table = score(model, sequences, rows, self.batch_size, n_batches, self.device)
             write_token_shard(table, self.layout.token_shard(split, self.trial_id, step, self.rank))
-            loss, token_id = table["loss"].to_numpy(), table["token_id"].to_numpy()
-            totals = torch.tensor([float(np.sum(loss)), table.num_rows], dtype=torch.float64, device=self.device)
-            totals = _sum_over_ranks(totals, self.world)
-            metrics[f"eval_loss_{split}"] = (totals[0] / totals[1]).item()
-            # token-balanced: the mean over the token types present of each type's mean loss (DESIGN.md)
-            vocab = int(model.config.vocab_size)
-            by_type = torch.from_numpy(np.stack([np.bincount(token_id, weights=loss, minlength=vocab),
-                                                 np.bincount(token_id, minlength=vocab).astype(np.float64)]))
+            # occurrences, summed loss, correct predictions per type, over every rank's rows
+            by_type = torch.from_numpy(type_sums(table, int(model.config.vocab_size)))
             by_type = _sum_over_ranks(by_type.to(self.device), self.world)
-            present = by_type[1] > 0
-            metrics[f"eval_balanced_loss_{split}"] = (by_type[0][present] / by_type[1][present]).mean().item()
+            if self.rank == 0:
+                write_shard(token_types_table(by_type.cpu().numpy()), rollup)
+            n, loss_sum = by_type[0], by_type[1]
+            metrics[f"eval_loss_{split}"] = (loss_sum.sum() / n.sum()).item()
+            # token-balanced: the mean over the token types present of each type's mean loss (DESIGN.md)
+            present = n > 0
+            metrics[f"eval_balanced_loss_{split}"] = (loss_sum[present] / n[present]).mean().item()
         norms = embedding_norms(model)  # a collective under FSDP2: every rank calls it
         if self.rank == 0:
             write_shard(norms, self.layout.embedding_shard(self.trial_id, step))

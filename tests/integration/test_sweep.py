@@ -286,6 +286,24 @@ def test_documented_studies_run_on_a_real_sweep(reference):
     assert results[0] and results[1]
 
 
+def test_each_eval_writes_a_rollup_that_equals_its_rows(reference):
+    """Rank 0 writes each eval's per-type rollup while the trial runs (before the trial's done marker, so not the
+    catalog's backfill), and the per-type queries read from it what the per-occurrence rows say."""
+    layout = SweepLayout.at(reference)
+    for trial in ("nano-wd0.0-s0", "nano-wd1.0-s0"):
+        finished = layout.done_file(trial).stat().st_mtime
+        for step in (EVAL_EVERY, STEPS):
+            for split in ("train", "heldout"):
+                assert layout.token_types_shard(split, trial, step).stat().st_mtime < finished
+    with connect([reference]) as con:
+        per_type = {name: con.execute(f"SELECT * FROM {name}(step := 'all') ORDER BY trial_id, step, split, "
+                                      "token_id").df() for name in ("token_type_loss", "token_type_loss_raw")}
+    rolled, rows = per_type["token_type_loss"], per_type["token_type_loss_raw"]
+    assert len(rolled) == len(rows) > 0
+    assert (rolled.drop(columns=["mean_loss"]).to_numpy() == rows.drop(columns=["mean_loss"]).to_numpy()).all()
+    np.testing.assert_allclose(rolled["mean_loss"], rows["mean_loss"], rtol=1e-9)
+
+
 def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path):
     """a moved copy of a good sweep verifies; then one missing shard, one without manifest, one
     truncated, a stray rank, a leftover temp file and a final checkpoint with a truncated .distcp are each
@@ -303,6 +321,7 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     shutil.copy(layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 0),
                 layout.token_shard("train", "nano-wd1.0-s0", EVAL_EVERY, 7))
     (truncated.parent / ".part-0.parquet.tmp-abc").write_bytes(b"half")
+    layout.token_types_shard("train", "nano-wd0.0-s0", EVAL_EVERY).unlink()
     torn = sorted(layout.checkpoint_dir("nano-wd0.0-s0", STEPS).glob("*.distcp"))[0]
     torn.write_bytes(torn.read_bytes()[:-100])  # lost after its _COMPLETE was written
     result = run_cli(["verify", str(copy)], tmp_path, check=False)
@@ -315,7 +334,8 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     assert any(l.startswith("unexpected:") and l.endswith("part-7.parquet") for l in lines)
     assert any(l.startswith("partial:") and ".tmp-abc" in l for l in lines)
     assert f"partial: {torn.parent} (a file's size differs from its _COMPLETE record)" in lines
-    assert lines[-1].endswith("6 problem(s)")
+    assert f"missing: {layout.token_types_shard('train', 'nano-wd0.0-s0', EVAL_EVERY)}" in lines
+    assert lines[-1].endswith("7 problem(s)")
 
 
 def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
@@ -346,6 +366,15 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     assert "Trial status" not in result.stdout and "RayTrainWorker" not in result.stdout + result.stderr
     with connect([sweep]) as con:
         regularizers = dict(con.execute("SELECT trial_id, regularizer FROM trials").fetchall())
+        # two ranks' rows summed into rank 0's rollup (a collective) say what the rows say
+        rollup_vs_rows = con.execute(
+            "SELECT count(*), count(a.step), count(b.step), bool_and(a.n_occurrences = b.n_occurrences), "
+            "max(abs(a.mean_loss - b.mean_loss)), max(abs(a.accuracy - b.accuracy)) "
+            "FROM token_type_loss(step := 'all') a FULL JOIN token_type_loss_raw(step := 'all') b "
+            "USING (trial_id, step, split, token_id)").fetchone()
+    n_pairs, n_rolled, n_from_rows, same_counts, loss_diff, accuracy_diff = rollup_vs_rows
+    assert n_pairs == n_rolled == n_from_rows > 0 and same_counts, rollup_vs_rows
+    assert loss_diff < 1e-9 and accuracy_diff < 1e-12, rollup_vs_rows
     assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
                             "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
                                 "adamw freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.1"}

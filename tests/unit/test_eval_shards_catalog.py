@@ -18,7 +18,8 @@ from raysweep.models.build import build_config, build_model
 from raysweep.present.report import report_table
 from raysweep.run.trials_table import TRIALS_SCHEMA
 from raysweep.store.layout import SweepLayout
-from raysweep.store.shards import TOKEN_SCHEMA, complete_shards, is_complete, manifest_path, write_shard
+from raysweep.store.shards import (TOKEN_SCHEMA, complete_shards, is_complete, manifest_path, token_types_table,
+                                   type_sums, write_shard)
 from raysweep.train.evaluate import n_batches_for, rank_slice, score
 
 
@@ -194,6 +195,36 @@ def test_a_step_counts_only_when_every_rank_finished_it(tmp_path):
     assert trial not in at_final and set(at_final.values()) == {2} and len(at_final) == len(last_step) - 1
     assert ranks == [(s, r) for s in STEPS for r in (False, True)]  # both ranks' rows at every step of the others
     assert trial not in binned
+
+
+def test_rollups_hold_what_the_rows_hold_and_only_for_whole_evals(tmp_path):
+    """A sweep written without rollups (an earlier raysweep's) gets one per whole eval when its catalog is built,
+    and every per-type query gives the same answer from them as from the per-occurrence rows; a rollup of an
+    eval that is not whole (rank 1 never finished) stays out of the views, as that eval's rows do."""
+    from tests.synthetic_sweep import STEPS, VOCAB, write_synthetic_sweep
+
+    sweep = write_synthetic_sweep(tmp_path / "runs" / "s")
+    layout = SweepLayout.at(sweep)
+    trial = "s1-wd1.0-s0"
+    manifest_path(layout.token_shard("heldout", trial, STEPS[-1], 1)).unlink()  # this eval is not whole
+    stray = layout.token_types_shard("heldout", trial, STEPS[-1])
+    write_shard(token_types_table(type_sums(pq.read_table(layout.token_shard("heldout", trial, STEPS[-1], 0)),
+                                            VOCAB)), stray)  # a rollup of half the eval
+    build_catalog(sweep)
+    with connect([sweep]) as con:
+        evals = con.execute("SELECT DISTINCT trial_id, split, step FROM tokens ORDER BY ALL").fetchall()
+        rolled = con.execute("SELECT DISTINCT trial_id, split, step FROM token_types ORDER BY ALL").fetchall()
+        per_type = {name: con.execute(f"SELECT * FROM {name}(step := 'all') ORDER BY trial_id, step, split, "
+                                      "token_id").df() for name in ("token_type_loss", "token_type_loss_raw")}
+    assert rolled == evals and (trial, "heldout", STEPS[-1]) not in rolled and len(evals) > 20
+    written = {tuple(str(p).split("/")[-4:-1]) for p in complete_shards(layout.shards_root("token_types"))}
+    assert len(written) == len(evals) + 1  # the backfilled rollups, and the stray one (on disk, out of the views)
+    expected, got = per_type["token_type_loss_raw"], per_type["token_type_loss"]
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
+    assert (got[["trial_id", "step", "split", "token_id", "n_occurrences"]].to_numpy()
+            == expected[["trial_id", "step", "split", "token_id", "n_occurrences"]].to_numpy()).all()
+    np.testing.assert_allclose(got["mean_loss"], expected["mean_loss"], rtol=1e-9)
+    np.testing.assert_allclose(got["accuracy"], expected["accuracy"], rtol=1e-12)
 
 
 def test_trials_that_ended_in_error_are_named_and_left_out_of_table_1(tmp_path, capsys):
