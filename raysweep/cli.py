@@ -170,7 +170,8 @@ def _sql_shell(targets: list[str]) -> int:
 
     with connect(targets) as con:
         print("raysweep sql: read-only; end each statement with ';', Ctrl-D quits. Tables: trials, tokens, "
-              "final_tokens, embeddings, train_metrics, token_freq; the SQL library: `SELECT * FROM bin_loss()`.")
+              "final_tokens, token_types, final_token_types, embeddings, train_metrics, token_freq; "
+              "the SQL library: `SELECT * FROM bin_loss()`.")
         pending = ""
         while True:
             try:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import free_port, ray_head, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import free_port, ray_head, run_cli, run_cli_in_process, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
@@ -81,7 +81,7 @@ def _manifests(files: dict[str, bytes]) -> dict[str, dict]:
             if name.startswith(("shards/tokens/", "shards/embeddings/")) and name.endswith(".manifest.json")}
 
 
-def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp_path):
+def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp_path, capsys):
     """The local twin is the reference sweep (the same tiny spec; its nano-wd1.0-s0 trial is this one).
     The injected crash: rank 0 dies at step 30, Train restarts the group from the step-20 checkpoint,
     and the shards still equal the uninterrupted run's, byte for byte."""
@@ -119,7 +119,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp
     local = {str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("_*.manifest.json")
              if "trial=nano-wd1.0-s0" in str(p)}
     s3_manifests, local_manifests = _manifests(stored), _manifests(local)
-    assert len(s3_manifests) == 2 * 2 * 1 + 2  # steps x splits x ranks + embeddings
+    assert len(s3_manifests) == 2 * 2 * (1 + 1) + 2  # steps x splits x (ranks + the rollup) + embeddings
     assert s3_manifests == local_manifests
 
     verify = run_cli(["verify", sweep_uri], tmp_path, env=s3_env, check=False)
@@ -127,7 +127,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp
     query = ("SELECT split, trial_id, step, count(*) AS n, sum(loss) AS loss, sum(correct::INT) AS correct "
              f"FROM tokens {trial_only} GROUP BY ALL ORDER BY ALL")
     on_s3 = run_cli(["sql", sweep_uri, query], tmp_path, env=s3_env).stdout
-    on_disk = run_cli(["sql", str(reference), query], tmp_path).stdout
+    on_disk = run_cli_in_process(["sql", str(reference), query], capsys)[1]
     assert on_s3 == on_disk
     rows = sum(m["rows"] for name, m in s3_manifests.items() if name.startswith("shards/tokens/"))
     assert f"{rows}" in run_cli(["sql", sweep_uri, "SELECT count(*) AS n FROM tokens"], tmp_path,
@@ -137,7 +137,7 @@ def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp
         return [line.split() for line in text.splitlines() if line.split()[2:3] == ["1.0000"]]
 
     assert len(wd1_rows(report)) == 2
-    assert wd1_rows(report) == wd1_rows(run_cli(["report", str(reference)], tmp_path).stdout)
+    assert wd1_rows(report) == wd1_rows(run_cli_in_process(["report", str(reference)], capsys)[1])
     header, row, sweep_line = run_cli(["status", sweep_uri], tmp_path, env=s3_env).stdout.splitlines()
     row = dict(zip(header.split(), row.split()))
     assert (row["trial_id"], row["status"], row["last_step"]) == ("nano-wd1.0-s0", "TERMINATED", "40"), row

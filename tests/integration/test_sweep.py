@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
@@ -30,14 +29,13 @@ from raysweep.data.frequency import read_token_counts
 from raysweep.data.pack import open_array
 from raysweep.data.prepare import PreparedData
 from raysweep.models.build import build_config, build_model
-from raysweep.present.tables import TABLES
 from raysweep.spec.schema import ModelConfig
 from raysweep.store.layout import SweepLayout, tokenizer_file
 from raysweep.store.shards import manifest_path
 from raysweep.train.checkpoint import load_model_weights
 from raysweep.train.loop import batch_rows
 from tests.browser import open_report_page
-from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import cli_env, kill_session_and_its_ray, run_cli, run_cli_in_process, tiny_spec_dict, write_spec
 
 pytestmark = pytest.mark.ray
 
@@ -179,13 +177,6 @@ def test_status_shows_each_trials_loss_pace_and_the_sweep_line(reference):
     assert text.splitlines()[-1] == "sweep: 2 of 2 trials done, 0 running, 0 pending, 0 failed"
 
 
-def test_report_reads_the_catalog(reference):
-    result = run_cli(["report", str(reference)], reference)
-    lines = result.stdout.splitlines()
-    assert any(l.split()[:3] == ["train", "nano", "0.0000"] for l in lines), result.stdout
-    assert any(l.split()[:3] == ["heldout", "nano", "1.0000"] for l in lines), result.stdout
-
-
 def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
     """(d) the sweep driver and its embedded Ray SIGKILLed once its first trial has finished, the
     other still training → `raysweep resume` restores Tune's state: the finished trial is not rerun,
@@ -227,9 +218,9 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
     assert run_cli(["verify", str(sweep_dir)], tmp_path).stdout.strip().endswith("ok")
 
 
-def test_sql_library_plots_and_tables_on_a_real_sweep(reference, tmp_path):
-    """every query returns rows on a real sweep; plot writes 9 PNG + 9 SVG; embedding norms cover the whole
-    vocabulary at every eval (the HTML page of a real sweep: test_regularizer_axis_runs_through_fsdp)."""
+def test_sql_library_on_a_real_sweep(reference):
+    """every query returns rows on a real sweep; embedding norms cover the whole vocabulary at every eval (plot and
+    tables of a real sweep: tests/integration/test_readme.py; its HTML page: test_regularizer_axis_runs_through_fsdp)."""
     from raysweep.catalog.queries import load_queries
     from raysweep.catalog.connect import connect
 
@@ -240,31 +231,19 @@ def test_sql_library_plots_and_tables_on_a_real_sweep(reference, tmp_path):
         vocab = PreparedData.load(next((reference / "data").iterdir())).vocab_size
         per_eval = con.execute("SELECT count(*) FROM embeddings GROUP BY trial_id, step").fetchall()
     assert per_eval == [(vocab,)] * 4
-    written = run_cli(["plot", str(reference), "--out", str(tmp_path / "figs")], tmp_path).stdout.split()
-    assert len(written) == 18 and all(Path(p).stat().st_size > 1000 for p in written)
-    # the study's tables (make study's last step), scaled down: one seed, so no interval yet
-    tables = run_cli(["tables", str(reference), "--out", str(tmp_path / "tables")], tmp_path).stdout.split()
-    assert len(tables) == len(TABLES) + 1 and all(Path(p).stat().st_size > 50 for p in tables)
-    table1 = pd.read_csv(tmp_path / "tables" / "table1_balanced_vs_average.csv")
-    assert sorted(table1["weight_decay"]) == [0.0, 0.0, 1.0, 1.0] and table1["balanced_ci95"].isna().all()
-    # one plateau row per trial here (one seed), its windows the last two tenths of the trial's steps
-    plateau = pd.read_csv(tmp_path / "tables" / "loss_plateau.csv")
-    steps = pd.read_parquet(reference / "trials.parquet")["steps"].max()
-    assert len(plateau) == 2 and (plateau["window_steps"] == steps // 10).all()
-    assert np.allclose(plateau["relative_change"], plateau["last_loss"] / plateau["previous_loss"] - 1)
 
 
-def test_sql_cli_is_read_only_and_exports(reference, tmp_path):
+def test_sql_cli_is_read_only_and_exports(reference, tmp_path, capsys):
     catalog = reference / "catalog.duckdb"
     before = catalog.read_bytes()
-    failed = run_cli(["sql", str(reference), "DROP VIEW tokens"], tmp_path, check=False)
-    assert failed.returncode != 0 and "read-only" in failed.stderr.lower()
-    bad = run_cli(["sql", str(reference), "SELECT nope FROM trials"], tmp_path, check=False)
-    assert bad.returncode != 0 and "nope" in bad.stderr
+    code, _, err = run_cli_in_process(["sql", str(reference), "DROP VIEW tokens"], capsys)
+    assert code != 0 and "read-only" in err.lower()
+    code, _, err = run_cli_in_process(["sql", str(reference), "SELECT nope FROM trials"], capsys)
+    assert code != 0 and "nope" in err
     assert catalog.read_bytes() == before
     out = tmp_path / "b.csv"
-    run_cli(["sql", str(reference), "SELECT * FROM balanced_vs_average()", "--format", "csv",
-             "--output", str(out)], tmp_path)
+    assert run_cli_in_process(["sql", str(reference), "SELECT * FROM balanced_vs_average()", "--format", "csv",
+                               "--output", str(out)], capsys)[0] == 0
     lines = out.read_text().splitlines()
     assert lines[0].startswith("trial_id,step,split") and len(lines) == 1 + 2 * 2
 
@@ -304,7 +283,7 @@ def test_each_eval_writes_a_rollup_that_equals_its_rows(reference):
     np.testing.assert_allclose(rolled["mean_loss"], rows["mean_loss"], rtol=1e-9)
 
 
-def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path):
+def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path, capsys):
     """a moved copy of a good sweep verifies; then one missing shard, one without manifest, one
     truncated, a stray rank, a leftover temp file and a final checkpoint with a truncated .distcp are each
     reported, exit 1."""
@@ -312,7 +291,8 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
 
     copy = tmp_path / "moved" / "ref"
     shutil.copytree(reference, copy)
-    assert run_cli(["verify", str(copy)], tmp_path).stdout.strip().endswith(": ok")
+    code, out, _ = run_cli_in_process(["verify", str(copy)], capsys)
+    assert code == 0 and out.strip().endswith(": ok")
     layout = SweepLayout.at(copy)
     layout.token_shard("train", "nano-wd0.0-s0", STEPS, 0).unlink()
     manifest_path(layout.token_shard("heldout", "nano-wd0.0-s0", STEPS, 0)).unlink()
@@ -324,9 +304,9 @@ def test_verify_finds_missing_partial_and_unexpected_shards(reference, tmp_path)
     layout.token_types_shard("train", "nano-wd0.0-s0", EVAL_EVERY).unlink()
     torn = sorted(layout.checkpoint_dir("nano-wd0.0-s0", STEPS).glob("*.distcp"))[0]
     torn.write_bytes(torn.read_bytes()[:-100])  # lost after its _COMPLETE was written
-    result = run_cli(["verify", str(copy)], tmp_path, check=False)
-    lines = result.stdout.splitlines()
-    assert result.returncode == 1
+    code, out, _ = run_cli_in_process(["verify", str(copy)], capsys)
+    lines = out.splitlines()
+    assert code == 1
     assert any(l.startswith("missing:") and l.endswith(f"step={STEPS}/part-0.parquet") for l in lines)
     assert any(l.startswith("partial:") and "split=heldout" in l and "part-0.parquet (no manifest)" in l
                for l in lines)
@@ -469,11 +449,11 @@ def test_vocab_axis_trains_each_size_on_its_own_data(tmp_path, shared_ray):
     assert run_cli(["verify", str(sweep)], tmp_path).returncode == 0
 
 
-def test_export_opens_in_transformers_and_reproduces_the_shards(reference, tmp_path):
+def test_export_opens_in_transformers_and_reproduces_the_shards(reference, tmp_path, capsys):
     """`raysweep export` → a dir that transformers opens without raysweep: the model's per-token losses on
     the held-out eval set equal the trial's final shard rows, and the tokenizer encodes as the sweep's did."""
     trial_id, out = "nano-wd1.0-s0", tmp_path / "model"
-    run_cli(["export", str(reference), trial_id, str(out)], tmp_path)
+    assert run_cli_in_process(["export", str(reference), trial_id, str(out)], capsys)[0] == 0
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     data = PreparedData.load(next((reference / "data").iterdir()))
@@ -488,11 +468,11 @@ def test_export_opens_in_transformers_and_reproduces_the_shards(reference, tmp_p
     rows = _tokens(reference, f"trial_id = '{trial_id}' AND split = 'heldout' AND step = {STEPS}")  # seq, pos order
     np.testing.assert_allclose(losses.numpy(), rows["loss"].to_numpy(), rtol=0, atol=1e-5)
 
-    refused = run_cli(["export", str(reference), trial_id, str(tmp_path / "other"), "--step", "30"], tmp_path,
-                      check=False)
-    assert refused.returncode == 2
+    code, _, err = run_cli_in_process(["export", str(reference), trial_id, str(tmp_path / "other"), "--step", "30"],
+                                      capsys)
+    assert code == 2
     every = tiny_spec_dict(reference)["train"]["checkpoint_every"]
-    assert refused.stderr.strip().splitlines()[-1].endswith(f"complete ones: {every}, {STEPS}")
+    assert err.strip().splitlines()[-1].endswith(f"complete ones: {every}, {STEPS}")
     assert not (tmp_path / "other").exists()
 
 

@@ -45,3 +45,7 @@ def test_existing_sweep_dir_resumes_extends_or_refuses(tmp_path):
     other = parse_spec(yaml.safe_load(spec_to_yaml(spec)), ("train.lr=0.01", "data.seq_len=64"))
     with pytest.raises(SweepDirError, match=r"data.seq_len: 128 -> 64; train.lr: 0.003 -> 0.01"):
         check_existing_sweep(other)
+    moved = tmp_path / "elsewhere" / "renamed"  # a sweep dir moved and renamed is the same sweep
+    moved.parent.mkdir()
+    spec.layout.root.rename(moved)
+    assert check_existing_sweep(parse_spec({"name": "renamed", "storage": str(moved.parent)})) is True
