@@ -10,8 +10,9 @@ writers and layout EvalHook uses, with synthetic losses. `--rows` counts final-s
 scores the paper's eval set (2,048 x 128 tokens per split) at two steps, so the sweep holds twice that, and
 `learning_speed` reads both steps. A sweep dir of the same shape is reused (`--keep`, the default, for 1B).
 
-Each engine runs in its own process (its peak RSS is its own), over a warm page cache: the first run of a query
-warms it and is not counted; then the best of up to 3 (1 when a run takes over 10 s). Engines:
+Each engine runs in its own process, from 100M rows each query in its own (so a peak RSS is one query's), over a
+warm page cache: the first run of a query warms it and is not counted; then the best of up to 3 (2 for pandas; 1
+when a run takes over 10 s). Engines:
 - `duckdb`: the named queries as raysweep runs them (`raysweep.connect`), reading the per-type rollups;
 - `duckdb-raw`: the same queries with token_type_loss over the per-occurrence rows (token_type_loss_raw);
 - `polars`: a lazy scan of the token shard files (hive partitions), the same columns and exact binning;
@@ -167,14 +168,14 @@ def timed(run, repeats: int = 3) -> tuple[float, object]:
     return best, result
 
 
-def run_duckdb(sweep: Path, raw: bool) -> dict:
+def duckdb_queries(sweep: Path, raw: bool) -> dict:
     import raysweep
 
     con = raysweep.connect(sweep)
     if raw:  # macros expand when a query binds: every per-type query now starts from the occurrence rows
         con.execute("CREATE OR REPLACE TEMP MACRO token_type_loss(step := 'final') AS TABLE "
                     "SELECT * FROM token_type_loss_raw(step := step)")
-    return {name: timed(lambda: con.sql(sql).df()) for name, sql in DUCKDB_SQL.items()}
+    return {name: (lambda sql=sql: con.sql(sql).df()) for name, sql in DUCKDB_SQL.items()}
 
 
 def bin_of(counts):
@@ -188,7 +189,7 @@ def t95(n: np.ndarray) -> np.ndarray:
     return np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
 
 
-def run_polars(sweep: Path) -> dict:
+def polars_queries(sweep: Path) -> dict:
     import polars as pl
 
     from raysweep.store.layout import SweepLayout, token_freq_file
@@ -253,11 +254,11 @@ def run_polars(sweep: Path) -> dict:
     def collect(frame):
         return (frame if isinstance(frame, pl.DataFrame) else frame.collect(engine="streaming")).to_pandas()
 
-    return {"bin_loss": timed(lambda: collect(bins())), "balanced_vs_average": timed(lambda: collect(balanced())),
-            "excess_loss_ci": timed(lambda: collect(excess())), "learning_speed": timed(lambda: collect(learning_speed()))}
+    return {"bin_loss": lambda: collect(bins()), "balanced_vs_average": lambda: collect(balanced()),
+            "excess_loss_ci": lambda: collect(excess()), "learning_speed": lambda: collect(learning_speed())}
 
 
-def run_pandas(sweep: Path) -> dict:
+def pandas_queries(sweep: Path) -> dict:
     import pyarrow.parquet as pq
 
     from raysweep.store.layout import SweepLayout, token_freq_file
@@ -269,7 +270,8 @@ def run_pandas(sweep: Path) -> dict:
 
     def typed(final_only: bool) -> pd.DataFrame:
         # pyarrow's hive dataset: partition keys arrive as categoricals (pandas' fast groupby path)
-        rows = pq.read_table(layout.shards_root("tokens"), columns=["trial", "split", "step", "token_id", "loss", "correct"],
+        rows = pq.read_table(layout.shards_root("tokens"),
+                             columns=["trial", "split", "step", "token_id", "loss", "correct"],
                              filters=[("step", "=", STEPS)] if final_only else None, partitioning="hive").to_pandas()
         rows["step"], rows["loss"] = rows["step"].astype(np.int64), rows["loss"].astype(np.float64)  # as DuckDB's
         out = rows.groupby(["trial", "step", "split", "token_id"], observed=True).agg(
@@ -284,7 +286,8 @@ def run_pandas(sweep: Path) -> dict:
         out = per.groupby(["trial_id", "step", "split", "bin"], observed=True).agg(
             n_types=("token_id", "size"), n_occurrences=("n", "sum"), type_mean_loss=("mean_loss", "mean"),
             loss_x_n=("loss_x_n", "sum"), acc_x_n=("acc_x_n", "sum")).reset_index()
-        out["occurrence_loss"], out["accuracy"] = out["loss_x_n"] / out["n_occurrences"], out["acc_x_n"] / out["n_occurrences"]
+        out["occurrence_loss"] = out["loss_x_n"] / out["n_occurrences"]
+        out["accuracy"] = out["acc_x_n"] / out["n_occurrences"]
         return out.drop(columns=["loss_x_n", "acc_x_n"])
 
     def balanced():
@@ -293,7 +296,8 @@ def run_pandas(sweep: Path) -> dict:
             n_types=("token_id", "size"), n_occurrences=("n", "sum"), balanced_loss=("mean_loss", "mean"),
             loss_x_n=("loss_x_n", "sum"), acc_x_n=("acc_x_n", "sum")).reset_index()
         out["average_loss"] = out["loss_x_n"] / out["n_occurrences"]
-        out["gap"], out["ratio"] = out["balanced_loss"] - out["average_loss"], out["balanced_loss"] / out["average_loss"]
+        out["gap"] = out["balanced_loss"] - out["average_loss"]
+        out["ratio"] = out["balanced_loss"] / out["average_loss"]
         out["accuracy"] = out["acc_x_n"] / out["n_occurrences"]
         return out.drop(columns=["loss_x_n", "acc_x_n"])
 
@@ -324,19 +328,20 @@ def run_pandas(sweep: Path) -> dict:
             n_types=("token_id", "size"), n_steps=("n_steps", "sum"), first_loss=("first_loss", "sum"),
             learning_speed=("learning_speed", "sum")).reset_index()
 
-    return {"bin_loss": timed(bins, 2), "balanced_vs_average": timed(balanced, 2),
-            "excess_loss_ci": timed(excess, 2), "learning_speed": timed(learning_speed, 2)}
+    return {"bin_loss": bins, "balanced_vs_average": balanced, "excess_loss_ci": excess,
+            "learning_speed": learning_speed}
 
 
-def run_engine(engine: str, sweep: Path, out: Path) -> None:
-    """One engine's timings and results, written to `out` (results as Parquet) with its peak RSS."""
-    results = {"duckdb": lambda: run_duckdb(sweep, raw=False), "duckdb-raw": lambda: run_duckdb(sweep, raw=True),
-               "polars": lambda: run_polars(sweep), "pandas": lambda: run_pandas(sweep)}[engine]()
+def run_engine(engine: str, queries: list[str], sweep: Path, out: Path) -> None:
+    """Time `queries` on one engine: each one's result to `out/<query>.parquet`, its time and this process's peak
+    RSS so far to `out/<query>.json`."""
+    thunks = {"duckdb": lambda: duckdb_queries(sweep, raw=False), "duckdb-raw": lambda: duckdb_queries(sweep, raw=True),
+              "polars": lambda: polars_queries(sweep), "pandas": lambda: pandas_queries(sweep)}[engine]()
     out.mkdir(parents=True, exist_ok=True)
-    for name, (_, frame) in results.items():
+    for name in queries:
+        seconds, frame = timed(thunks[name], repeats=2 if engine == "pandas" else 3)
         frame.to_parquet(out / f"{name}.parquet")
-    (out / "timings.json").write_text(json.dumps({
-        "seconds": {name: seconds for name, (seconds, _) in results.items()}, "peak_rss_gb": peak_rss_gb()}))
+        (out / f"{name}.json").write_text(json.dumps({"seconds": seconds, "peak_rss_gb": peak_rss_gb()}))
 
 
 def peak_rss_gb() -> float:
@@ -366,8 +371,9 @@ def same_result(name: str, expected: pd.DataFrame, got: pd.DataFrame) -> str | N
     return None
 
 
-def compare(sweep: Path, engines: list[str], work: Path) -> dict:
-    """Run each engine in its own process; returns {engine: {"seconds", "peak_rss_gb", "mismatch"}}."""
+def compare(sweep: Path, engines: list[str], work: Path, process_per_query: bool) -> dict:
+    """Run each engine in its own process (or each engine's every query: its peak RSS is then the query's);
+    returns {"rows": counts, engine: {query: {"seconds", "peak_rss_gb", "mismatch"} or {"failed"}}}."""
     from raysweep.catalog.connect import connect
 
     with connect([sweep]) as con:
@@ -376,17 +382,20 @@ def compare(sweep: Path, engines: list[str], work: Path) -> dict:
                                   "UNION ALL SELECT 'types', count(*) FROM token_types").fetchall())
     report = {"rows": counts}
     for engine in ["duckdb", *[e for e in engines if e != "duckdb"]]:
-        out = work / engine
+        out, report[engine] = work / engine, {}
         shutil.rmtree(out, ignore_errors=True)
-        done = subprocess.run([sys.executable, __file__, "--engine", engine, "--sweep", str(sweep), "--out", str(out)])
-        if done.returncode != 0:
-            report[engine] = {"failed": f"exit {done.returncode}"}
-            continue
-        report[engine] = json.loads((out / "timings.json").read_text())
-        if engine != "duckdb":
-            report[engine]["mismatch"] = {
-                name: same_result(name, pd.read_parquet(work / "duckdb" / f"{name}.parquet"),
-                                  pd.read_parquet(out / f"{name}.parquet")) for name in QUERIES}
+        for queries in ([[name] for name in QUERIES] if process_per_query else [list(QUERIES)]):
+            done = subprocess.run([sys.executable, __file__, "--engine", engine, "--queries", *queries,
+                                   "--sweep", str(sweep), "--out", str(out)])
+            for name in queries:
+                if not (out / f"{name}.json").exists():  # killed for memory (-9), or failed
+                    report[engine][name] = {"failed": f"exit {done.returncode}"}
+                    continue
+                report[engine][name] = json.loads((out / f"{name}.json").read_text())
+                if engine != "duckdb" and "failed" not in report["duckdb"][name]:
+                    report[engine][name]["mismatch"] = same_result(
+                        name, pd.read_parquet(work / "duckdb" / f"{name}.parquet"),
+                        pd.read_parquet(out / f"{name}.parquet"))
     return report
 
 
@@ -395,22 +404,21 @@ def print_report(size: int, report: dict) -> None:
     print(f"\n== {size:,} final-step rows requested: the catalog holds {rows['all']:,} token rows "
           f"({rows['final']:,} at the final step) and {rows['types']:,} rollup rows ({rows['final_types']:,})")
     reads = {"learning_speed": rows["all"]}  # the occurrence rows behind each answer, for rows/s
-    duck = report["duckdb"]
-    for engine, result in report.items():
+    for engine, results in report.items():
         if engine == "rows":
             continue
-        if "failed" in result:
-            print(f"{engine:>10}: {result['failed']}")
-            continue
-        print(f"{engine:>10}: peak RSS {result['peak_rss_gb']:.2f} GB")
-        for name in QUERIES:
-            seconds = result["seconds"][name]
-            mismatch = result.get("mismatch", {}).get(name)
-            line = f"{'':>12}{name:<20} {seconds:8.3f} s  {reads.get(name, rows['final']) / seconds / 1e6:9.1f} M rows/s"
-            if mismatch:
-                line += f"  RESULT DIFFERS: {mismatch} (time not counted)"
-            elif engine != "duckdb":
-                line += f"  duckdb is {seconds / duck['seconds'][name]:.1f}x faster"
+        print(f"{engine}:")
+        for name, result in results.items():
+            if "failed" in result:
+                print(f"    {name:<20} failed ({result['failed']})")
+                continue
+            seconds = result["seconds"]
+            line = (f"    {name:<20} {seconds:8.3f} s  {reads.get(name, rows['final']) / seconds / 1e6:7.1f} M rows/s  "
+                    f"peak RSS {result['peak_rss_gb']:5.2f} GB")
+            if result.get("mismatch"):
+                line += f"  RESULT DIFFERS: {result['mismatch']} (time not counted)"
+            elif engine != "duckdb" and "failed" not in report["duckdb"][name]:
+                line += f"  duckdb is {seconds / report['duckdb'][name]['seconds']:.1f}x faster"
             print(line)
 
 
@@ -427,12 +435,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dir", default="/tmp/raysweep-sqlbench")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--fresh", action="store_true", help="rewrite sweeps that exist")
+    parser.add_argument("--process-per-query", action=argparse.BooleanOptionalAction, default=None,
+                        help="each query in its own process, so each peak RSS is one query's (default: from 100M rows)")
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # the child process: one engine's run
+    parser.add_argument("--queries", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--sweep", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.engine:
-        run_engine(args.engine, Path(args.sweep), Path(args.out))
+        run_engine(args.engine, args.queries, Path(args.sweep), Path(args.out))
         return {}
     reports = {}
     for text in args.rows:
@@ -442,10 +453,12 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(root, ignore_errors=True)
             started = time.perf_counter()
             sweep = write_sweep(root, size, args.eval_sequences)
-            print(f"wrote the {text} sweep (data dir, shards, rollups, catalog) in {time.perf_counter() - started:.0f} s "
+            print(f"wrote the {text} sweep (data dir, shards, rollups, catalog) in "
+                  f"{time.perf_counter() - started:.0f} s "
                   f"({sum(f.stat().st_size for f in sweep.rglob('*.parquet')) / 1e9:.2f} GB of Parquet)")
         sweep_dir = next(root.glob("runs/*/BENCH_COMPLETE")).parent
-        reports[size] = compare(sweep_dir, args.engines, root / "results")
+        per_query = size >= 100_000_000 if args.process_per_query is None else args.process_per_query
+        reports[size] = compare(sweep_dir, args.engines, root / "results", per_query)
         print_report(size, reports[size])
     return reports
 

@@ -28,7 +28,7 @@ TOKEN_SCHEMA = pa.schema([
 
 # The rollup of one eval: per token type, the sums that every per-type query starts from. Written beside the
 # token shards (rank 0, after summing over ranks) so that a query over types reads one row per type, not one
-# per occurrence (~15x fewer rows at the paper's eval size; bench/sql_bench.py).
+# per occurrence (~13x fewer rows at the paper's eval size over a 32k vocabulary; bench/README.md).
 TOKEN_TYPES_SCHEMA = pa.schema([
     ("token_id", pa.int32()),
     ("n_occurrences", pa.int64()),  # the type's occurrences in the split's eval set

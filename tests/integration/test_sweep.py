@@ -219,8 +219,8 @@ def test_killed_sweep_finishes_with_resume(reference, tmp_path, shared_ray):
 
 
 def test_sql_library_on_a_real_sweep(reference):
-    """every query returns rows on a real sweep; embedding norms cover the whole vocabulary at every eval (plot and
-    tables of a real sweep: tests/integration/test_readme.py; its HTML page: test_regularizer_axis_runs_through_fsdp)."""
+    """every query returns rows on a real sweep; embedding norms cover the whole vocabulary at every eval (plot
+    and tables of a real sweep: tests/integration/test_readme.py; its page: test_regularizer_axis_runs_through_fsdp)."""
     from raysweep.catalog.queries import load_queries
     from raysweep.catalog.connect import connect
 
