@@ -75,10 +75,11 @@ def _read(env: dict, key: str) -> bytes:
 
 
 def _manifests(files: dict[str, bytes]) -> dict[str, dict]:
-    """relative shard manifest path -> {rows, sha256}, token and embedding shards only (training
+    """relative shard manifest path -> {rows, sha256}, token, rollup and embedding shards only (training
     metrics carry wall-clock times)."""
     return {name: json.loads(data) for name, data in files.items()
-            if name.startswith(("shards/tokens/", "shards/embeddings/")) and name.endswith(".manifest.json")}
+            if name.startswith(("shards/tokens/", "shards/token_types/", "shards/embeddings/"))
+            and name.endswith(".manifest.json")}
 
 
 def test_sweep_on_s3_matches_the_same_sweep_on_local_disk(s3_ray, reference, tmp_path, capsys):
