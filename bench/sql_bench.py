@@ -7,8 +7,8 @@ For each size, a synthetic sweep written through raysweep's own code: `prepare_d
 synthetic Zipf corpus (a 32k word-level vocabulary, so the eval sets and training counts are real), the trials
 table comes from the spec's grid (`write_trials_table`), and every eval's token shards and rollup go through the
 writers and layout EvalHook uses, with synthetic losses. `--rows` counts final-step rows (both splits); each trial
-scores the paper's eval set (2,048 x 128 tokens per split) at two steps, so the sweep holds twice that, and
-`learning_speed` reads both steps. A sweep dir of the same shape is reused (`--keep`, the default, for 1B).
+scores the paper's eval set (2,048 sequences x 127 targets per split) at two steps, so the sweep holds twice that,
+and `learning_speed` reads both steps. A sweep dir of the same shape is reused unless `--fresh`.
 
 Each engine runs in its own process, from 100M rows each query in its own (so a peak RSS is one query's), over a
 warm page cache: the first run of a query warms it and is not counted; then the best of up to 3 (2 for pandas; 1

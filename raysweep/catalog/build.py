@@ -27,7 +27,7 @@ from raysweep.errors import first_line
 from raysweep.store.layout import SweepLayout, partition_keys, shard_rank, token_freq_file
 from raysweep.store.shards import (EMBEDDING_PARTITIONS, EMBEDDING_SCHEMA, TOKEN_PARTITIONS, TOKEN_SCHEMA,
                                    TOKEN_TYPES_SCHEMA, TRAIN_METRICS_PARTITIONS, TRAIN_METRICS_SCHEMA, complete_shards,
-                                   is_complete, write_token_types_from_shards)
+                                   is_complete)
 from raysweep.store.storage import (StoragePath, durable_replace, fetch_file, is_remote, read_parquet_schema,
                                     read_parquet_table, register_filesystems, temporary_sibling)
 
@@ -112,13 +112,15 @@ def shard_select_sql(kind: str, shards: list[StoragePath]) -> str:
 
 
 def shard_views(shards: dict[str, list[StoragePath]], final_step: dict[str, int]) -> dict[str, str]:
-    """Each shard view's SELECT (`shards`: the complete shards of each kind): `tokens`, `token_types`,
-    `embeddings`, `train_metrics`, and `final_tokens` / `final_token_types` over the files of each trial's last
-    step (`final_step`, from trials.steps): listing them up front lets DuckDB skip the other steps' files at plan
-    time; a join against `trials` would read every file's rows before filtering them."""
-    views = {kind: shard_select_sql(kind, files) for kind, files in shards.items()}
-    for kind in ("tokens", "token_types"):
-        views[f"final_{kind}"] = shard_select_sql(kind, _at_final_step(shards[kind], final_step))
+    """Each shard view's SELECT (`shards`: the complete shards of each kind): `tokens`, `token_types` (rollups,
+    `token_types_select_sql`), `embeddings`, `train_metrics`, and `final_tokens` / `final_token_types` over the
+    files of each trial's last step (`final_step`, from trials.steps): listing them up front lets DuckDB skip the
+    other steps' files at plan time; a join against `trials` would read every file's rows before filtering them."""
+    views = {kind: shard_select_sql(kind, files) for kind, files in shards.items() if kind != "token_types"}
+    views["final_tokens"] = shard_select_sql("tokens", _at_final_step(shards["tokens"], final_step))
+    views["token_types"] = token_types_select_sql(shards["tokens"], shards["token_types"])
+    views["final_token_types"] = token_types_select_sql(_at_final_step(shards["tokens"], final_step),
+                                                        _at_final_step(shards["token_types"], final_step))
     return views
 
 
@@ -139,22 +141,30 @@ def whole_steps(shards: list[StoragePath], workers: int) -> list[StoragePath]:
     return [s for s in shards if whole(partition_keys(s)["trial"], partition_keys(s)["step"])]
 
 
-def eval_rollups(layout: SweepLayout, token_shards: list[StoragePath], rollups: list[StoragePath]) -> list[StoragePath]:
-    """The rollups (`token_types`) of exactly the evals `token_shards` holds (whole ones, `whole_steps`), so that
-    a per-type query says the same over either: a rollup without its token shards is left out, and an eval
-    without its rollup (a sweep written before rollups, an eval cut short between the two) gets one now."""
-    by_eval: dict[tuple[str, str, str], list[StoragePath]] = {}
-    for shard in token_shards:
-        keys = partition_keys(shard)
-        by_eval.setdefault((keys["split"], keys["trial"], keys["step"]), []).append(shard)
-    have = {str(p) for p in rollups}
-    wanted = []
-    for (split, trial, step), rank_shards in sorted(by_eval.items()):
-        rollup = layout.token_types_shard(split, trial, int(step))
-        if str(rollup) not in have:
-            write_token_types_from_shards(rank_shards, rollup)
-        wanted.append(rollup)
-    return wanted
+def _eval_of(shard: StoragePath) -> tuple[str, str, str]:
+    keys = partition_keys(shard)
+    return keys["split"], keys["trial"], keys["step"]
+
+
+def eval_rollups(token_shards: list[StoragePath], rollups: list[StoragePath]) -> list[StoragePath]:
+    """The rollups of evals that `token_shards` holds (the whole ones, `whole_steps`): a rollup whose eval is not
+    whole is left out, so a per-type query says what the rows say."""
+    evals = {_eval_of(shard) for shard in token_shards}
+    return [rollup for rollup in rollups if _eval_of(rollup) in evals]
+
+
+def token_types_select_sql(token_shards: list[StoragePath], rollups: list[StoragePath]) -> str:
+    """The `token_types` view: the rollups, and for an eval without one (a sweep written before rollups, an eval
+    cut short between its shards and its rollup) the same sums computed from its token shards. Reading, never
+    writing: a reader holds no lock, and the sweep dir may be someone else's."""
+    rolled = {_eval_of(rollup) for rollup in rollups}
+    unrolled = [shard for shard in token_shards if _eval_of(shard) not in rolled]
+    if not unrolled:
+        return shard_select_sql("token_types", rollups)
+    summed = (f"SELECT split, trial_id, step, token_id, count(*) AS n_occurrences, sum(loss) AS sum_loss, "
+              f"CAST(count_if(correct) AS BIGINT) AS n_correct FROM ({shard_select_sql('tokens', unrolled)}) "
+              "GROUP BY split, trial_id, step, token_id")
+    return summed if not rollups else f"{shard_select_sql('token_types', rollups)} UNION ALL {summed}"
 
 
 def sweep_workers(layout: SweepLayout) -> int:
@@ -274,7 +284,7 @@ def _write_catalog(tmp: Path, layout: SweepLayout, freq_files: list[StoragePath]
             shards[name] = complete_shards(layout.shards_root(name))
             _check_shards(name, shards[name])
         shards["tokens"] = whole_steps(shards["tokens"], sweep_workers(layout))
-        shards["token_types"] = eval_rollups(layout, shards["tokens"], shards["token_types"])
+        shards["token_types"] = eval_rollups(shards["tokens"], shards["token_types"])
         create_table(con, "shards", pa.table({
             "kind": [kind for kind, files in shards.items() for _ in files],
             "path": [relative_to_sweep(layout, f) for files in shards.values() for f in files]}))
@@ -322,7 +332,7 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
                     if int(partition_keys(s)["step"]) == step)
     written = [layout.token_types_shard(split, trial_row["trial_id"], step)
                for split in sorted({partition_keys(s)["split"] for s in shards})]
-    rollups = eval_rollups(layout, shards, [r for r in written if is_complete(r)])
+    rollups = eval_rollups(shards, [r for r in written if is_complete(r)])
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
         lock_down(con, [layout.root])

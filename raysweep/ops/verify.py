@@ -42,13 +42,17 @@ class VerifyReport:
 
 
 def expected_shards(spec: SweepSpec, data: PreparedData, point) -> list[StoragePath]:
+    """Every shard a finished trial wrote: token shards per (step, split, rank), and a rollup per (step, split) if
+    the trial writes rollups (a trial trained before them has none, and its queries sum its token shards)."""
     source, trial_id = trial_source(spec), point.table_id
     splits = [s for s in EVAL_SPLITS if data.n_eval_sequences[s] > 0]
     workers, layout = spec.resources.workers_per_trial, spec.layout
     eval_steps = source.eval_steps(point)
     paths = [layout.token_shard(split, trial_id, step, rank)
              for step in eval_steps for split in splits for rank in range(workers)]
-    paths += [layout.token_types_shard(split, trial_id, step) for step in eval_steps for split in splits]
+    rollups = [layout.token_types_shard(split, trial_id, step) for step in eval_steps for split in splits]
+    if any(manifest_path(rollup).exists() for rollup in rollups):
+        paths += rollups
     paths += [layout.embedding_shard(trial_id, step) for step in eval_steps]
     paths += [layout.train_metrics_shard(trial_id, step) for step in source.report_steps(point)]
     return paths

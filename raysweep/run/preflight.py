@@ -170,8 +170,11 @@ def check_existing_sweep(spec: SweepSpec) -> bool:
     layout = spec.layout
     if not layout.spec_file.exists():
         return False
+    raw = yaml.safe_load(layout.spec_file.read_text())
+    if not isinstance(raw, dict):
+        raise SweepDirError(f"{layout.spec_file}: not a raysweep spec (a YAML mapping); the sweep dir is damaged")
     # Where the dir is now, under its name now, as load_sweep_spec reads it: a moved or renamed sweep extends.
-    raw = yaml.safe_load(layout.spec_file.read_text()) | {"storage": str(spec.storage), "name": spec.name}
+    raw |= {"storage": str(spec.storage), "name": spec.name}
     check_ids_unchanged(layout, raw)
     check_trained_by_this_version(layout)
     try:  # fields added since the sweep was written take their defaults on both sides

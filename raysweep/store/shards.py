@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from raysweep.store.storage import (StoragePath, atomic_write_text, ensure_dir, location, read_parquet_table,
-                                    remove_stale_temporaries, sha256_file, write_parquet)
+from raysweep.store.storage import (StoragePath, atomic_write_text, ensure_dir, location, remove_stale_temporaries,
+                                    sha256_file, write_parquet)
 
 TOKEN_SCHEMA = pa.schema([
     ("seq_id", pa.int32()),    # row of the eval set (same rows for every trial)
@@ -107,15 +107,6 @@ def token_types_table(sums: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays([pa.array(present, pa.int32()), pa.array(sums[0, present].astype(np.int64)),
                                  pa.array(sums[1, present]), pa.array(sums[2, present].astype(np.int64))],
                                 schema=TOKEN_TYPES_SCHEMA)
-
-
-def write_token_types_from_shards(rank_shards: list[StoragePath], path: StoragePath) -> None:
-    """The rollup of an eval whose token shards are written but whose rollup is not (a sweep from before
-    rollups, or an eval cut short between the two): computed from the shards, as rank 0 would have."""
-    table = pa.concat_tables([read_parquet_table(shard, columns=["token_id", "loss", "correct"])
-                              for shard in rank_shards])
-    vocab_size = int(np.max(table["token_id"].to_numpy(), initial=0)) + 1
-    write_shard(token_types_table(type_sums(table, vocab_size)), path)
 
 
 def is_complete(path: StoragePath, verify_checksum: bool = False) -> bool:

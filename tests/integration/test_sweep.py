@@ -355,6 +355,10 @@ def test_regularizer_axis_runs_through_fsdp(tmp_path, shared_ray):
     n_pairs, n_rolled, n_from_rows, same_counts, loss_diff, accuracy_diff = rollup_vs_rows
     assert n_pairs == n_rolled == n_from_rows > 0 and same_counts, rollup_vs_rows
     assert loss_diff < 1e-9 and accuracy_diff < 1e-12, rollup_vs_rows
+    rollups = list((sweep / "shards" / "token_types").rglob("part-0.parquet"))  # rank 0's, one per eval
+    assert len(rollups) == 2 * 2 * 2  # trials x eval steps x splits
+    assert all(r.stat().st_mtime < SweepLayout.at(sweep).done_file(r.parts[-3][len("trial="):]).stat().st_mtime
+               for r in rollups)
     assert regularizers == {"nano-wd1.0-s0-ls0.1-do0.1": "adamw label_smoothing=0.1 dropout=0.1",
                             "nano-wd1.0-s0-fa0.5-ls0.1-do0.1":
                                 "adamw freq_decay_alpha=0.5 label_smoothing=0.1 dropout=0.1"}

@@ -197,32 +197,41 @@ def test_a_step_counts_only_when_every_rank_finished_it(tmp_path):
     assert trial not in binned
 
 
-def test_rollups_hold_what_the_rows_hold_and_only_for_whole_evals(tmp_path):
-    """A sweep written without rollups (an earlier raysweep's) gets one per whole eval when its catalog is built,
-    and every per-type query gives the same answer from them as from the per-occurrence rows; a rollup of an
-    eval that is not whole (rank 1 never finished) stays out of the views, as that eval's rows do."""
+def test_rollups_and_the_rows_they_stand_for_give_the_same_answer(tmp_path):
+    """Evals with a rollup (written as EvalHook writes one) and evals without (a sweep from before rollups) side by
+    side: every per-type query gives what the per-occurrence rows give, the catalog writes nothing into the sweep,
+    and a rollup of an eval that is not whole (rank 1 never finished) stays out of the views, as its rows do."""
     from tests.synthetic_sweep import STEPS, VOCAB, write_synthetic_sweep
 
     sweep = write_synthetic_sweep(tmp_path / "runs" / "s")
     layout = SweepLayout.at(sweep)
+    token_shards = complete_shards(layout.shards_root("tokens"))
+    for shard in token_shards[::3]:  # a third of the evals get their rollup
+        keys = dict(part.split("=") for part in shard.parts if "=" in part)
+        rank_shards = sorted(shard.parent.glob("part-*.parquet"))
+        rows = pa.concat_tables([pq.read_table(p) for p in rank_shards])
+        write_shard(token_types_table(type_sums(rows, VOCAB)),
+                    layout.token_types_shard(keys["split"], keys["trial"], int(keys["step"])))
     trial = "s1-wd1.0-s0"
     manifest_path(layout.token_shard("heldout", trial, STEPS[-1], 1)).unlink()  # this eval is not whole
-    stray = layout.token_types_shard("heldout", trial, STEPS[-1])
-    write_shard(token_types_table(type_sums(pq.read_table(layout.token_shard("heldout", trial, STEPS[-1], 0)),
-                                            VOCAB)), stray)  # a rollup of half the eval
+    half = pq.read_table(layout.token_shard("heldout", trial, STEPS[-1], 0))
+    write_shard(token_types_table(type_sums(half, VOCAB)), layout.token_types_shard("heldout", trial, STEPS[-1]))
+    rollups = complete_shards(layout.shards_root("token_types"))
+    assert 5 < len(rollups) < len(token_shards) / 2
     build_catalog(sweep)
+    assert complete_shards(layout.shards_root("token_types")) == rollups  # a reader writes no rollup
     with connect([sweep]) as con:
         evals = con.execute("SELECT DISTINCT trial_id, split, step FROM tokens ORDER BY ALL").fetchall()
         rolled = con.execute("SELECT DISTINCT trial_id, split, step FROM token_types ORDER BY ALL").fetchall()
+        final = con.execute("SELECT DISTINCT trial_id, split, step FROM final_token_types ORDER BY ALL").fetchall()
         per_type = {name: con.execute(f"SELECT * FROM {name}(step := 'all') ORDER BY trial_id, step, split, "
                                       "token_id").df() for name in ("token_type_loss", "token_type_loss_raw")}
     assert rolled == evals and (trial, "heldout", STEPS[-1]) not in rolled and len(evals) > 20
-    written = {tuple(str(p).split("/")[-4:-1]) for p in complete_shards(layout.shards_root("token_types"))}
-    assert len(written) == len(evals) + 1  # the backfilled rollups, and the stray one (on disk, out of the views)
+    assert final == [e for e in evals if e[2] == STEPS[-1]]
     expected, got = per_type["token_type_loss_raw"], per_type["token_type_loss"]
     assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
-    assert (got[["trial_id", "step", "split", "token_id", "n_occurrences"]].to_numpy()
-            == expected[["trial_id", "step", "split", "token_id", "n_occurrences"]].to_numpy()).all()
+    keys = ["trial_id", "step", "split", "token_id", "n_occurrences"]
+    assert (got[keys].to_numpy() == expected[keys].to_numpy()).all()
     np.testing.assert_allclose(got["mean_loss"], expected["mean_loss"], rtol=1e-9)
     np.testing.assert_allclose(got["accuracy"], expected["accuracy"], rtol=1e-12)
 
