@@ -280,6 +280,7 @@ def setup(case: str, tmp: Path, earlier: Path) -> list[str]:
                                             ["report", "--html", str(_synthetic_copy(tmp, earlier)),
                                              "--out", str(tmp / "afile" / "page.html")])[1],
         "sweep-dir-locked": lambda: _locked_by_another_writer(tmp),
+        "sweep-dir-spec-damaged": lambda: _sweep_dir_with_damaged_spec(tmp),
         "cache-not-private": lambda: ((tmp / "shared-cache").mkdir(mode=0o777), (tmp / "shared-cache").chmod(0o777),
                                       ["report", "s3://raysweep-nowhere/sweeps/demo"])[-1],
         "catalog-corrupt-shard": lambda: _corrupt_shard(_synthetic_copy(tmp, earlier)),
@@ -348,6 +349,14 @@ def _locked_by_another_writer(tmp: Path) -> list[str]:
     sweep.mkdir(parents=True)
     (sweep / ".writer.lock").write_text(json.dumps({"command": "raysweep sweep", "host": "elsewhere", "pid": 4242,
                                                     "token": "theirs", "heartbeat": time.time()}))
+    return ["sweep", spec]
+
+
+def _sweep_dir_with_damaged_spec(tmp: Path) -> list[str]:
+    spec = _spec(tmp)
+    sweep = tmp / "runs" / "new"
+    sweep.mkdir(parents=True)
+    (sweep / "spec.yaml").write_text("- not\n- a mapping\n")
     return ["sweep", spec]
 
 
