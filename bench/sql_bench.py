@@ -95,7 +95,9 @@ def write_sweep(root: Path, final_rows: int, eval_sequences: int) -> Path:
     from raysweep.data.prepare import eval_sets, prepare_data
     from raysweep.run.trials_table import write_trials_table
     from raysweep.spec.load import parse_spec, spec_to_yaml
-    from raysweep.store.shards import TOKEN_SCHEMA, token_types_table, type_sums, write_shard, write_token_shard
+    from raysweep.data.frequency import read_token_counts
+    from raysweep.store.shards import (TOKEN_ROW_ORDER, TOKEN_SCHEMA, token_types_table, type_sums, write_shard,
+                                       write_token_shard)
     from raysweep.store.storage import atomic_write_text
     from raysweep.trials.source import trial_source
 
@@ -117,10 +119,10 @@ def write_sweep(root: Path, final_rows: int, eval_sequences: int) -> Path:
         rows[split] = pa.table({"seq_id": pa.array(np.repeat(np.arange(n_seq), SEQ_LEN - 1), pa.int32()),
                                 "pos": pa.array(np.tile(np.arange(1, SEQ_LEN), n_seq), pa.int32()),
                                 "token_id": pa.array(sequences[:, 1:].reshape(-1), pa.int32())}
-                               ).sort_by([("token_id", "ascending"), ("seq_id", "ascending"), ("pos", "ascending")])
+                               ).sort_by(TOKEN_ROW_ORDER)  # write_token_shard's order, sorted once here
     # A type's loss falls with its training count and rises with weight decay, more for rare types (the paper's
     # shape, so the bins differ); noise on top.
-    freq = pq_read_counts(data.data_dir)
+    freq = read_token_counts(data.data_dir, data.vocab_size)
     started, n_written = time.perf_counter(), 0
     for i, point in enumerate(points):
         for step in spec.eval_steps():
@@ -141,16 +143,6 @@ def write_sweep(root: Path, final_rows: int, eval_sequences: int) -> Path:
     build_catalog(layout.root)
     (layout.root / "BENCH_COMPLETE").write_text("")
     return layout.root
-
-
-def pq_read_counts(data_dir) -> np.ndarray:
-    from raysweep.store.layout import token_freq_file
-    from raysweep.store.storage import read_parquet_table
-
-    table = read_parquet_table(token_freq_file(data_dir), columns=["token_id", "count"])
-    counts = np.zeros(int(np.max(table["token_id"].to_numpy())) + 1)
-    counts[table["token_id"].to_numpy()] = table["count"].to_numpy()
-    return counts
 
 
 # --- the engines ---------------------------------------------------------------------------------------------

@@ -330,9 +330,8 @@ def trial_objectives(layout: SweepLayout, trial_row: dict, data_dir: StoragePath
     step = trial_row["steps"] if step is None else step
     shards = sorted(s for trial_dir in layout.trial_token_dirs(trial_row["trial_id"]) for s in complete_shards(trial_dir)
                     if int(partition_keys(s)["step"]) == step)
-    written = [layout.token_types_shard(split, trial_row["trial_id"], step)
-               for split in sorted({partition_keys(s)["split"] for s in shards})]
-    rollups = eval_rollups(shards, [r for r in written if is_complete(r)])
+    rollups = [rollup for split in sorted({partition_keys(s)["split"] for s in shards})
+               if is_complete(rollup := layout.token_types_shard(split, trial_row["trial_id"], step))]
     with duckdb.connect() as con:
         register_filesystems(con, [layout.root])
         lock_down(con, [layout.root])

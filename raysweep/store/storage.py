@@ -205,9 +205,9 @@ def read_parquet_metadata(path: StoragePath) -> pq.FileMetaData:
     return pq.read_metadata(source.pop("source"), **source)
 
 
-def read_parquet_table(path: StoragePath, columns: Optional[list[str]] = None) -> pa.Table:
+def read_parquet_table(path: StoragePath) -> pa.Table:
     source = arrow_source(path)
-    return pq.read_table(source.pop("source"), columns=columns, **source)
+    return pq.read_table(source.pop("source"), **source)
 
 
 def upload_tree(local_dir: Path, destination: UPath, last: Optional[str] = None) -> None:
